@@ -1,0 +1,247 @@
+//! The teacher's logit cache, `logits.bin`: a fixed 256-byte header, then row-major
+//! little-endian f32 logits, one row per training row in file order. Read through a memory map,
+//! so that distillation touches only the rows of each batch.
+//!
+//! Header layout (little-endian):
+//! | bytes   | field                                        |
+//! |---------|----------------------------------------------|
+//! | 0..8    | magic `KDLOGIT\0`                            |
+//! | 8..12   | format version (1)                           |
+//! | 12..16  | dtype code (0 = f32)                         |
+//! | 16..24  | rows                                         |
+//! | 24..28  | classes                                      |
+//! | 28..32  | length of the teacher id in bytes            |
+//! | 32..48  | fingerprint of the training rows (FNV-1a 128)|
+//! | 48..256 | teacher id, UTF-8, zero padded               |
+use crate::data::Example;
+use crate::error::{KdError, Result};
+use crate::fsutil::write_atomic;
+use memmap2::Mmap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"KDLOGIT\0";
+const VERSION: u32 = 1;
+const DTYPE_F32: u32 = 0;
+/// Size of the fixed header; also keeps the f32 data aligned.
+pub const HEADER_LEN: usize = 256;
+const MAX_ID_LEN: usize = HEADER_LEN - 48;
+
+/// What the header says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheHeader {
+    pub rows: usize,
+    pub classes: usize,
+    /// Fingerprint of the training rows' texts and labels, in file order.
+    pub fingerprint: u128,
+    /// The teacher's identity (its run folder and base model).
+    pub teacher: String,
+}
+
+/// FNV-1a (128-bit) over every row's label and length-prefixed text, in order.
+pub fn fingerprint(rows: &[Example]) -> u128 {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+    let mut h = OFFSET;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= b as u128;
+            h = h.wrapping_mul(PRIME);
+        }
+    };
+    eat(&(rows.len() as u64).to_le_bytes());
+    for r in rows {
+        eat(&r.label.map_or(u32::MAX, |l| l).to_le_bytes());
+        eat(&(r.text.len() as u64).to_le_bytes());
+        eat(r.text.as_bytes());
+    }
+    h
+}
+
+/// Hex form of a fingerprint, as shown to users.
+pub fn fingerprint_hex(f: u128) -> String {
+    format!("{f:032x}")
+}
+
+/// Writes `logits` (rows × classes, row-major) to `path` atomically.
+pub fn write(path: &Path, header: &CacheHeader, logits: &[f32]) -> Result<()> {
+    if logits.len() != header.rows * header.classes {
+        return Err(KdError::Config(format!(
+            "logit cache: {} values for {} rows × {} classes",
+            logits.len(),
+            header.rows,
+            header.classes
+        )));
+    }
+    let mut head = [0u8; HEADER_LEN];
+    let id = truncate_utf8(&header.teacher, MAX_ID_LEN);
+    head[0..8].copy_from_slice(MAGIC);
+    head[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    head[12..16].copy_from_slice(&DTYPE_F32.to_le_bytes());
+    head[16..24].copy_from_slice(&(header.rows as u64).to_le_bytes());
+    head[24..28].copy_from_slice(&(header.classes as u32).to_le_bytes());
+    head[28..32].copy_from_slice(&(id.len() as u32).to_le_bytes());
+    head[32..48].copy_from_slice(&header.fingerprint.to_le_bytes());
+    head[48..48 + id.len()].copy_from_slice(id.as_bytes());
+    write_atomic(path, |tmp| {
+        let file = std::fs::File::create(tmp).map_err(|e| KdError::io(tmp, e))?;
+        let mut w = std::io::BufWriter::new(file);
+        let io = |e| KdError::io(tmp, e);
+        w.write_all(&head).map_err(io)?;
+        for v in logits {
+            w.write_all(&v.to_le_bytes()).map_err(io)?;
+        }
+        w.flush().map_err(io)
+    })
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A memory-mapped, validated logit cache.
+#[derive(Debug)]
+pub struct LogitCache {
+    map: Mmap,
+    header: CacheHeader,
+    path: PathBuf,
+}
+
+impl LogitCache {
+    /// Maps `path` and validates magic, version, dtype and size.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| KdError::io(path, e))?;
+        // SAFETY: kd replaces caches by rename, never in place, so the mapping stays valid.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| KdError::io(path, e))?;
+        let bad = |m: String| KdError::bad_file(path, m);
+        if map.len() < HEADER_LEN || &map[0..8] != MAGIC {
+            return Err(bad("not a kd logit cache (bad magic)".into()));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(map[o..o + 4].try_into().expect("4 bytes"));
+        let version = u32_at(8);
+        if version != VERSION {
+            return Err(bad(format!(
+                "logit cache format version {version}, this kd reads version {VERSION}"
+            )));
+        }
+        if u32_at(12) != DTYPE_F32 {
+            return Err(bad(format!("unknown dtype code {}", u32_at(12))));
+        }
+        let rows = u64::from_le_bytes(map[16..24].try_into().expect("8 bytes")) as usize;
+        let classes = u32_at(24) as usize;
+        let id_len = (u32_at(28) as usize).min(MAX_ID_LEN);
+        let fingerprint = u128::from_le_bytes(map[32..48].try_into().expect("16 bytes"));
+        let teacher = String::from_utf8_lossy(&map[48..48 + id_len]).into_owned();
+        let expected = rows
+            .checked_mul(classes)
+            .and_then(|n| n.checked_mul(4))
+            .and_then(|n| n.checked_add(HEADER_LEN));
+        if expected != Some(map.len()) || classes == 0 {
+            return Err(bad(format!(
+                "size {} bytes does not match {rows} rows × {classes} classes (truncated or corrupt)",
+                map.len()
+            )));
+        }
+        Ok(Self {
+            map,
+            header: CacheHeader {
+                rows,
+                classes,
+                fingerprint,
+                teacher,
+            },
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The header.
+    pub fn header(&self) -> &CacheHeader {
+        &self.header
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Logits of row `i`.
+    pub fn row(&self, i: usize) -> Vec<f32> {
+        let c = self.header.classes;
+        let start = HEADER_LEN + i * c * 4;
+        self.map[start..start + c * 4]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .collect()
+    }
+
+    /// Logits of `rows`, concatenated (rows.len() × classes).
+    pub fn gather(&self, rows: &[usize]) -> Vec<f32> {
+        rows.iter().flat_map(|&i| self.row(i)).collect()
+    }
+
+    /// Refuses a cache made from other training rows, naming both fingerprints.
+    pub fn check_matches(&self, rows: &[Example]) -> Result<()> {
+        let current = fingerprint(rows);
+        if self.header.rows != rows.len() || self.header.fingerprint != current {
+            return Err(KdError::FingerprintMismatch {
+                path: self.path.clone(),
+                cached: format!(
+                    "{} ({} rows)",
+                    fingerprint_hex(self.header.fingerprint),
+                    self.header.rows
+                ),
+                current: format!("{} ({} rows)", fingerprint_hex(current), rows.len()),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(n: usize) -> Vec<Example> {
+        (0..n)
+            .map(|i| Example {
+                text: format!("row {i}"),
+                label: Some((i % 3) as u32),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_trip_and_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logits.bin");
+        let data = rows(5);
+        let logits: Vec<f32> = (0..15).map(|i| i as f32 * 0.25 - 1.0).collect();
+        let header = CacheHeader {
+            rows: 5,
+            classes: 3,
+            fingerprint: fingerprint(&data),
+            teacher: "teacher (roberta-base)".into(),
+        };
+        write(&path, &header, &logits).unwrap();
+        let cache = LogitCache::open(&path).unwrap();
+        assert_eq!(cache.header(), &header);
+        assert_eq!(cache.gather(&[0, 1, 2, 3, 4]), logits);
+        assert_eq!(cache.row(4), &logits[12..15]);
+        cache.check_matches(&data).unwrap();
+        let mut other = data.clone();
+        other[2].label = Some(0);
+        let err = cache.check_matches(&other).unwrap_err().to_string();
+        assert!(err.contains(&fingerprint_hex(fingerprint(&data))), "{err}");
+        // A truncated file is refused, and a failed write leaves the old cache intact.
+        let bytes = std::fs::read(&path).unwrap();
+        let cut = dir.path().join("cut.bin");
+        std::fs::write(&cut, &bytes[..bytes.len() - 4]).unwrap();
+        assert!(LogitCache::open(&cut).unwrap_err().to_string().contains("truncated"));
+        assert!(write(&path, &header, &logits[..3]).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+}

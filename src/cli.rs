@@ -1,0 +1,222 @@
+//! The command line: argument definitions and how they override a config file.
+use clap::{Args, Parser, Subcommand};
+use kd::commands::RunConfig;
+use kd::model::TargetModules;
+use std::path::PathBuf;
+
+/// The teacher and student configs shipped in configs/, used when no --config is given and
+/// configs/ is not in the working directory.
+pub const DEFAULT_TEACHER: &str = include_str!("../configs/teacher.toml");
+pub const DEFAULT_STUDENT: &str = include_str!("../configs/student.toml");
+
+#[derive(Parser)]
+#[command(
+    name = "kd",
+    version,
+    about = "Knowledge distillation of text classifiers: a LoRA teacher, its cached logits, a small student.",
+    long_about = "Knowledge distillation of text classifiers on candle.\n\n\
+  1. kd teach     fine-tunes a teacher encoder with LoRA and caches its logits in teacher/logits.bin\n\
+  2. kd distill   trains a student under a parameter budget on α·T²·KL + (1−α)·CE, from that cache\n\
+  3. kd compare   evaluates run folders side by side on the test split\n\
+  4. kd predict   labels new rows with a trained run\n\n\
+Models are local checkpoint folders (config.json, model.safetensors, tokenizer.json) or Hub ids;\n\
+datasets are folders with train.* / test.* (AG News CSV, JSONL or Parquet) or Hub ids.\n\
+Logging: RUST_LOG=kd=debug for more, RUST_LOG=warn for less."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Fine-tune the teacher with LoRA, then cache its logits over every training row.
+    ///
+    /// Writes OUT/: config.toml, adapter_config.json + adapter_model.safetensors (PEFT layout),
+    /// metrics.jsonl, summary.json and logits.bin.
+    Teach(TrainArgs),
+    /// Train the student on the teacher's cached logits (the teacher is never run).
+    ///
+    /// Refuses a student whose trainable parameters are not under --budget, with a per-module
+    /// breakdown, and a logits.bin made from other training rows.
+    Distill(DistillArgs),
+    /// Evaluate run folders (or PEFT adapters) on the test split, side by side.
+    Compare(CompareArgs),
+    /// Label unlabelled rows with a trained run; writes row,label,logit_*,prob_* as CSV.
+    Predict(PredictArgs),
+}
+
+/// Settings shared by `teach` and `distill`; each overrides the config file.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// TOML config [default: configs/teacher.toml or configs/student.toml]
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Checkpoint folder or Hugging Face Hub id (e.g. roberta-base)
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Dataset folder with train.*/test.* or Hub id (e.g. fancyzhx/ag_news)
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Run folder to write
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stop after this many optimizer steps (the schedule spans them)
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Truncate rows to this many tokens (special tokens included)
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Fraction of each class held out of train to pick the best epoch
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
+    /// Label smoothing of the cross-entropy term
+    #[arg(long)]
+    pub label_smoothing: Option<f64>,
+    /// Warmup as a fraction of all steps
+    #[arg(long)]
+    pub warmup_ratio: Option<f64>,
+    /// LoRA rank
+    #[arg(long)]
+    pub lora_r: Option<usize>,
+    /// LoRA α (the update is scaled by α/r)
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// Comma-separated LoRA target modules (PEFT suffix matching), e.g. query,value
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Option<Vec<String>>,
+    /// Comma-separated layer indices to adapt (PEFT's layers_to_transform)
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<usize>>,
+    /// cpu, cuda, cuda:N or auto
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Frozen weights' dtype: auto (bf16 on CUDA, f32 on CPU), f32, bf16
+    #[arg(long)]
+    pub dtype: Option<String>,
+}
+
+#[derive(Args)]
+pub struct DistillArgs {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// The teacher's run folder (its logits.bin is memory-mapped)
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// Softmax temperature T of the KD term
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Weight α of the KD term; 0 trains on the labels alone
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// The student must have fewer trainable parameters than this
+    #[arg(long)]
+    pub budget: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Run folders to evaluate (e.g. teacher student)
+    pub runs: Vec<PathBuf>,
+    /// PEFT adapter folders to evaluate as well (with --model)
+    #[arg(long)]
+    pub adapter: Vec<PathBuf>,
+    /// Base model for --adapter folders [default: the adapter's base_model_name_or_path]
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Dataset whose test split is used [default: the first run's dataset]
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Where to write the comparison as JSON
+    #[arg(long, default_value = "compare.json")]
+    pub json: PathBuf,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// Max tokens for --adapter folders (run folders use their own)
+    #[arg(long, default_value_t = 128)]
+    pub max_len: usize,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// The run folder to predict with
+    pub run: Option<PathBuf>,
+    /// A PEFT adapter folder instead of a run folder (with --model)
+    #[arg(long, conflicts_with = "run")]
+    pub adapter: Option<PathBuf>,
+    /// Base model for --adapter [default: the adapter's base_model_name_or_path]
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Rows to label (.csv/.csv.gz with optional class column, .jsonl, .parquet)
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long, default_value = "preds.csv")]
+    pub output: PathBuf,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    #[arg(long, default_value_t = 128)]
+    pub max_len: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+}
+
+/// Reads --config, else configs/<name>.toml in the working directory, else the built-in copy.
+pub fn base_config(path: Option<&PathBuf>, name: &str, builtin: &str) -> anyhow::Result<RunConfig> {
+    if let Some(p) = path {
+        return Ok(RunConfig::from_file(p)?);
+    }
+    let local = PathBuf::from("configs").join(format!("{name}.toml"));
+    if local.is_file() {
+        return Ok(RunConfig::from_file(&local)?);
+    }
+    Ok(toml::from_str(builtin)?)
+}
+
+impl TrainArgs {
+    /// Applies every flag that was given on top of `cfg`.
+    pub fn apply(&self, cfg: &mut RunConfig) {
+        macro_rules! set {
+            ($flag:expr => $field:expr) => {
+                if let Some(v) = &$flag {
+                    $field = v.clone();
+                }
+            };
+        }
+        set!(self.model => cfg.model);
+        set!(self.data => cfg.data);
+        set!(self.out => cfg.out);
+        set!(self.device => cfg.device);
+        set!(self.dtype => cfg.dtype);
+        set!(self.epochs => cfg.train.epochs);
+        set!(self.batch_size => cfg.train.batch_size);
+        set!(self.lr => cfg.train.lr);
+        set!(self.max_len => cfg.train.max_len);
+        set!(self.seed => cfg.train.seed);
+        set!(self.val_fraction => cfg.train.val_fraction);
+        set!(self.label_smoothing => cfg.train.label_smoothing);
+        set!(self.warmup_ratio => cfg.train.warmup_ratio);
+        set!(self.lora_r => cfg.lora.r);
+        set!(self.lora_alpha => cfg.lora.alpha);
+        if self.max_steps.is_some() {
+            cfg.train.max_steps = self.max_steps;
+        }
+        if let Some(t) = &self.targets {
+            cfg.lora.targets = TargetModules::Suffixes(t.clone());
+        }
+        if self.layers.is_some() {
+            cfg.lora.layers = self.layers.clone();
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! `kd compare`: evaluate run folders (or PEFT adapters) side by side on the test split.
+use super::evaluate::{evaluate_file, load_adapter, load_run, LoadedModel};
+use super::pipeline::write_json;
+use crate::data::DataFiles;
+use crate::error::{KdError, Result};
+use crate::training::metrics::{agreement, Evaluation};
+use crate::training::TrainSettings;
+use candle_core::{DType, Device};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// What to compare.
+pub struct CompareRequest {
+    /// kd run folders.
+    pub runs: Vec<PathBuf>,
+    /// PEFT adapter folders, loaded onto `model`.
+    pub adapters: Vec<PathBuf>,
+    /// The base model for adapters (default: each adapter's base_model_name_or_path).
+    pub model: Option<String>,
+    /// The dataset whose test split is used (default: the first run's data).
+    pub data: Option<String>,
+    pub device: Device,
+    pub dtype: DType,
+    pub max_len: usize,
+}
+
+/// One model's results.
+#[derive(Debug, Serialize)]
+pub struct RunResult {
+    pub run: String,
+    pub model: String,
+    pub trainable_params: usize,
+    pub eval_samples_per_s: f64,
+    #[serde(flatten)]
+    pub evaluation: Evaluation,
+}
+
+/// Agreement (same argmax) of two runs.
+#[derive(Debug, Serialize)]
+pub struct PairAgreement {
+    pub a: String,
+    pub b: String,
+    pub agreement: f64,
+}
+
+/// The whole comparison, as written to JSON.
+#[derive(Debug, Serialize)]
+pub struct Comparison {
+    pub test_file: PathBuf,
+    pub runs: Vec<RunResult>,
+    pub agreement: Vec<PairAgreement>,
+}
+
+/// Evaluates every run on the same test file.
+pub fn run(req: &CompareRequest) -> Result<Comparison> {
+    let mut loaded: Vec<(String, LoadedModel)> = Vec::new();
+    for dir in &req.runs {
+        loaded.push((dir.display().to_string(), load_run(dir, &req.device, req.dtype)?));
+    }
+    for dir in &req.adapters {
+        let m = load_adapter(dir, req.model.as_deref(), &req.device, req.dtype, req.max_len)?;
+        loaded.push((dir.display().to_string(), m));
+    }
+    if loaded.is_empty() {
+        return Err(KdError::Config("nothing to compare: name run folders or --adapter DIR".into()));
+    }
+    let data = req
+        .data
+        .clone()
+        .or_else(|| loaded.iter().find_map(|(_, m)| m.run.as_ref().map(|r| r.data.clone())))
+        .ok_or_else(|| KdError::Config("pass --data: no run folder names its dataset".into()))?;
+    let test_file = DataFiles::resolve(&data)?.test_file()?.to_path_buf();
+    let mut runs = Vec::new();
+    let mut predictions = Vec::new();
+    for (name, m) in &loaded {
+        let settings = m.run.as_ref().map(|r| r.train.clone()).unwrap_or_default();
+        let settings = TrainSettings { max_len: m.max_len, ..settings };
+        let fe = evaluate_file(&m.model, &m.tokenizer, &test_file, &m.checkpoint, &settings)?;
+        tracing::info!(run = %name, accuracy = fe.evaluation.accuracy, "evaluated");
+        predictions.push(fe.predicted);
+        runs.push(RunResult {
+            run: name.clone(),
+            model: m.checkpoint.id.clone(),
+            trainable_params: m.model.trainable_count(),
+            eval_samples_per_s: fe.samples_per_s,
+            evaluation: fe.evaluation,
+        });
+    }
+    let mut pairs = Vec::new();
+    for i in 0..runs.len() {
+        for j in i + 1..runs.len() {
+            pairs.push(PairAgreement {
+                a: runs[i].run.clone(),
+                b: runs[j].run.clone(),
+                agreement: agreement(&predictions[i], &predictions[j]),
+            });
+        }
+    }
+    Ok(Comparison {
+        test_file,
+        runs,
+        agreement: pairs,
+    })
+}
+
+/// The comparison as a plain-text table.
+pub fn render_table(c: &Comparison) -> String {
+    let mut s = format!("test split: {}\n", c.test_file.display());
+    s.push_str(&format!(
+        "{:<28} {:>9} {:>9} {:>12} {:>10}  {}\n",
+        "run", "accuracy", "macro-F1", "trainable", "eval/s", "per-class F1"
+    ));
+    for r in &c.runs {
+        let f1: Vec<String> = r.evaluation.per_class.iter().map(|p| format!("{:.3}", p.f1)).collect();
+        s.push_str(&format!(
+            "{:<28} {:>8.2}% {:>9.4} {:>12} {:>10.1}  {}\n",
+            r.run,
+            100.0 * r.evaluation.accuracy,
+            r.evaluation.macro_f1,
+            r.trainable_params,
+            r.eval_samples_per_s,
+            f1.join(" ")
+        ));
+    }
+    for p in &c.agreement {
+        s.push_str(&format!("agreement {} vs {}: {:.2}%\n", p.a, p.b, 100.0 * p.agreement));
+    }
+    for r in &c.runs {
+        s.push_str(&format!("confusion (rows true, columns predicted) {}:\n", r.run));
+        for row in &r.evaluation.confusion {
+            let cells: Vec<String> = row.iter().map(|v| format!("{v:>6}")).collect();
+            s.push_str(&format!("  {}\n", cells.join("")));
+        }
+    }
+    s
+}
+
+/// Writes the comparison JSON atomically.
+pub fn save_json(c: &Comparison, path: &std::path::Path) -> Result<()> {
+    write_json(path, c)
+}

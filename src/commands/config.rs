@@ -1,0 +1,106 @@
+//! A run's configuration: the TOML files in configs/ and the fully resolved `config.toml` that
+//! every run folder keeps.
+use crate::error::{KdError, Result};
+use crate::model::LoraSpec;
+use crate::training::TrainSettings;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Everything a `kd teach` or `kd distill` run needs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// A local checkpoint folder or a Hub id.
+    pub model: String,
+    /// A dataset folder or a Hub id.
+    pub data: String,
+    /// The run folder.
+    pub out: PathBuf,
+    /// cpu, cuda, cuda:N or auto.
+    #[serde(default = "auto")]
+    pub device: String,
+    /// The frozen weights' dtype: auto (bf16 on CUDA, f32 on CPU), f32, bf16.
+    #[serde(default = "auto")]
+    pub dtype: String,
+    pub lora: LoraSpec,
+    #[serde(default)]
+    pub train: TrainSettings,
+    /// Present for a student.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillSettings>,
+}
+
+/// The `[distill]` table.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DistillSettings {
+    /// The teacher's run folder (its logits.bin is read).
+    pub teacher: PathBuf,
+    pub temperature: f64,
+    /// Weight of the KD term; 0 trains on the labels alone.
+    pub alpha: f64,
+    /// The student must have fewer trainable parameters than this.
+    pub budget: usize,
+}
+
+fn auto() -> String {
+    "auto".into()
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        Self {
+            epochs: 3,
+            max_steps: None,
+            batch_size: 32,
+            lr: 4e-4,
+            warmup_ratio: 0.06,
+            weight_decay: 0.01,
+            label_smoothing: 0.1,
+            max_grad_norm: 1.0,
+            max_len: 128,
+            seed: 42,
+            val_fraction: 0.05,
+            log_every: 50,
+            eval_batch_size: 128,
+        }
+    }
+}
+
+impl RunConfig {
+    /// Reads a TOML config.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| KdError::io(path, e))?;
+        toml::from_str(&text).map_err(|e| KdError::bad_file(path, e.to_string()))
+    }
+
+    /// Checks values that would otherwise fail deep inside training.
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.train;
+        let fail = |m: String| Err(KdError::Config(m));
+        if t.batch_size == 0 || t.epochs == 0 || t.max_len < 2 {
+            return fail("epochs, batch_size must be ≥ 1 and max_len ≥ 2".into());
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return fail(format!("lr {} must be positive", t.lr));
+        }
+        if !(0.0..1.0).contains(&t.label_smoothing) || !(0.0..=1.0).contains(&t.warmup_ratio) {
+            return fail("label_smoothing must be in [0, 1) and warmup_ratio in [0, 1]".into());
+        }
+        self.lora.validate().map_err(KdError::Config)?;
+        if let Some(d) = &self.distill {
+            if !(0.0..=1.0).contains(&d.alpha) {
+                return fail(format!("--alpha {} must be in [0, 1]", d.alpha));
+            }
+            if d.temperature <= 0.0 {
+                return fail(format!("--temperature {} must be positive", d.temperature));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the resolved config as TOML (atomically).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = toml::to_string_pretty(self)
+            .map_err(|e| KdError::Config(format!("cannot serialise the config: {e}")))?;
+        crate::fsutil::write_bytes_atomic(path, text.as_bytes())
+    }
+}

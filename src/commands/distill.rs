@@ -1,0 +1,63 @@
+//! `kd distill`: train the student on the teacher's cached logits and the labels.
+use super::config::RunConfig;
+use super::pipeline::{files, finish, fresh_model, prepare, start_run_folder, Summary};
+use crate::cache::LogitCache;
+use crate::error::{KdError, Result};
+use crate::model::params::{format_breakdown, trainable_breakdown};
+use crate::training::{train, MetricsLog, Objective};
+
+/// Trains the student described by `cfg` (which must have a `[distill]` table).
+pub fn run(cfg: &RunConfig) -> Result<Summary> {
+    let d = cfg
+        .distill
+        .as_ref()
+        .ok_or_else(|| KdError::Config("a student config needs a [distill] table".into()))?;
+    let p = prepare(cfg)?;
+
+    // Refuse an over-budget student before any weights are touched.
+    let breakdown = trainable_breakdown(&p.checkpoint.config, &cfg.lora, p.data.num_labels);
+    let count: usize = breakdown.iter().map(|m| m.params).sum();
+    if count >= d.budget {
+        return Err(KdError::OverBudget {
+            count,
+            budget: d.budget,
+            breakdown: format_breakdown(&breakdown),
+        });
+    }
+
+    // The teacher is never run: its logits come from the memory-mapped cache.
+    let cache_path = d.teacher.join(files::LOGITS);
+    let cache = if d.alpha > 0.0 {
+        let cache = LogitCache::open(&cache_path)?;
+        cache.check_matches(&p.data.rows)?;
+        if cache.header().classes != p.data.num_labels {
+            return Err(KdError::bad_file(
+                &cache_path,
+                format!(
+                    "{} classes, the data has {}",
+                    cache.header().classes,
+                    p.data.num_labels
+                ),
+            ));
+        }
+        Some(cache)
+    } else {
+        None
+    };
+
+    let model = fresh_model(cfg, &p)?;
+    debug_assert_eq!(model.trainable_count(), count);
+    start_run_folder(cfg)?;
+    tracing::info!(trainable = count, budget = d.budget, "student");
+    let objective = match &cache {
+        Some(cache) => Objective::Distill {
+            cache,
+            temperature: d.temperature,
+            alpha: d.alpha,
+        },
+        None => Objective::Supervised,
+    };
+    let mut log = MetricsLog::create(&cfg.out.join(files::METRICS))?;
+    let report = train(&model, &p.batcher, &p.data, &cfg.train, &objective, &mut log)?;
+    finish(cfg, &p, &model, &report, "student", None)
+}

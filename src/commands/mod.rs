@@ -1,0 +1,11 @@
+//! What the command line runs: one module per command, plus what they share.
+pub mod compare;
+pub mod config;
+pub mod distill;
+pub mod evaluate;
+pub mod pipeline;
+pub mod predict;
+pub mod teach;
+
+pub use config::{DistillSettings, RunConfig};
+pub use pipeline::Summary;

@@ -1,0 +1,156 @@
+//! What `kd teach` and `kd distill` share: preparing data and model, and finishing a run folder.
+use super::config::RunConfig;
+use super::evaluate::evaluate_file;
+use crate::data::{Batcher, DataFiles, Dataset, Example, TextTokenizer};
+use crate::device;
+use crate::error::{KdError, Result};
+use crate::model::{adapter, Checkpoint, TextClassifier};
+use crate::training::TrainReport;
+use candle_core::{DType, Device};
+use serde::Serialize;
+use std::path::Path;
+
+/// Names of the files in a run folder.
+pub mod files {
+    pub const CONFIG: &str = "config.toml";
+    pub const METRICS: &str = "metrics.jsonl";
+    pub const SUMMARY: &str = "summary.json";
+    pub const LOGITS: &str = "logits.bin";
+}
+
+/// Data, tokenizer and model, ready to train.
+pub struct Prepared {
+    pub device: Device,
+    pub dtype: DType,
+    pub checkpoint: Checkpoint,
+    pub files: DataFiles,
+    pub data: Dataset,
+    pub tokenizer: TextTokenizer,
+    pub batcher: Batcher,
+}
+
+/// Tokenizes rows into a batcher with the checkpoint's pad id.
+pub fn tokenize_rows(
+    tokenizer: &TextTokenizer,
+    rows: &[Example],
+    pad_id: u32,
+) -> Result<Batcher> {
+    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+    let ids = tokenizer.encode_all(&texts)?;
+    Ok(Batcher::new(ids, rows.iter().map(|r| r.label).collect(), pad_id))
+}
+
+/// `--max-len`, capped by what the checkpoint's position table allows.
+pub fn effective_max_len(requested: usize, checkpoint: &Checkpoint) -> usize {
+    requested.min(checkpoint.config.max_tokens())
+}
+
+/// Resolves device, checkpoint and data, and tokenizes the training rows.
+pub fn prepare(cfg: &RunConfig) -> Result<Prepared> {
+    cfg.validate()?;
+    let device = device::select(&cfg.device)?;
+    let dtype = device::weight_dtype(&cfg.dtype, &device)?;
+    let checkpoint = Checkpoint::resolve(&cfg.model)?;
+    let files = DataFiles::resolve(&cfg.data)?;
+    let data = Dataset::load(files.train_file()?, cfg.train.val_fraction, cfg.train.seed)?;
+    let max_len = effective_max_len(cfg.train.max_len, &checkpoint);
+    let tokenizer = TextTokenizer::load(&checkpoint.tokenizer, max_len)?;
+    let batcher = tokenize_rows(&tokenizer, &data.rows, checkpoint.config.pad_id())?;
+    tracing::info!(
+        model = %cfg.model, train = data.train.len(), val = data.val.len(),
+        classes = data.num_labels, ?device, ?dtype, "prepared"
+    );
+    Ok(Prepared {
+        device,
+        dtype,
+        checkpoint,
+        files,
+        data,
+        tokenizer,
+        batcher,
+    })
+}
+
+/// Loads the model with fresh adapters for this run.
+pub fn fresh_model(cfg: &RunConfig, p: &Prepared) -> Result<TextClassifier> {
+    TextClassifier::load(
+        &p.checkpoint,
+        &cfg.lora,
+        p.data.num_labels,
+        &p.device,
+        p.dtype,
+        cfg.train.seed,
+    )
+}
+
+/// `summary.json`.
+#[derive(Debug, Serialize, serde::Deserialize, Clone)]
+pub struct Summary {
+    pub role: String,
+    pub model: String,
+    pub data: String,
+    pub device: String,
+    pub trainable_params: usize,
+    pub steps: usize,
+    pub best_epoch: usize,
+    pub val_accuracy: Option<f64>,
+    pub test_accuracy: Option<f64>,
+    pub test_macro_f1: Option<f64>,
+    pub train_seconds: f64,
+    pub train_samples_per_s: f64,
+    pub train_tokens_per_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_samples_per_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+}
+
+/// Saves the adapter, evaluates on the test split when there is one, and writes summary.json.
+pub fn finish(
+    cfg: &RunConfig,
+    p: &Prepared,
+    model: &TextClassifier,
+    report: &TrainReport,
+    role: &str,
+    cache_samples_per_s: Option<f64>,
+) -> Result<Summary> {
+    adapter::save(model, &cfg.model, &cfg.out)?;
+    let test = match &p.files.test {
+        Some(path) => Some(evaluate_file(model, &p.tokenizer, path, &p.checkpoint, &cfg.train)?),
+        None => None,
+    };
+    let summary = Summary {
+        role: role.into(),
+        model: cfg.model.clone(),
+        data: cfg.data.clone(),
+        device: format!("{:?}/{:?}", p.device, p.dtype),
+        trainable_params: model.trainable_count(),
+        steps: report.steps,
+        best_epoch: report.best_epoch,
+        val_accuracy: report.best_val_accuracy,
+        test_accuracy: test.as_ref().map(|t| t.evaluation.accuracy),
+        test_macro_f1: test.as_ref().map(|t| t.evaluation.macro_f1),
+        train_seconds: report.train_seconds,
+        train_samples_per_s: report.train_samples_per_s,
+        train_tokens_per_s: report.train_tokens_per_s,
+        cache_samples_per_s,
+        temperature: cfg.distill.as_ref().filter(|d| d.alpha > 0.0).map(|d| d.temperature),
+        alpha: cfg.distill.as_ref().map(|d| d.alpha),
+    };
+    write_json(&cfg.out.join(files::SUMMARY), &summary)?;
+    Ok(summary)
+}
+
+/// Writes pretty JSON atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("serialisable");
+    crate::fsutil::write_bytes_atomic(path, text.as_bytes())
+}
+
+/// Creates the run folder and records the resolved config in it.
+pub fn start_run_folder(cfg: &RunConfig) -> Result<()> {
+    std::fs::create_dir_all(&cfg.out).map_err(|e| KdError::io(&cfg.out, e))?;
+    cfg.save(&cfg.out.join(files::CONFIG))
+}

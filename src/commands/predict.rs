@@ -1,0 +1,42 @@
+//! `kd predict`: label unlabelled rows with a trained run (or a PEFT adapter).
+use super::evaluate::LoadedModel;
+use super::pipeline::tokenize_rows;
+use crate::data::formats::read_examples;
+use crate::error::{KdError, Result};
+use crate::training::metrics::argmax_rows;
+use crate::training::predict_logits;
+use std::io::Write;
+use std::path::Path;
+
+/// Writes `row,label,logit_0..logit_K,prob_0..prob_K` for every row of `input`, in input order.
+/// Returns the number of rows written.
+pub fn run(loaded: &LoadedModel, input: &Path, output: &Path, batch_size: usize) -> Result<usize> {
+    let rows = read_examples(input, false)?;
+    let batcher = tokenize_rows(&loaded.tokenizer, &rows, loaded.checkpoint.config.pad_id())?;
+    let all: Vec<usize> = (0..rows.len()).collect();
+    let logits = predict_logits(&loaded.model, &batcher, &all, batch_size, "predict")?;
+    let k = loaded.model.num_labels();
+    let labels = argmax_rows(&logits, k);
+    crate::fsutil::write_atomic(output, |tmp| {
+        let file = std::fs::File::create(tmp).map_err(|e| KdError::io(tmp, e))?;
+        let mut w = std::io::BufWriter::new(file);
+        let io = |e| KdError::io(tmp, e);
+        let logit_cols: Vec<String> = (0..k).map(|c| format!("logit_{c}")).collect();
+        let prob_cols: Vec<String> = (0..k).map(|c| format!("prob_{c}")).collect();
+        writeln!(w, "row,label,{},{}", logit_cols.join(","), prob_cols.join(",")).map_err(io)?;
+        for (i, row) in logits.chunks(k).enumerate() {
+            let probs = softmax(row);
+            let fmt = |v: &[f32]| v.iter().map(|x| format!("{x:.6}")).collect::<Vec<_>>().join(",");
+            writeln!(w, "{i},{},{},{}", labels[i], fmt(row), fmt(&probs)).map_err(io)?;
+        }
+        w.flush().map_err(io)
+    })?;
+    Ok(rows.len())
+}
+
+fn softmax(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.iter().map(|e| e / sum).collect()
+}

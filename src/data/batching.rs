@@ -1,0 +1,120 @@
+//! Batches padded only to their own longest row, with rows of similar length grouped together
+//! so that little compute is spent on padding.
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+/// One padded batch, kept on the host (the model moves it to its device).
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// Row-major (batch_size × seq_len) token ids.
+    pub input_ids: Vec<u32>,
+    /// 1 for real tokens, 0 for padding.
+    pub attention_mask: Vec<u32>,
+    pub batch_size: usize,
+    pub seq_len: usize,
+    /// Labels, when the rows are labelled.
+    pub labels: Vec<u32>,
+    /// Which dataset rows these are.
+    pub rows: Vec<usize>,
+}
+
+impl Batch {
+    /// Real (non-padding) tokens in the batch.
+    pub fn real_tokens(&self) -> usize {
+        self.attention_mask.iter().filter(|&&m| m == 1).count()
+    }
+}
+
+/// Tokenized rows ready to be cut into batches.
+pub struct Batcher {
+    ids: Vec<Vec<u32>>,
+    labels: Vec<Option<u32>>,
+    pad_id: u32,
+}
+
+/// How many batches' worth of rows are sorted by length together: large enough to bucket well,
+/// small enough that every epoch still mixes the data.
+const BUCKET_BATCHES: usize = 50;
+
+impl Batcher {
+    /// Wraps tokenized rows (`ids[i]` is row i) and their labels.
+    pub fn new(ids: Vec<Vec<u32>>, labels: Vec<Option<u32>>, pad_id: u32) -> Self {
+        assert_eq!(ids.len(), labels.len());
+        Self {
+            ids,
+            labels,
+            pad_id,
+        }
+    }
+
+    /// Length of row `i` in tokens.
+    pub fn len_of(&self, i: usize) -> usize {
+        self.ids[i].len()
+    }
+
+    /// A training epoch's plan: shuffle, sort by length within buckets of
+    /// `BUCKET_BATCHES` batches, cut, and shuffle the batch order.
+    pub fn training_plan(&self, rows: &[usize], batch_size: usize, rng: &mut StdRng) -> Vec<Vec<usize>> {
+        let mut rows = rows.to_vec();
+        rows.shuffle(rng);
+        let mut plan = Vec::new();
+        for bucket in rows.chunks_mut(batch_size * BUCKET_BATCHES) {
+            bucket.sort_by_key(|&i| self.ids[i].len());
+            plan.extend(bucket.chunks(batch_size).map(<[usize]>::to_vec));
+        }
+        plan.shuffle(rng);
+        plan
+    }
+
+    /// An evaluation plan: all rows sorted by length (outputs are placed by row index, so the
+    /// order does not matter to the caller).
+    pub fn eval_plan(&self, rows: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+        let mut rows = rows.to_vec();
+        rows.sort_by_key(|&i| (self.ids[i].len(), i));
+        rows.chunks(batch_size).map(<[usize]>::to_vec).collect()
+    }
+
+    /// Pads `rows` to their longest row with the pad id.
+    pub fn batch(&self, rows: &[usize]) -> Batch {
+        let seq_len = rows.iter().map(|&i| self.ids[i].len()).max().unwrap_or(0);
+        let mut input_ids = Vec::with_capacity(rows.len() * seq_len);
+        let mut attention_mask = Vec::with_capacity(rows.len() * seq_len);
+        for &i in rows {
+            let ids = &self.ids[i];
+            input_ids.extend_from_slice(ids);
+            input_ids.extend(std::iter::repeat_n(self.pad_id, seq_len - ids.len()));
+            attention_mask.extend(std::iter::repeat_n(1, ids.len()));
+            attention_mask.extend(std::iter::repeat_n(0, seq_len - ids.len()));
+        }
+        Batch {
+            input_ids,
+            attention_mask,
+            batch_size: rows.len(),
+            seq_len,
+            labels: rows.iter().filter_map(|&i| self.labels[i]).collect(),
+            rows: rows.to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn pads_to_longest_and_covers_every_row_once() {
+        let ids: Vec<Vec<u32>> = (0..100).map(|i| vec![7; 1 + i % 13]).collect();
+        let b = Batcher::new(ids, vec![Some(0); 100], 1);
+        let rows: Vec<usize> = (0..100).collect();
+        let plan = b.training_plan(&rows, 8, &mut StdRng::seed_from_u64(0));
+        let mut seen: Vec<usize> = plan.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, rows);
+        let batch = b.batch(&[0, 5]);
+        assert_eq!(batch.seq_len, 6);
+        assert_eq!(&batch.input_ids[..6], &[7, 1, 1, 1, 1, 1]);
+        assert_eq!(&batch.attention_mask[..6], &[1, 0, 0, 0, 0, 0]);
+        assert_eq!(batch.real_tokens(), 7);
+    }
+}

@@ -1,0 +1,209 @@
+//! Locating a dataset (a folder or a Hub id), loading its splits, and holding out a stratified
+//! validation slice of the training rows.
+use super::formats::{read_examples, EXTENSIONS};
+use super::Example;
+use crate::error::{KdError, Result};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::path::{Path, PathBuf};
+
+/// The files of a dataset's splits.
+#[derive(Clone, Debug)]
+pub struct DataFiles {
+    /// How the user named the dataset.
+    pub id: String,
+    pub train: Option<PathBuf>,
+    pub test: Option<PathBuf>,
+}
+
+impl DataFiles {
+    /// Resolves `--data`: a folder holding `train.*`/`test.*` (or the Hub's
+    /// `data/{train,test}-*.parquet`), or a Hub dataset id found in the HF cache or downloaded.
+    pub fn resolve(data: &str) -> Result<Self> {
+        let path = Path::new(data);
+        let dir = if path.is_dir() {
+            path.to_path_buf()
+        } else {
+            hub_dataset_dir(data).map_err(|why| {
+                KdError::NotFound(format!(
+                    "dataset `{data}` is not a local folder, not in the Hugging Face cache, and could not be downloaded ({why}): pass a folder with train.csv.gz and test.csv.gz (see data/README.md)"
+                ))
+            })?
+        };
+        let files = Self {
+            id: data.to_string(),
+            train: find_split(&dir, "train"),
+            test: find_split(&dir, "test"),
+        };
+        if files.train.is_none() && files.test.is_none() {
+            return Err(KdError::NotFound(format!(
+                "{}: no train.* or test.* file (accepted: {})",
+                dir.display(),
+                EXTENSIONS.join(", ")
+            )));
+        }
+        Ok(files)
+    }
+
+    /// The training file, or an error naming the folder.
+    pub fn train_file(&self) -> Result<&Path> {
+        self.train.as_deref().ok_or_else(|| {
+            KdError::NotFound(format!("dataset `{}` has no train split", self.id))
+        })
+    }
+
+    /// The test file, or an error naming the folder.
+    pub fn test_file(&self) -> Result<&Path> {
+        self.test.as_deref().ok_or_else(|| {
+            KdError::NotFound(format!("dataset `{}` has no test split", self.id))
+        })
+    }
+}
+
+fn find_split(dir: &Path, split: &str) -> Option<PathBuf> {
+    for ext in EXTENSIONS {
+        let p = dir.join(format!("{split}.{ext}"));
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    // The Hub's Parquet layout: data/train-00000-of-00001.parquet.
+    let sub = dir.join("data");
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(&sub)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with(&format!("{split}-")) && name.ends_with(".parquet")
+        })
+        .collect();
+    shards.sort();
+    shards.into_iter().next()
+}
+
+/// A Hub dataset's snapshot folder: from the local HF cache, else downloaded with hf-hub.
+fn hub_dataset_dir(id: &str) -> std::result::Result<PathBuf, String> {
+    let cache = hf_hub::Cache::from_env();
+    let folder = cache
+        .path()
+        .join(format!("datasets--{}", id.replace('/', "--")));
+    if let Ok(rev) = std::fs::read_to_string(folder.join("refs").join("main")) {
+        let snap = folder.join("snapshots").join(rev.trim());
+        if snap.is_dir() {
+            return Ok(snap);
+        }
+    }
+    if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") {
+        return Err("HF_HUB_OFFLINE=1 and the cache lacks it".into());
+    }
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(false)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let repo = api.dataset(id.to_string());
+    let info = repo.info().map_err(|e| e.to_string())?;
+    let mut dir = None;
+    for file in info.siblings.iter().map(|s| &s.rfilename) {
+        let name = file.rsplit('/').next().unwrap_or(file);
+        if (name.starts_with("train") || name.starts_with("test")) && name.ends_with(".parquet") {
+            let local = repo.get(file).map_err(|e| e.to_string())?;
+            let depth = file.matches('/').count() + 1;
+            dir = local.ancestors().nth(depth).map(Path::to_path_buf);
+        }
+    }
+    dir.ok_or_else(|| format!("`{id}` has no train/test Parquet files"))
+}
+
+/// A labelled training set with its validation slice, plus the number of classes.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// Every training row, in file order (the logit cache follows this order).
+    pub rows: Vec<Example>,
+    /// Indices into `rows` used for training.
+    pub train: Vec<usize>,
+    /// Indices into `rows` held out for choosing the best epoch.
+    pub val: Vec<usize>,
+    /// Number of classes (largest label + 1).
+    pub num_labels: usize,
+    /// The file the rows came from.
+    pub path: PathBuf,
+}
+
+impl Dataset {
+    /// Loads `path` and holds out `val_fraction` of each class (seeded).
+    pub fn load(path: &Path, val_fraction: f64, seed: u64) -> Result<Self> {
+        if !(0.0..1.0).contains(&val_fraction) {
+            return Err(KdError::Config(format!(
+                "--val-fraction {val_fraction} is not in [0, 1)"
+            )));
+        }
+        let rows = read_examples(path, true)?;
+        let num_labels = rows.iter().filter_map(|r| r.label).max().unwrap_or(0) as usize + 1;
+        if num_labels < 2 {
+            return Err(KdError::bad_file(path, "fewer than two classes"));
+        }
+        let (train, val) = stratified_split(&rows, num_labels, val_fraction, seed);
+        Ok(Self {
+            rows,
+            train,
+            val,
+            num_labels,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The label of row `i` (all training rows are labelled).
+    pub fn label(&self, i: usize) -> u32 {
+        self.rows[i].label.expect("training rows are labelled")
+    }
+}
+
+/// Per class, a seeded shuffle and the first ⌈n·fraction⌉ rows to validation (none when the
+/// fraction is 0). Both index lists come back sorted.
+fn stratified_split(
+    rows: &[Example],
+    num_labels: usize,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut by_class = vec![Vec::new(); num_labels];
+    for (i, r) in rows.iter().enumerate() {
+        by_class[r.label.expect("labelled") as usize].push(i);
+    }
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_0f_7a1);
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for mut idx in by_class {
+        idx.shuffle(&mut rng);
+        let n_val = (idx.len() as f64 * fraction).round() as usize;
+        let n_val = n_val.min(idx.len().saturating_sub(1));
+        val.extend_from_slice(&idx[..n_val]);
+        train.extend_from_slice(&idx[n_val..]);
+    }
+    train.sort_unstable();
+    val.sort_unstable();
+    (train, val)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_is_stratified_and_seeded() {
+        let rows: Vec<Example> = (0..400)
+            .map(|i| Example {
+                text: format!("t{i}"),
+                label: Some((i % 4) as u32),
+            })
+            .collect();
+        let (train, val) = stratified_split(&rows, 4, 0.05, 7);
+        assert_eq!(val.len(), 20);
+        assert_eq!(train.len() + val.len(), 400);
+        for c in 0..4 {
+            assert_eq!(val.iter().filter(|&&i| i % 4 == c).count(), 5);
+        }
+        assert_eq!(stratified_split(&rows, 4, 0.05, 7).1, val);
+        assert_ne!(stratified_split(&rows, 4, 0.05, 8).1, val);
+    }
+}

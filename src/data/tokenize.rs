@@ -1,0 +1,67 @@
+//! Tokenizing with the model's own tokenizer, truncated to `--max-len`, never padded (batches
+//! are padded to their own longest row).
+use crate::error::{KdError, Result};
+use crate::model::checkpoint::TokenizerFiles;
+use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
+
+/// The model's tokenizer with kd's truncation and no baked-in padding.
+pub struct TextTokenizer {
+    inner: Tokenizer,
+}
+
+impl TextTokenizer {
+    /// Loads the tokenizer and replaces its padding/truncation settings (the MiniLM
+    /// tokenizer.json files pad every row to 128) with truncation to `max_len` only.
+    pub fn load(files: &TokenizerFiles, max_len: usize) -> Result<Self> {
+        let mut inner = match files {
+            TokenizerFiles::Json(path) => Tokenizer::from_file(path)
+                .map_err(|e| KdError::bad_file(path, format!("unreadable tokenizer: {e}")))?,
+            TokenizerFiles::VocabMerges { vocab, merges } => byte_level_bpe(vocab, merges)?,
+        };
+        inner.with_padding(None::<PaddingParams>);
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            }))
+            .map_err(|e| KdError::Tokenizer(e.to_string()))?;
+        Ok(Self { inner })
+    }
+
+    /// Token ids (special tokens included) for each text.
+    pub fn encode_all(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let enc = self
+            .inner
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| KdError::Tokenizer(e.to_string()))?;
+        Ok(enc.into_iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+}
+
+/// RoBERTa's tokenizer from `vocab.json` + `merges.txt`: byte-level BPE with `<s> … </s>`.
+fn byte_level_bpe(vocab: &std::path::Path, merges: &std::path::Path) -> Result<Tokenizer> {
+    use tokenizers::models::bpe::BPE;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::processors::roberta::RobertaProcessing;
+    let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
+        .build()
+        .map_err(|e| KdError::bad_file(vocab, format!("BPE vocabulary: {e}")))?;
+    let token_id = |t: &str| {
+        bpe_vocab_id(&bpe, t).ok_or_else(|| KdError::bad_file(vocab, format!("no `{t}` token")))
+    };
+    let (cls, sep) = (token_id("<s>")?, token_id("</s>")?);
+    let mut tok = Tokenizer::new(bpe);
+    tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    tok.with_decoder(Some(ByteLevel::default()));
+    tok.with_post_processor(Some(
+        RobertaProcessing::new(("</s>".into(), sep), ("<s>".into(), cls))
+            .trim_offsets(true)
+            .add_prefix_space(false),
+    ));
+    Ok(tok)
+}
+
+fn bpe_vocab_id(bpe: &tokenizers::models::bpe::BPE, token: &str) -> Option<u32> {
+    use tokenizers::Model;
+    bpe.token_to_id(token)
+}

@@ -1,0 +1,80 @@
+//! The library's error type: every failure that crosses kd's public API is a [`KdError`].
+use std::path::PathBuf;
+
+/// Errors returned by kd's library functions. Each variant names the file, row or field at fault
+/// so that the command line can print one clear message.
+#[derive(Debug, thiserror::Error)]
+pub enum KdError {
+    /// A tensor operation failed inside candle.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file exists but its content is not what kd expects.
+    #[error("{path}: {message}")]
+    BadFile { path: PathBuf, message: String },
+
+    /// One row of a dataset cannot be used.
+    #[error("{path}, row {row}: {message}")]
+    BadRow {
+        path: PathBuf,
+        row: usize,
+        message: String,
+    },
+
+    /// A configuration value is invalid or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// A model, dataset or run folder could not be found.
+    #[error("{0}")]
+    NotFound(String),
+
+    /// The tokenizer failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    /// The student has more trainable parameters than the budget allows.
+    #[error("the student has {count} trainable parameters, over the budget of {budget}:\n{breakdown}")]
+    OverBudget {
+        count: usize,
+        budget: usize,
+        breakdown: String,
+    },
+
+    /// The teacher's logit cache was made from other training rows.
+    #[error("{path} was made from training rows with fingerprint {cached}, but the data given has fingerprint {current}: re-run `kd teach` on this data")]
+    FingerprintMismatch {
+        path: PathBuf,
+        cached: String,
+        current: String,
+    },
+}
+
+/// Shorthand for `Result<T, KdError>`.
+pub type Result<T> = std::result::Result<T, KdError>;
+
+impl KdError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        KdError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A file whose content is wrong.
+    pub fn bad_file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        KdError::BadFile {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The `kd` command line.
+mod cli;
+
+use anyhow::Context;
+use clap::Parser;
+use cli::{base_config, Cli, Command, DEFAULT_STUDENT, DEFAULT_TEACHER};
+use kd::commands::{self, compare, evaluate, predict};
+use kd::device;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "kd=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Teach(args) => {
+            let mut cfg = base_config(args.config.as_ref(), "teacher", DEFAULT_TEACHER)?;
+            args.apply(&mut cfg);
+            cfg.distill = None;
+            let s = commands::teach::run(&cfg)?;
+            print_summary(&cfg.out, &s);
+        }
+        Command::Distill(args) => {
+            let mut cfg = base_config(args.train.config.as_ref(), "student", DEFAULT_STUDENT)?;
+            args.train.apply(&mut cfg);
+            let d = cfg
+                .distill
+                .as_mut()
+                .context("the student config has no [distill] table")?;
+            if let Some(t) = &args.teacher {
+                d.teacher = t.clone();
+            }
+            if let Some(t) = args.temperature {
+                d.temperature = t;
+            }
+            if let Some(a) = args.alpha {
+                d.alpha = a;
+            }
+            if let Some(b) = args.budget {
+                d.budget = b;
+            }
+            let s = commands::distill::run(&cfg)?;
+            print_summary(&cfg.out, &s);
+        }
+        Command::Compare(args) => {
+            let dev = device::select(&args.device)?;
+            let dtype = device::weight_dtype(&args.dtype, &dev)?;
+            let req = compare::CompareRequest {
+                runs: args.runs,
+                adapters: args.adapter,
+                model: args.model,
+                data: args.data,
+                device: dev,
+                dtype,
+                max_len: args.max_len,
+            };
+            let c = compare::run(&req)?;
+            print!("{}", compare::render_table(&c));
+            compare::save_json(&c, &args.json)?;
+            println!("wrote {}", args.json.display());
+        }
+        Command::Predict(args) => {
+            let dev = device::select(&args.device)?;
+            let dtype = device::weight_dtype(&args.dtype, &dev)?;
+            let loaded = match (&args.run, &args.adapter) {
+                (Some(run), None) => evaluate::load_run(run, &dev, dtype)?,
+                (None, Some(a)) => {
+                    evaluate::load_adapter(a, args.model.as_deref(), &dev, dtype, args.max_len)?
+                }
+                _ => anyhow::bail!("name a run folder, or --adapter DIR (with --model)"),
+            };
+            let n = predict::run(&loaded, &args.input, &args.output, args.batch_size)?;
+            println!("wrote {n} predictions to {}", args.output.display());
+        }
+    }
+    Ok(())
+}
+
+fn print_summary(out: &std::path::Path, s: &commands::Summary) {
+    let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |a| format!("{:.2}%", 100.0 * a));
+    println!(
+        "{}: {} trainable parameters, val {}, test {}, {:.1} train samples/s",
+        out.display(),
+        s.trainable_params,
+        pct(s.val_accuracy),
+        pct(s.test_accuracy),
+        s.train_samples_per_s
+    );
+}

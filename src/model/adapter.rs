@@ -1,0 +1,156 @@
+//! PEFT's adapter folder: `adapter_config.json` and `adapter_model.safetensors`, read and
+//! written in PEFT's own layout and names so that adapters move between kd and PEFT.
+use super::classifier::TextClassifier;
+use super::lora::{LoraSpec, TargetModules};
+use crate::error::{KdError, Result};
+use crate::fsutil::{write_atomic, write_bytes_atomic};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// File names PEFT uses.
+pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+/// File names PEFT uses.
+pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+
+/// The fields of PEFT's `adapter_config.json` for a LoRA sequence classifier.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeftConfig {
+    pub peft_type: String,
+    #[serde(default)]
+    pub task_type: Option<String>,
+    #[serde(default)]
+    pub base_model_name_or_path: Option<String>,
+    pub r: usize,
+    pub lora_alpha: f64,
+    #[serde(default)]
+    pub lora_dropout: f64,
+    pub target_modules: TargetModules,
+    #[serde(default)]
+    pub layers_to_transform: Option<LayerList>,
+    #[serde(default)]
+    pub layers_pattern: Option<serde_json::Value>,
+    #[serde(default = "default_bias")]
+    pub bias: String,
+    #[serde(default)]
+    pub modules_to_save: Option<Vec<String>>,
+    #[serde(default)]
+    pub use_rslora: bool,
+    #[serde(default)]
+    pub fan_in_fan_out: bool,
+    #[serde(default)]
+    pub inference_mode: bool,
+    #[serde(default)]
+    pub rank_pattern: HashMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub alpha_pattern: HashMap<String, serde_json::Value>,
+}
+
+/// PEFT accepts one layer index or a list.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LayerList {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+fn default_bias() -> String {
+    "none".into()
+}
+
+impl PeftConfig {
+    /// The config PEFT would write for `lora` on `base_model`.
+    pub fn from_spec(lora: &LoraSpec, base_model: &str) -> Self {
+        Self {
+            peft_type: "LORA".into(),
+            task_type: Some("SEQ_CLS".into()),
+            base_model_name_or_path: Some(base_model.into()),
+            r: lora.r,
+            lora_alpha: lora.alpha,
+            lora_dropout: lora.dropout,
+            target_modules: lora.targets.clone(),
+            layers_to_transform: lora.layers.clone().map(LayerList::Many),
+            layers_pattern: None,
+            bias: "none".into(),
+            modules_to_save: Some(vec!["classifier".into(), "score".into()]),
+            use_rslora: lora.use_rslora,
+            fan_in_fan_out: false,
+            inference_mode: true,
+            rank_pattern: HashMap::new(),
+            alpha_pattern: HashMap::new(),
+        }
+    }
+
+    /// The LoRA spec, refusing PEFT features kd does not implement.
+    pub fn to_spec(&self, path: &Path) -> Result<LoraSpec> {
+        let refuse = |what: &str| Err(KdError::bad_file(path, format!("{what} is not supported by kd")));
+        if self.peft_type != "LORA" {
+            return refuse(&format!("peft_type `{}`", self.peft_type));
+        }
+        if self.bias != "none" {
+            return refuse(&format!("bias `{}`", self.bias));
+        }
+        if self.fan_in_fan_out {
+            return refuse("fan_in_fan_out");
+        }
+        if !self.rank_pattern.is_empty() || !self.alpha_pattern.is_empty() {
+            return refuse("rank_pattern/alpha_pattern");
+        }
+        let layers = self.layers_to_transform.as_ref().map(|l| match l {
+            LayerList::One(i) => vec![*i],
+            LayerList::Many(v) => v.clone(),
+        });
+        Ok(LoraSpec {
+            r: self.r,
+            alpha: self.lora_alpha,
+            dropout: self.lora_dropout,
+            targets: self.target_modules.clone(),
+            layers,
+            use_rslora: self.use_rslora,
+        })
+    }
+}
+
+/// Reads `dir/adapter_config.json`.
+pub fn read_config(dir: &Path) -> Result<PeftConfig> {
+    let path = dir.join(ADAPTER_CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(|e| KdError::io(&path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| KdError::bad_file(&path, format!("not a PEFT LoRA adapter config: {e}")))
+}
+
+/// Reads `dir/adapter_model.safetensors` onto `device`.
+pub fn read_weights(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let path = dir.join(ADAPTER_WEIGHTS);
+    if !path.is_file() {
+        return Err(KdError::NotFound(format!("{}: not found", path.display())));
+    }
+    candle_core::safetensors::load(&path, device)
+        .map_err(|e| KdError::bad_file(&path, format!("unreadable safetensors: {e}")))
+}
+
+/// The number of classes an adapter's head was trained for.
+pub fn num_labels(weights: &HashMap<String, Tensor>, dir: &Path) -> Result<usize> {
+    let key = format!("{}.classifier.out_proj.bias", super::classifier::PEFT_PREFIX);
+    let bias = weights.get(&key).ok_or_else(|| {
+        KdError::bad_file(dir.join(ADAPTER_WEIGHTS), format!("missing head tensor `{key}`"))
+    })?;
+    Ok(bias.dim(0)?)
+}
+
+/// Writes the model's adapters and head as a PEFT adapter folder.
+pub fn save(model: &TextClassifier, base_model: &str, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| KdError::io(dir, e))?;
+    let config = PeftConfig::from_spec(model.lora(), base_model);
+    let json = serde_json::to_string_pretty(&config).expect("serialisable");
+    write_bytes_atomic(&dir.join(ADAPTER_CONFIG), json.as_bytes())?;
+    let tensors: HashMap<String, Tensor> = model
+        .trainable()
+        .iter()
+        .map(|nv| Ok((nv.name.clone(), nv.var.as_tensor().to_device(&Device::Cpu)?)))
+        .collect::<candle_core::Result<_>>()?;
+    write_atomic(&dir.join(ADAPTER_WEIGHTS), |tmp| {
+        Ok(candle_core::safetensors::save(&tensors, tmp)?)
+    })
+}

@@ -1,0 +1,193 @@
+//! The full text classifier: a frozen encoder with LoRA adapters and a trainable head.
+use super::checkpoint::Checkpoint;
+use super::config::EncoderConfig;
+use super::encoder::Encoder;
+use super::head::ClassificationHead;
+use super::lora::LoraSpec;
+use crate::data::Batch;
+use crate::error::{KdError, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarBuilder;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+/// PEFT's prefix for every tensor of a `PeftModelForSequenceClassification`.
+pub const PEFT_PREFIX: &str = "base_model.model";
+
+/// A trainable tensor and the name PEFT gives it in `adapter_model.safetensors`.
+#[derive(Clone, Debug)]
+pub struct NamedVar {
+    pub name: String,
+    pub var: Var,
+}
+
+/// Encoder + head, with the trainable tensors listed under their PEFT names.
+pub struct TextClassifier {
+    encoder: Encoder,
+    head: ClassificationHead,
+    config: EncoderConfig,
+    lora: LoraSpec,
+    trainable: Vec<NamedVar>,
+    device: Device,
+}
+
+impl TextClassifier {
+    /// Loads the checkpoint's frozen weights (memory-mapped, cast to `dtype`) and creates fresh
+    /// adapters and head from `seed`.
+    pub fn load(
+        checkpoint: &Checkpoint,
+        lora: &LoraSpec,
+        num_labels: usize,
+        device: &Device,
+        dtype: DType,
+        seed: u64,
+    ) -> Result<Self> {
+        lora.validate().map_err(KdError::Config)?;
+        // SAFETY: the file is memory-mapped read-only; kd never writes checkpoint files.
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(&[&checkpoint.weights], dtype, device)?
+        };
+        let vb = checkpoint_root(vb);
+        Self::from_var_builder(vb, &checkpoint.config, lora, num_labels, seed).map_err(|e| {
+            KdError::bad_file(
+                &checkpoint.weights,
+                format!("does not match {}: {e}", checkpoint.config_path.display()),
+            )
+        })
+    }
+
+    /// Builds the model from frozen weights under `vb` (positioned at the encoder's root).
+    pub fn from_var_builder(
+        vb: VarBuilder,
+        config: &EncoderConfig,
+        lora: &LoraSpec,
+        num_labels: usize,
+        seed: u64,
+    ) -> candle_core::Result<Self> {
+        let device = vb.device().clone();
+        let head_dtype = super::ops::compute_dtype(vb.dtype());
+        let mut rng = StdRng::seed_from_u64(seed);
+        let encoder = Encoder::load(vb, config, lora, &mut rng)?;
+        let head = ClassificationHead::init(
+            config.hidden_size,
+            num_labels,
+            config.head_dropout(),
+            head_dtype,
+            &device,
+            &mut rng,
+        )?;
+        let mut model = Self {
+            encoder,
+            head,
+            config: config.clone(),
+            lora: lora.clone(),
+            trainable: Vec::new(),
+            device,
+        };
+        model.trainable = model.collect_trainable();
+        Ok(model)
+    }
+
+    fn collect_trainable(&self) -> Vec<NamedVar> {
+        let prefix = self.config.kind().prefix();
+        let mut out = Vec::new();
+        for (module, layer) in self.encoder.adapted_modules(prefix) {
+            if let Some(adapter) = layer.adapter() {
+                for (part, var) in [("lora_A", &adapter.a), ("lora_B", &adapter.b)] {
+                    out.push(NamedVar {
+                        name: format!("{PEFT_PREFIX}.{module}.{part}.weight"),
+                        var: var.clone(),
+                    });
+                }
+            }
+        }
+        let h = &self.head;
+        for (name, var) in [
+            ("dense.weight", &h.dense_weight),
+            ("dense.bias", &h.dense_bias),
+            ("out_proj.weight", &h.out_weight),
+            ("out_proj.bias", &h.out_bias),
+        ] {
+            out.push(NamedVar {
+                name: format!("{PEFT_PREFIX}.classifier.{name}"),
+                var: var.clone(),
+            });
+        }
+        out
+    }
+
+    /// Logits (batch, classes) in f32. `rng` switches on dropout (training mode).
+    pub fn forward(&self, batch: &Batch, mut rng: Option<&mut StdRng>) -> Result<Tensor> {
+        let hidden = self.encoder.forward(batch, rng.as_deref_mut())?;
+        Ok(self.head.forward(&hidden, rng)?)
+    }
+
+    /// The trainable tensors in a fixed order (adapters layer by layer, then the head).
+    pub fn trainable(&self) -> &[NamedVar] {
+        &self.trainable
+    }
+
+    /// The number of trainable scalars (PEFT's `print_trainable_parameters` count).
+    pub fn trainable_count(&self) -> usize {
+        self.trainable.iter().map(|v| v.var.elem_count()).sum()
+    }
+
+    /// Overwrites trainable tensors with `tensors` (PEFT names); every trainable tensor must be
+    /// present with its exact shape.
+    pub fn set_trainable(
+        &self,
+        tensors: &std::collections::HashMap<String, Tensor>,
+        source: &std::path::Path,
+    ) -> Result<()> {
+        for nv in &self.trainable {
+            let t = tensors.get(&nv.name).ok_or_else(|| {
+                KdError::bad_file(source, format!("missing tensor `{}`", nv.name))
+            })?;
+            if t.dims() != nv.var.dims() {
+                return Err(KdError::bad_file(
+                    source,
+                    format!(
+                        "tensor `{}` has shape {:?}, the model expects {:?}",
+                        nv.name,
+                        t.dims(),
+                        nv.var.dims()
+                    ),
+                ));
+            }
+            nv.var
+                .set(&t.to_dtype(nv.var.dtype())?.to_device(&self.device)?)?;
+        }
+        Ok(())
+    }
+
+    /// The encoder configuration.
+    pub fn config(&self) -> &EncoderConfig {
+        &self.config
+    }
+
+    /// The LoRA configuration.
+    pub fn lora(&self) -> &LoraSpec {
+        &self.lora
+    }
+
+    /// Number of classes.
+    pub fn num_labels(&self) -> usize {
+        self.head.num_labels()
+    }
+
+    /// The device the model lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+/// Positions `vb` at the encoder's root: checkpoints saved from a task model carry a
+/// `roberta.`/`bert.` prefix (roberta-base's does), bare encoders carry none (the MiniLMs').
+pub fn checkpoint_root(vb: VarBuilder) -> VarBuilder {
+    for prefix in ["roberta", "bert"] {
+        if vb.contains_tensor(&format!("{prefix}.embeddings.word_embeddings.weight")) {
+            return vb.pp(prefix);
+        }
+    }
+    vb
+}

@@ -1,0 +1,325 @@
+//! The BERT/RoBERTa encoder, written for training: every op on the path from a LoRA weight to
+//! the loss has a backward pass, and frozen weights get no gradient work.
+//!
+//! Module and tensor names mirror HF's `modeling_bert.py` / `modeling_roberta.py`.
+use super::config::{Activation, EncoderConfig, ModelKind};
+use super::lora::{AdaptedLinear, LoraSpec};
+use super::ops::{dropout, layer_norm, softmax_last_dim, FrozenLinear};
+use crate::data::Batch;
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::VarBuilder;
+use rand::rngs::StdRng;
+
+/// A frozen LayerNorm (`weight`, `bias`).
+#[derive(Clone, Debug)]
+struct FrozenLayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl FrozenLayerNorm {
+    fn load(vb: VarBuilder, cfg: &EncoderConfig) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(cfg.hidden_size, "weight")?,
+            bias: vb.get(cfg.hidden_size, "bias")?,
+            eps: cfg.layer_norm_eps,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+}
+
+/// Applies dropout only in training mode.
+fn train_dropout(x: &Tensor, p: f64, rng: &mut Option<&mut StdRng>) -> Result<Tensor> {
+    match rng {
+        Some(rng) => dropout(x, p as f32, rng),
+        None => Ok(x.clone()),
+    }
+}
+
+/// Word, position and token-type embeddings, summed and normalised.
+#[derive(Clone, Debug)]
+struct Embeddings {
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    layer_norm: FrozenLayerNorm,
+    kind: ModelKind,
+    pad_id: u32,
+    dropout: f64,
+}
+
+impl Embeddings {
+    fn load(vb: VarBuilder, cfg: &EncoderConfig) -> Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(Self {
+            word: vb.get((cfg.vocab_size, h), "word_embeddings.weight")?,
+            position: vb.get(
+                (cfg.max_position_embeddings, h),
+                "position_embeddings.weight",
+            )?,
+            token_type: vb.get((cfg.type_vocab_size, h), "token_type_embeddings.weight")?,
+            layer_norm: FrozenLayerNorm::load(vb.pp("LayerNorm"), cfg)?,
+            kind: cfg.kind(),
+            pad_id: cfg.pad_id(),
+            dropout: cfg.hidden_dropout_prob,
+        })
+    }
+
+    /// Position ids as HF computes them: BERT counts 0..L; RoBERTa counts non-padding tokens
+    /// from pad_id + 1 and gives padding the pad id.
+    fn position_ids(&self, batch: &Batch) -> Vec<u32> {
+        let (b, l) = (batch.batch_size, batch.seq_len);
+        let mut out = Vec::with_capacity(b * l);
+        for row in 0..b {
+            let mut count = 0u32;
+            for col in 0..l {
+                let id = batch.input_ids[row * l + col];
+                out.push(match self.kind {
+                    ModelKind::Bert => col as u32,
+                    ModelKind::Roberta if id == self.pad_id => self.pad_id,
+                    ModelKind::Roberta => {
+                        count += 1;
+                        self.pad_id + count
+                    }
+                });
+            }
+        }
+        out
+    }
+
+    fn forward(&self, batch: &Batch, rng: &mut Option<&mut StdRng>) -> Result<Tensor> {
+        let device = self.word.device();
+        let (b, l) = (batch.batch_size, batch.seq_len);
+        let ids = Tensor::from_slice(&batch.input_ids, b * l, device)?;
+        let positions = Tensor::from_vec(self.position_ids(batch), b * l, device)?;
+        let h = self.word.dim(1)?;
+        // Single-segment inputs: every token type is 0.
+        let x = self
+            .word
+            .index_select(&ids, 0)?
+            .add(&self.position.index_select(&positions, 0)?)?
+            .broadcast_add(&self.token_type.get(0)?)?
+            .reshape((b, l, h))?;
+        let x = self.layer_norm.forward(&x)?;
+        train_dropout(&x, self.dropout, rng)
+    }
+}
+
+/// Self-attention plus its output projection, residual and LayerNorm.
+#[derive(Clone, Debug)]
+struct Attention {
+    query: AdaptedLinear,
+    key: AdaptedLinear,
+    value: AdaptedLinear,
+    output: AdaptedLinear,
+    layer_norm: FrozenLayerNorm,
+    heads: usize,
+    head_dim: usize,
+    probs_dropout: f64,
+    hidden_dropout: f64,
+}
+
+/// Loads a frozen `nn.Linear` at `vb` and adapts it when `spec` targets `name`.
+fn adapted(
+    vb: VarBuilder,
+    name: &str,
+    dims: (usize, usize),
+    spec: &LoraSpec,
+    rng: &mut StdRng,
+) -> Result<AdaptedLinear> {
+    AdaptedLinear::new(FrozenLinear::load(vb, dims.0, dims.1)?, name, spec, rng)
+}
+
+impl Attention {
+    fn load(
+        vb: VarBuilder,
+        name: &str,
+        cfg: &EncoderConfig,
+        spec: &LoraSpec,
+        rng: &mut StdRng,
+    ) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let sv = vb.pp("self");
+        let ov = vb.pp("output");
+        Ok(Self {
+            query: adapted(sv.pp("query"), &format!("{name}.self.query"), (h, h), spec, rng)?,
+            key: adapted(sv.pp("key"), &format!("{name}.self.key"), (h, h), spec, rng)?,
+            value: adapted(sv.pp("value"), &format!("{name}.self.value"), (h, h), spec, rng)?,
+            output: adapted(ov.pp("dense"), &format!("{name}.output.dense"), (h, h), spec, rng)?,
+            layer_norm: FrozenLayerNorm::load(ov.pp("LayerNorm"), cfg)?,
+            heads: cfg.num_attention_heads,
+            head_dim: cfg.head_dim(),
+            probs_dropout: cfg.attention_probs_dropout_prob,
+            hidden_dropout: cfg.hidden_dropout_prob,
+        })
+    }
+
+    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, l, _) = x.dims3()?;
+        x.reshape((b, l, self.heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask_bias: &Tensor,
+        rng: &mut Option<&mut StdRng>,
+    ) -> Result<Tensor> {
+        let (b, l, h) = x.dims3()?;
+        let q = self.split_heads(&self.query.forward(x, rng.as_deref_mut())?)?;
+        let k = self.split_heads(&self.key.forward(x, rng.as_deref_mut())?)?;
+        let v = self.split_heads(&self.value.forward(x, rng.as_deref_mut())?)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
+        let probs = softmax_last_dim(&scores)?;
+        let probs = train_dropout(&probs, self.probs_dropout, rng)?;
+        let context = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, l, h))?;
+        let out = self.output.forward(&context, rng.as_deref_mut())?;
+        let out = train_dropout(&out, self.hidden_dropout, rng)?;
+        self.layer_norm.forward(&(out + x)?)
+    }
+}
+
+/// One transformer block: attention, then the feed-forward network.
+#[derive(Clone, Debug)]
+struct Layer {
+    attention: Attention,
+    intermediate: AdaptedLinear,
+    output: AdaptedLinear,
+    layer_norm: FrozenLayerNorm,
+    activation: Activation,
+    hidden_dropout: f64,
+}
+
+impl Layer {
+    fn load(
+        vb: VarBuilder,
+        name: &str,
+        cfg: &EncoderConfig,
+        spec: &LoraSpec,
+        rng: &mut StdRng,
+    ) -> Result<Self> {
+        let (h, f) = (cfg.hidden_size, cfg.intermediate_size);
+        let attention = Attention::load(
+            vb.pp("attention"),
+            &format!("{name}.attention"),
+            cfg,
+            spec,
+            rng,
+        )?;
+        let iv = vb.pp("intermediate").pp("dense");
+        let intermediate = adapted(iv, &format!("{name}.intermediate.dense"), (h, f), spec, rng)?;
+        let ov = vb.pp("output");
+        let output = adapted(ov.pp("dense"), &format!("{name}.output.dense"), (f, h), spec, rng)?;
+        Ok(Self {
+            attention,
+            intermediate,
+            output,
+            layer_norm: FrozenLayerNorm::load(ov.pp("LayerNorm"), cfg)?,
+            activation: cfg.activation(),
+            hidden_dropout: cfg.hidden_dropout_prob,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask_bias: &Tensor,
+        rng: &mut Option<&mut StdRng>,
+    ) -> Result<Tensor> {
+        let x = self.attention.forward(x, mask_bias, rng)?;
+        let inner = self
+            .activation
+            .apply(&self.intermediate.forward(&x, rng.as_deref_mut())?)?;
+        let out = self.output.forward(&inner, rng.as_deref_mut())?;
+        let out = train_dropout(&out, self.hidden_dropout, rng)?;
+        self.layer_norm.forward(&(out + x)?)
+    }
+}
+
+/// The encoder: embeddings and a stack of layers, returning the last hidden state.
+#[derive(Clone, Debug)]
+pub struct Encoder {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    dtype: DType,
+}
+
+impl Encoder {
+    /// Loads the frozen weights under `vb` (already positioned at the checkpoint's prefix) and
+    /// creates LoRA adapters where `spec` targets, naming modules `{prefix}.encoder.layer.N...`
+    /// as PEFT sees them.
+    pub fn load(
+        vb: VarBuilder,
+        cfg: &EncoderConfig,
+        spec: &LoraSpec,
+        rng: &mut StdRng,
+    ) -> Result<Self> {
+        let embeddings = Embeddings::load(vb.pp("embeddings"), cfg)?;
+        let prefix = cfg.kind().prefix();
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let name = format!("{prefix}.encoder.layer.{i}");
+                Layer::load(vb.pp(format!("encoder.layer.{i}")), &name, cfg, spec, rng)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embeddings,
+            layers,
+            dtype: vb.dtype(),
+        })
+    }
+
+    /// Every adapted linear layer, named as PEFT names the module.
+    pub fn adapted_modules(&self, prefix: &str) -> Vec<(String, &AdaptedLinear)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let base = format!("{prefix}.encoder.layer.{i}");
+            let a = &layer.attention;
+            out.push((format!("{base}.attention.self.query"), &a.query));
+            out.push((format!("{base}.attention.self.key"), &a.key));
+            out.push((format!("{base}.attention.self.value"), &a.value));
+            out.push((format!("{base}.attention.output.dense"), &a.output));
+            out.push((format!("{base}.intermediate.dense"), &layer.intermediate));
+            out.push((format!("{base}.output.dense"), &layer.output));
+        }
+        out
+    }
+
+    /// The last hidden state (batch, seq, hidden), in the weights' dtype.
+    pub fn forward(&self, batch: &Batch, mut rng: Option<&mut StdRng>) -> Result<Tensor> {
+        let device = self.embeddings.word.device();
+        let mask_bias = attention_bias(batch, self.dtype, device)?;
+        let mut x = self.embeddings.forward(batch, &mut rng)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &mask_bias, &mut rng)?;
+        }
+        Ok(x)
+    }
+}
+
+/// HF's extended attention mask: 0 where attended, the dtype's lowest value where padded,
+/// shaped (batch, 1, 1, seq) to broadcast over heads and queries.
+fn attention_bias(batch: &Batch, dtype: DType, device: &Device) -> Result<Tensor> {
+    let min = match dtype {
+        DType::BF16 => half::bf16::MIN.to_f32(),
+        DType::F16 => half::f16::MIN.to_f32(),
+        _ => f32::MIN,
+    };
+    let bias: Vec<f32> = batch
+        .attention_mask
+        .iter()
+        .map(|&m| if m == 0 { min } else { 0.0 })
+        .collect();
+    Tensor::from_vec(bias, (batch.batch_size, 1, 1, batch.seq_len), device)?.to_dtype(dtype)
+}

@@ -1,0 +1,16 @@
+//! The model: a BERT/RoBERTa encoder with PEFT-style LoRA and RoBERTa's classification head.
+pub mod adapter;
+pub mod autograd;
+pub mod checkpoint;
+pub mod classifier;
+pub mod config;
+pub mod encoder;
+pub mod head;
+pub mod lora;
+pub mod ops;
+pub mod params;
+
+pub use checkpoint::Checkpoint;
+pub use classifier::{NamedVar, TextClassifier};
+pub use config::{EncoderConfig, ModelKind};
+pub use lora::{LoraSpec, TargetModules};

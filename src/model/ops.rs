@@ -1,0 +1,146 @@
+//! Differentiable building blocks: LayerNorm, softmax, frozen linear layers and dropout.
+//!
+//! Each forward pass runs candle's fused kernel on detached inputs and attaches the gradient with
+//! respect to the activations by hand (see [`super::autograd`]). Frozen weights never receive a
+//! gradient, so no work is spent on one. Normalisation and softmax run in f32 whatever the
+//! activation dtype, as mixed-precision training requires.
+use super::autograd::with_backward;
+use candle_core::{DType, Result, Tensor, D};
+use rand::Rng;
+
+/// The precision normalisation, softmax and losses run in: f32, or f64 for an f64 model
+/// (finite-difference tests).
+pub fn compute_dtype(dtype: DType) -> DType {
+    if dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
+/// LayerNorm over the last dimension with frozen `weight` and `bias`, differentiable in `x`.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let cd = compute_dtype(dtype);
+    let x32 = x.detach().to_dtype(cd)?;
+    let w32 = weight.to_dtype(cd)?;
+    let b32 = bias.to_dtype(cd)?;
+    let value = if cd == DType::F64 {
+        candle_nn::ops::layer_norm_slow(&x32, &w32, &b32, eps as f32)?
+    } else {
+        candle_nn::ops::layer_norm(&x32.contiguous()?, &w32, &b32, eps as f32)?
+    };
+    let value = value.to_dtype(dtype)?;
+    with_backward(x, value, move |grad| {
+        layer_norm_input_grad(&x32, &w32, eps, &grad.to_dtype(cd)?)?.to_dtype(dtype)
+    })
+}
+
+/// d LayerNorm(x) / dx applied to `grad`, in f32:
+/// dx = (g − mean(g) − x̂·mean(g·x̂)) / σ, with g = grad·γ and x̂ = (x − μ)/σ.
+fn layer_norm_input_grad(x: &Tensor, weight: &Tensor, eps: f64, grad: &Tensor) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centered = x.broadcast_sub(&mean)?;
+    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+    let inv_std = (var + eps)?.sqrt()?.recip()?;
+    let x_hat = centered.broadcast_mul(&inv_std)?;
+    let g = grad.broadcast_mul(weight)?;
+    let g_mean = g.mean_keepdim(D::Minus1)?;
+    let gx_mean = (&g * &x_hat)?.mean_keepdim(D::Minus1)?;
+    g.broadcast_sub(&g_mean)?
+        .sub(&x_hat.broadcast_mul(&gx_mean)?)?
+        .broadcast_mul(&inv_std)
+}
+
+/// Softmax over the last dimension, computed in f32, differentiable in `x`.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let cd = compute_dtype(dtype);
+    let probs = candle_nn::ops::softmax_last_dim(&x.detach().to_dtype(cd)?.contiguous()?)?;
+    let value = probs.to_dtype(dtype)?;
+    with_backward(x, value, move |grad| {
+        // dx = p · (g − Σ g·p)
+        let g = grad.to_dtype(cd)?;
+        let dot = (&g * &probs)?.sum_keepdim(D::Minus1)?;
+        (g.broadcast_sub(&dot)? * &probs)?.to_dtype(dtype)
+    })
+}
+
+/// A linear layer whose weight and bias are frozen: y = x·Wᵀ + b, differentiable in `x` only.
+#[derive(Clone, Debug)]
+pub struct FrozenLinear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl FrozenLinear {
+    /// Wraps a weight of shape (out, in) and an optional bias of shape (out,).
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    /// Loads `weight` and `bias` under `vb` (HF's nn.Linear names).
+    pub fn load(vb: candle_nn::VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let bias = vb.get(out_dim, "bias")?;
+        Ok(Self::new(weight, Some(bias)))
+    }
+
+    /// The (out, in) weight.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The (out,) bias, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// Input and output widths.
+    pub fn dims(&self) -> (usize, usize) {
+        let (out_dim, in_dim) = self.weight.dims2().expect("linear weight is 2-D");
+        (in_dim, out_dim)
+    }
+
+    /// Applies the layer to `x` of shape (..., in).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let value = linear_detached(&x.detach(), &self.weight, self.bias.as_ref())?;
+        let weight = self.weight.clone();
+        let in_shape = x.shape().clone();
+        with_backward(x, value, move |grad| {
+            let out_dim = weight.dim(0)?;
+            let rows = grad.elem_count() / out_dim;
+            grad.reshape((rows, out_dim))?
+                .matmul(&weight)?
+                .reshape(in_shape.clone())
+        })
+    }
+}
+
+/// x·Wᵀ + b with x flattened to 2-D so that a single GEMM does the work.
+fn linear_detached(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (out_dim, in_dim) = weight.dims2()?;
+    let mut out_shape = x.dims().to_vec();
+    let rows = x.elem_count() / in_dim;
+    *out_shape.last_mut().expect("linear input has a last dim") = out_dim;
+    let y = x.reshape((rows, in_dim))?.matmul(&weight.t()?)?;
+    let y = match bias {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
+    y.reshape(out_shape)
+}
+
+/// Inverted dropout with a mask drawn from `rng` (so that runs are reproducible from kd's seed
+/// on any device). Identity when `p` is 0.
+pub fn dropout<R: Rng>(x: &Tensor, p: f32, rng: &mut R) -> Result<Tensor> {
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let scale = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| if rng.random::<f32>() >= p { scale } else { 0.0 })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    x * mask
+}

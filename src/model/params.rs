@@ -1,0 +1,68 @@
+//! Counting trainable parameters from `config.json` alone, exactly as PEFT counts them.
+use super::config::EncoderConfig;
+use super::lora::LoraSpec;
+
+/// One line of the per-module breakdown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModuleCount {
+    /// The module's name as PEFT sees it.
+    pub module: String,
+    /// Its trainable scalars.
+    pub params: usize,
+}
+
+/// Every trainable module and its count: LoRA A (r×in) + B (out×r) per targeted linear layer,
+/// then the head's dense (H×H + H) and out_proj (H×C + C).
+pub fn trainable_breakdown(cfg: &EncoderConfig, lora: &LoraSpec, labels: usize) -> Vec<ModuleCount> {
+    let (h, f) = (cfg.hidden_size, cfg.intermediate_size);
+    let prefix = cfg.kind().prefix();
+    let mut out = Vec::new();
+    for i in 0..cfg.num_hidden_layers {
+        let base = format!("{prefix}.encoder.layer.{i}");
+        let modules = [
+            ("attention.self.query", h, h),
+            ("attention.self.key", h, h),
+            ("attention.self.value", h, h),
+            ("attention.output.dense", h, h),
+            ("intermediate.dense", h, f),
+            ("output.dense", f, h),
+        ];
+        for (name, in_dim, out_dim) in modules {
+            let module = format!("{base}.{name}");
+            if lora.targets_module(&module) {
+                out.push(ModuleCount {
+                    module,
+                    params: lora.r * (in_dim + out_dim),
+                });
+            }
+        }
+    }
+    out.push(ModuleCount {
+        module: "classifier.dense".into(),
+        params: h * h + h,
+    });
+    out.push(ModuleCount {
+        module: "classifier.out_proj".into(),
+        params: h * labels + labels,
+    });
+    out
+}
+
+/// The total trainable count.
+pub fn trainable_count(cfg: &EncoderConfig, lora: &LoraSpec, labels: usize) -> usize {
+    trainable_breakdown(cfg, lora, labels)
+        .iter()
+        .map(|m| m.params)
+        .sum()
+}
+
+/// A readable table of the breakdown, for the over-budget error.
+pub fn format_breakdown(rows: &[ModuleCount]) -> String {
+    let total: usize = rows.iter().map(|m| m.params).sum();
+    let mut s = String::new();
+    for m in rows {
+        s.push_str(&format!("  {:<55} {:>10}\n", m.module, m.params));
+    }
+    s.push_str(&format!("  {:<55} {:>10}", "total", total));
+    s
+}

@@ -1,0 +1,10 @@
+//! Training: losses, AdamW, the learning-rate schedule, the loop and metrics.
+pub mod log;
+pub mod loss;
+pub mod metrics;
+pub mod optimizer;
+pub mod schedule;
+pub mod trainer;
+
+pub use log::MetricsLog;
+pub use trainer::{predict_logits, train, Objective, TrainReport, TrainSettings};

@@ -1,0 +1,232 @@
+//! The training loop shared by `kd teach` and `kd distill`, and batched inference.
+use super::log::MetricsLog;
+use super::loss::{cross_entropy, distillation};
+use super::metrics::{argmax_rows, evaluate, Evaluation};
+use super::optimizer::{AdamW, AdamWConfig};
+use super::schedule::{warmup_cosine, warmup_steps};
+use crate::cache::LogitCache;
+use crate::data::{Batcher, Dataset};
+use crate::error::{KdError, Result};
+use crate::model::TextClassifier;
+use candle_core::Tensor;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::json;
+use std::time::Instant;
+
+/// Optimisation settings (the `[train]` table of a config).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct TrainSettings {
+    pub epochs: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<usize>,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup_ratio: f64,
+    pub weight_decay: f64,
+    pub label_smoothing: f64,
+    pub max_grad_norm: f64,
+    pub max_len: usize,
+    pub seed: u64,
+    pub val_fraction: f64,
+    pub log_every: usize,
+    pub eval_batch_size: usize,
+}
+
+/// What the loss compares the model's logits with.
+pub enum Objective<'a> {
+    /// Cross-entropy with the labels (the teacher).
+    Supervised,
+    /// α·T²·KL(teacher ‖ student) + (1−α)·CE, teacher logits read from the cache.
+    Distill {
+        cache: &'a LogitCache,
+        temperature: f64,
+        alpha: f64,
+    },
+}
+
+/// What a training run measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TrainReport {
+    pub steps: usize,
+    pub best_epoch: usize,
+    pub best_val_accuracy: Option<f64>,
+    pub train_seconds: f64,
+    pub train_samples_per_s: f64,
+    pub train_tokens_per_s: f64,
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress_bar(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+/// Trains `model`'s adapters and head on `data.train`, evaluating on `data.val` after every
+/// epoch and restoring the best epoch's weights at the end.
+pub fn train(
+    model: &TextClassifier,
+    batcher: &Batcher,
+    data: &Dataset,
+    s: &TrainSettings,
+    objective: &Objective,
+    log: &mut MetricsLog,
+) -> Result<TrainReport> {
+    if s.batch_size == 0 || s.epochs == 0 {
+        return Err(KdError::Config("epochs and batch size must be at least 1".into()));
+    }
+    let device = model.device().clone();
+    let classes = model.num_labels();
+    let per_epoch = data.train.len().div_ceil(s.batch_size);
+    let total = s.max_steps.map_or(per_epoch * s.epochs, |m| m.min(per_epoch * s.epochs));
+    let warmup = warmup_steps(total, s.warmup_ratio);
+    let mut opt = AdamW::new(
+        model.trainable(),
+        AdamWConfig {
+            weight_decay: s.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let mut rng = StdRng::seed_from_u64(s.seed);
+    let bar = progress_bar(total, "train");
+    let (mut step, mut seconds, mut samples, mut tokens) = (0usize, 0f64, 0usize, 0usize);
+    let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
+    let mut epoch = 0;
+    while step < total {
+        epoch += 1;
+        let mut window = (0f64, 0usize); // loss sum, steps since last log
+        for rows in batcher.training_plan(&data.train, s.batch_size, &mut rng) {
+            if step == total {
+                break;
+            }
+            let started = Instant::now();
+            let batch = batcher.batch(&rows);
+            let lr = s.lr * warmup_cosine(step, warmup, total);
+            let logits = model.forward(&batch, Some(&mut rng))?;
+            let labels = Tensor::from_slice(&batch.labels, batch.batch_size, &device)?;
+            let loss = match objective {
+                Objective::Supervised => cross_entropy(&logits, &labels, s.label_smoothing)?,
+                Objective::Distill {
+                    cache,
+                    temperature,
+                    alpha,
+                } => {
+                    let teacher = Tensor::from_vec(
+                        cache.gather(&batch.rows),
+                        (batch.batch_size, classes),
+                        &device,
+                    )?;
+                    distillation(&logits, &teacher, &labels, *temperature, *alpha, s.label_smoothing)?
+                }
+            };
+            let mut grads = loss.backward()?;
+            opt.clip_grad_norm(&mut grads, s.max_grad_norm)?;
+            opt.step(&grads, lr)?;
+            let loss = loss.to_scalar::<f32>()? as f64;
+            if !loss.is_finite() {
+                return Err(KdError::Config(format!(
+                    "the loss became {loss} at step {step}: lower --lr"
+                )));
+            }
+            seconds += started.elapsed().as_secs_f64();
+            samples += batch.batch_size;
+            tokens += batch.real_tokens();
+            step += 1;
+            window = (window.0 + loss, window.1 + 1);
+            bar.inc(1);
+            bar.set_message(format!("epoch {epoch} loss {loss:.4} lr {lr:.2e} {:.1} samples/s", samples as f64 / seconds));
+            if step % s.log_every.max(1) == 0 || step == total {
+                log.write(json!({
+                    "step": step, "epoch": epoch, "loss": window.0 / window.1 as f64, "lr": lr,
+                    "samples_per_s": samples as f64 / seconds,
+                    "tokens_per_s": tokens as f64 / seconds,
+                }))?;
+                window = (0.0, 0);
+            }
+        }
+        if !data.val.is_empty() {
+            let eval = evaluate_rows(model, batcher, data, &data.val, s.eval_batch_size)?;
+            tracing::info!(epoch, accuracy = eval.accuracy, macro_f1 = eval.macro_f1, "validation");
+            log.write(json!({
+                "eval": "validation", "epoch": epoch, "step": step,
+                "accuracy": eval.accuracy, "macro_f1": eval.macro_f1,
+            }))?;
+            if best.as_ref().is_none_or(|(acc, _, _)| eval.accuracy > *acc) {
+                let snapshot = model
+                    .trainable()
+                    .iter()
+                    .map(|nv| nv.var.as_tensor().copy())
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                best = Some((eval.accuracy, epoch, snapshot));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let (best_val_accuracy, best_epoch) = match best {
+        Some((acc, ep, snapshot)) => {
+            for (nv, t) in model.trainable().iter().zip(snapshot) {
+                nv.var.set(&t)?;
+            }
+            (Some(acc), ep)
+        }
+        None => (None, epoch),
+    };
+    Ok(TrainReport {
+        steps: step,
+        best_epoch,
+        best_val_accuracy,
+        train_seconds: seconds,
+        train_samples_per_s: samples as f64 / seconds.max(1e-9),
+        train_tokens_per_s: tokens as f64 / seconds.max(1e-9),
+    })
+}
+
+/// Logits for `rows` (rows.len() × classes, in the order of `rows`), batched by length.
+pub fn predict_logits(
+    model: &TextClassifier,
+    batcher: &Batcher,
+    rows: &[usize],
+    batch_size: usize,
+    what: &str,
+) -> Result<Vec<f32>> {
+    let classes = model.num_labels();
+    let position: std::collections::HashMap<usize, usize> =
+        rows.iter().enumerate().map(|(k, &r)| (r, k)).collect();
+    let mut out = vec![0f32; rows.len() * classes];
+    let plan = batcher.eval_plan(rows, batch_size.max(1));
+    let bar = progress_bar(rows.len(), what);
+    for chunk in plan {
+        let batch = batcher.batch(&chunk);
+        let logits = model.forward(&batch, None)?.detach();
+        let values = logits.flatten_all()?.to_vec1::<f32>()?;
+        for (j, &r) in batch.rows.iter().enumerate() {
+            let k = position[&r];
+            out[k * classes..(k + 1) * classes]
+                .copy_from_slice(&values[j * classes..(j + 1) * classes]);
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// Accuracy and friends of `model` on the given rows of `data`.
+pub fn evaluate_rows(
+    model: &TextClassifier,
+    batcher: &Batcher,
+    data: &Dataset,
+    rows: &[usize],
+    batch_size: usize,
+) -> Result<Evaluation> {
+    let logits = predict_logits(model, batcher, rows, batch_size, "eval")?;
+    let predicted = argmax_rows(&logits, model.num_labels());
+    let labels: Vec<u32> = rows.iter().map(|&i| data.label(i)).collect();
+    Ok(evaluate(&predicted, &labels, model.num_labels()))
+}
