@@ -49,7 +49,7 @@ pub fn load_adapter(
     let spec = config.to_spec(&dir.join(adapter::ADAPTER_CONFIG))?;
     let model_id = model
         .map(str::to_string)
-        .or(config.base_model_name_or_path.clone())
+        .or(config.base_model_name_or_path.clone().filter(|m| !m.is_empty()))
         .ok_or_else(|| {
             KdError::Config(format!(
                 "{}: the adapter names no base model: pass --model",

@@ -42,6 +42,12 @@ pub struct PeftConfig {
     #[serde(default)]
     pub inference_mode: bool,
     #[serde(default)]
+    pub use_dora: bool,
+    #[serde(default)]
+    pub lora_bias: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_modules: Option<serde_json::Value>,
+    #[serde(default)]
     pub rank_pattern: HashMap<String, serde_json::Value>,
     #[serde(default)]
     pub alpha_pattern: HashMap<String, serde_json::Value>,
@@ -77,6 +83,9 @@ impl PeftConfig {
             use_rslora: lora.use_rslora,
             fan_in_fan_out: false,
             inference_mode: true,
+            use_dora: false,
+            lora_bias: false,
+            exclude_modules: None,
             rank_pattern: HashMap::new(),
             alpha_pattern: HashMap::new(),
         }
@@ -96,6 +105,12 @@ impl PeftConfig {
         }
         if !self.rank_pattern.is_empty() || !self.alpha_pattern.is_empty() {
             return refuse("rank_pattern/alpha_pattern");
+        }
+        if self.use_dora || self.lora_bias {
+            return refuse("use_dora/lora_bias");
+        }
+        if self.exclude_modules.as_ref().is_some_and(|v| !v.is_null()) {
+            return refuse("exclude_modules");
         }
         let layers = self.layers_to_transform.as_ref().map(|l| match l {
             LayerList::One(i) => vec![*i],
