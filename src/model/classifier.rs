@@ -160,6 +160,11 @@ impl TextClassifier {
         Ok(())
     }
 
+    /// The encoder (frozen weights and adapters).
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
     /// The encoder configuration.
     pub fn config(&self) -> &EncoderConfig {
         &self.config

@@ -94,8 +94,9 @@ pub fn write_bert(dir: &Path, seed: u64) {
     std::fs::create_dir_all(dir).unwrap();
     let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].map(String::from).to_vec();
     vocab.extend(all_words().iter().map(|w| w.to_string()));
-    let map: HashMap<String, u32> = vocab.iter().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect();
-    let wp = WordPiece::builder().vocab(map.into_iter().collect()).unk_token("[UNK]".into()).build().unwrap();
+    let vocab_txt = dir.join("vocab.txt");
+    std::fs::write(&vocab_txt, vocab.join("\n") + "\n").unwrap();
+    let wp = WordPiece::from_file(vocab_txt.to_str().unwrap()).unk_token("[UNK]".into()).build().unwrap();
     let mut tok = tokenizers::Tokenizer::new(wp);
     tok.with_normalizer(Some(BertNormalizer::default()));
     tok.with_pre_tokenizer(Some(BertPreTokenizer));
