@@ -8,12 +8,14 @@ pub fn select(name: &str) -> Result<Device> {
         "cpu" => Ok(Device::Cpu),
         "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
         s if s == "cuda" || s.starts_with("cuda:") => {
-            let ordinal = s.strip_prefix("cuda:").map_or(Ok(0), str::parse).map_err(|_| {
-                KdError::Config(format!("--device {s}: expected cuda:N"))
-            })?;
+            let ordinal = s
+                .strip_prefix("cuda:")
+                .map_or(Ok(0), str::parse)
+                .map_err(|_| KdError::Config(format!("--device {s}: expected cuda:N")))?;
             if !candle_core::utils::cuda_is_available() {
                 return Err(KdError::Config(
-                    "--device cuda: this kd was built without CUDA (cargo build --features cuda)".into(),
+                    "--device cuda: this kd was built without CUDA (cargo build --features cuda)"
+                        .into(),
                 ));
             }
             Ok(Device::new_cuda(ordinal)?)

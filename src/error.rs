@@ -42,7 +42,9 @@ pub enum KdError {
     Tokenizer(String),
 
     /// The student has more trainable parameters than the budget allows.
-    #[error("the student has {count} trainable parameters, over the budget of {budget}:\n{breakdown}")]
+    #[error(
+        "the student has {count} trainable parameters, over the budget of {budget}:\n{breakdown}"
+    )]
     OverBudget {
         count: usize,
         budget: usize,

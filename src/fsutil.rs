@@ -23,7 +23,9 @@ where
 
 /// Writes bytes atomically.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic(path, |tmp| std::fs::write(tmp, bytes).map_err(|e| KdError::io(tmp, e)))
+    write_atomic(path, |tmp| {
+        std::fs::write(tmp, bytes).map_err(|e| KdError::io(tmp, e))
+    })
 }
 
 fn temp_path(path: &Path) -> PathBuf {

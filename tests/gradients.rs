@@ -20,7 +20,14 @@ const TEXTS: [&str; 5] = [
 ];
 
 fn all_targets() -> LoraSpec {
-    let targets = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"];
+    let targets = [
+        "query",
+        "key",
+        "value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ];
     LoraSpec {
         targets: TargetModules::Suffixes(targets.map(String::from).to_vec()),
         ..LoraSpec::query_value(4, 8.0)
@@ -42,7 +49,10 @@ fn setup(kind: &str, dtype: DType) -> (tempfile::TempDir, TextClassifier, Batch)
         if nv.name.contains("lora_B") || nv.name.ends_with("bias") {
             let n = nv.var.elem_count();
             let v: Vec<f64> = (0..n).map(|_| rng.random_range(-0.3..0.3)).collect();
-            let t = Tensor::from_vec(v, nv.var.shape(), &Device::Cpu).unwrap().to_dtype(nv.var.dtype()).unwrap();
+            let t = Tensor::from_vec(v, nv.var.shape(), &Device::Cpu)
+                .unwrap()
+                .to_dtype(nv.var.dtype())
+                .unwrap();
             nv.var.set(&t).unwrap();
         }
     }
@@ -50,16 +60,37 @@ fn setup(kind: &str, dtype: DType) -> (tempfile::TempDir, TextClassifier, Batch)
     let ids = tok.encode_all(&TEXTS).unwrap();
     let labels = vec![Some(0), Some(1), Some(2), Some(3), Some(0)];
     let batch = Batcher::new(ids, labels, ckpt.config.pad_id()).batch(&[0, 1, 2, 3, 4]);
-    assert!(batch.attention_mask.contains(&0), "the batch must exercise padding");
+    assert!(
+        batch.attention_mask.contains(&0),
+        "the batch must exercise padding"
+    );
     (dir, model, batch)
 }
 
 fn loss(model: &TextClassifier, batch: &Batch, rng: Option<&mut StdRng>) -> Tensor {
     let dev = Device::Cpu;
     let logits = model.forward(batch, rng).unwrap();
-    let teacher = Tensor::new(&[[1.0f32, -0.5, 0.2, 0.0], [0.1, 2.0, -1.0, 0.3], [0.0, 0.0, 1.5, -0.2], [-1.0, 0.4, 0.2, 2.2], [0.7, 0.1, 0.1, 0.1]], &dev).unwrap();
+    let teacher = Tensor::new(
+        &[
+            [1.0f32, -0.5, 0.2, 0.0],
+            [0.1, 2.0, -1.0, 0.3],
+            [0.0, 0.0, 1.5, -0.2],
+            [-1.0, 0.4, 0.2, 2.2],
+            [0.7, 0.1, 0.1, 0.1],
+        ],
+        &dev,
+    )
+    .unwrap();
     let labels = Tensor::from_slice(&batch.labels, batch.batch_size, &dev).unwrap();
-    distillation(&logits, &teacher.to_dtype(logits.dtype()).unwrap(), &labels, 2.0, 0.5, 0.1).unwrap()
+    distillation(
+        &logits,
+        &teacher.to_dtype(logits.dtype()).unwrap(),
+        &labels,
+        2.0,
+        0.5,
+        0.1,
+    )
+    .unwrap()
 }
 
 fn every_trainable_tensor_gets_a_gradient(kind: &str) {
@@ -71,13 +102,31 @@ fn every_trainable_tensor_gets_a_gradient(kind: &str) {
         let l = loss(&model, &batch, train_mode.then_some(&mut rng));
         let grads = l.backward().unwrap();
         for nv in model.trainable() {
-            let g = grads.get(nv.var.as_tensor()).unwrap_or_else(|| panic!("{kind}: {} has no gradient", nv.name));
-            let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(norm > 0.0 && norm.is_finite(), "{kind}: {} gradient norm {norm}", nv.name);
+            let g = grads
+                .get(nv.var.as_tensor())
+                .unwrap_or_else(|| panic!("{kind}: {} has no gradient", nv.name));
+            let norm = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                norm > 0.0 && norm.is_finite(),
+                "{kind}: {} gradient norm {norm}",
+                nv.name
+            );
         }
         // Frozen weights are not differentiated: no gradient buffer, no wasted matmul.
-        for (name, layer) in model.encoder().adapted_modules(model.config().kind().prefix()) {
-            assert!(grads.get(layer.base().weight()).is_none(), "{kind}: frozen {name}.weight got a gradient");
+        for (name, layer) in model
+            .encoder()
+            .adapted_modules(model.config().kind().prefix())
+        {
+            assert!(
+                grads.get(layer.base().weight()).is_none(),
+                "{kind}: frozen {name}.weight got a gradient"
+            );
         }
     }
 }
@@ -102,7 +151,13 @@ fn finite_differences(kind: &str) {
     let h = 1e-5;
     let mut checked = 0;
     for nv in model.trainable() {
-        let analytic: Vec<f64> = grads.get(nv.var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let analytic: Vec<f64> = grads
+            .get(nv.var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let original = nv.var.as_tensor().copy().unwrap();
         let values: Vec<f64> = original.flatten_all().unwrap().to_vec1().unwrap();
         for _ in 0..3 {
@@ -110,13 +165,20 @@ fn finite_differences(kind: &str) {
             let at = |delta: f64| -> f64 {
                 let mut v = values.clone();
                 v[i] += delta;
-                nv.var.set(&Tensor::from_vec(v, original.shape(), &Device::Cpu).unwrap()).unwrap();
+                nv.var
+                    .set(&Tensor::from_vec(v, original.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
                 loss(&model, &batch, None).to_scalar::<f64>().unwrap()
             };
             let numeric = (at(h) - at(-h)) / (2.0 * h);
             nv.var.set(&original).unwrap();
             let err = (numeric - analytic[i]).abs();
-            assert!(err <= 1e-7 + 1e-5 * analytic[i].abs(), "{kind} {}[{i}]: analytic {:e} vs numeric {numeric:e}", nv.name, analytic[i]);
+            assert!(
+                err <= 1e-7 + 1e-5 * analytic[i].abs(),
+                "{kind} {}[{i}]: analytic {:e} vs numeric {numeric:e}",
+                nv.name,
+                analytic[i]
+            );
             checked += 1;
         }
     }

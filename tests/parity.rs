@@ -20,7 +20,9 @@ const TOL: f32 = 1e-5;
 const CASES: [&str; 4] = ["roberta_qv", "roberta_targeted", "bert_qv", "bert_targeted"];
 
 fn fixture_dir(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity").join(case)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/parity")
+        .join(case)
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -52,20 +54,43 @@ fn load_fixture(case: &str) -> Fixture {
     let dir = fixture_dir(case);
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
-    Fixture { dir, meta, expected }
+    let expected =
+        candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    Fixture {
+        dir,
+        meta,
+        expected,
+    }
 }
 
 /// Tokenizes the fixture's texts with kd's tokenizer and batcher and checks the ids and mask.
 fn kd_batch(f: &Fixture, loaded: &kd::commands::evaluate::LoadedModel) -> kd::data::Batch {
-    let texts: Vec<&str> = f.meta["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
-    let labels: Vec<Option<u32>> = f.meta["labels"].as_array().unwrap().iter().map(|l| Some(l.as_u64().unwrap() as u32)).collect();
+    let texts: Vec<&str> = f.meta["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let labels: Vec<Option<u32>> = f.meta["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| Some(l.as_u64().unwrap() as u32))
+        .collect();
     let ids = loaded.tokenizer.encode_all(&texts).unwrap();
     let batcher = Batcher::new(ids, labels, loaded.checkpoint.config.pad_id());
     let rows: Vec<usize> = (0..texts.len()).collect();
     let batch = batcher.batch(&rows);
-    let want_ids: Vec<i64> = f.expected["input_ids"].flatten_all().unwrap().to_vec1().unwrap();
-    let want_mask: Vec<i64> = f.expected["attention_mask"].flatten_all().unwrap().to_vec1().unwrap();
+    let want_ids: Vec<i64> = f.expected["input_ids"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let want_mask: Vec<i64> = f.expected["attention_mask"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     let got_ids: Vec<i64> = batch.input_ids.iter().map(|&v| v as i64).collect();
     let got_mask: Vec<i64> = batch.attention_mask.iter().map(|&v| v as i64).collect();
     assert_eq!(got_ids, want_ids, "token ids differ from HF's tokenizer");
@@ -78,9 +103,20 @@ fn check_case(case: &str) {
     let model_dir = f.dir.join("model");
     let max_len = f.meta["max_len"].as_u64().unwrap() as usize;
     // The adapter folder exactly as PEFT saved it, through kd's loader.
-    let loaded = load_adapter(&f.dir.join("adapter"), Some(model_dir.to_str().unwrap()), &Device::Cpu, DType::F32, max_len).unwrap();
+    let loaded = load_adapter(
+        &f.dir.join("adapter"),
+        Some(model_dir.to_str().unwrap()),
+        &Device::Cpu,
+        DType::F32,
+        max_len,
+    )
+    .unwrap();
     let model = &loaded.model;
-    assert_eq!(model.trainable_count() as u64, f.meta["trainable_params"].as_u64().unwrap(), "{case}: trainable parameter count");
+    assert_eq!(
+        model.trainable_count() as u64,
+        f.meta["trainable_params"].as_u64().unwrap(),
+        "{case}: trainable parameter count"
+    );
     let batch = kd_batch(&f, &loaded);
 
     let logits = model.forward(&batch, None).unwrap();
@@ -100,34 +136,59 @@ fn check_case(case: &str) {
 
     let grads = kd_loss.backward().unwrap();
     for nv in model.trainable() {
-        let g = grads.get(nv.var.as_tensor()).unwrap_or_else(|| panic!("{case}: no gradient for {}", nv.name));
-        assert_close(&format!("{case} grad {}", nv.name), g, &f.expected[&format!("grad.{}", nv.name)]);
+        let g = grads
+            .get(nv.var.as_tensor())
+            .unwrap_or_else(|| panic!("{case}: no gradient for {}", nv.name));
+        assert_close(
+            &format!("{case} grad {}", nv.name),
+            g,
+            &f.expected[&format!("grad.{}", nv.name)],
+        );
     }
 
     // Three AdamW steps with PEFT's parameter groups, warmup + cosine, clipping.
     let m = &f.meta;
-    let mut opt = AdamW::new(model.trainable(), AdamWConfig {
-        beta1: m["betas"][0].as_f64().unwrap(),
-        beta2: m["betas"][1].as_f64().unwrap(),
-        eps: m["eps"].as_f64().unwrap(),
-        weight_decay: m["weight_decay"].as_f64().unwrap(),
-    }).unwrap();
-    let (warmup, total) = (m["warmup_steps"].as_u64().unwrap() as usize, m["total_steps"].as_u64().unwrap() as usize);
+    let mut opt = AdamW::new(
+        model.trainable(),
+        AdamWConfig {
+            beta1: m["betas"][0].as_f64().unwrap(),
+            beta2: m["betas"][1].as_f64().unwrap(),
+            eps: m["eps"].as_f64().unwrap(),
+            weight_decay: m["weight_decay"].as_f64().unwrap(),
+        },
+    )
+    .unwrap();
+    let (warmup, total) = (
+        m["warmup_steps"].as_u64().unwrap() as usize,
+        m["total_steps"].as_u64().unwrap() as usize,
+    );
     let lr = m["lr"].as_f64().unwrap();
     for step in 0..m["steps_taken"].as_u64().unwrap() as usize {
         let want_lr = m["lrs"][step].as_f64().unwrap();
         let got_lr = lr * warmup_cosine(step, warmup, total);
-        assert!((got_lr - want_lr).abs() < 1e-12, "{case}: lr at step {step}: {got_lr} vs {want_lr}");
+        assert!(
+            (got_lr - want_lr).abs() < 1e-12,
+            "{case}: lr at step {step}: {got_lr} vs {want_lr}"
+        );
         let logits = model.forward(&batch, None).unwrap();
         let loss = distillation(&logits, teacher, &labels, t, alpha, ls).unwrap();
         let mut grads = loss.backward().unwrap();
-        let norm = opt.clip_grad_norm(&mut grads, m["max_grad_norm"].as_f64().unwrap()).unwrap();
+        let norm = opt
+            .clip_grad_norm(&mut grads, m["max_grad_norm"].as_f64().unwrap())
+            .unwrap();
         let want_norm = m["grad_norms"][step].as_f64().unwrap();
-        assert!((norm - want_norm).abs() < 1e-4, "{case}: grad norm at step {step}: {norm} vs {want_norm}");
+        assert!(
+            (norm - want_norm).abs() < 1e-4,
+            "{case}: grad norm at step {step}: {norm} vs {want_norm}"
+        );
         opt.step(&grads, got_lr).unwrap();
     }
     for nv in model.trainable() {
-        assert_close(&format!("{case} after 3 steps {}", nv.name), nv.var.as_tensor(), &f.expected[&format!("step.{}", nv.name)]);
+        assert_close(
+            &format!("{case} after 3 steps {}", nv.name),
+            nv.var.as_tensor(),
+            &f.expected[&format!("step.{}", nv.name)],
+        );
     }
 
     // Round trip: kd writes its adapter in PEFT's layout; PEFT loaded it (make_parity.py
@@ -141,13 +202,28 @@ fn check_case(case: &str) {
             std::fs::copy(out.path().join(name), dest.join(name)).unwrap();
         }
     }
-    let reloaded = load_adapter(out.path(), Some(model_dir.to_str().unwrap()), &Device::Cpu, DType::F32, max_len).unwrap();
+    let reloaded = load_adapter(
+        out.path(),
+        Some(model_dir.to_str().unwrap()),
+        &Device::Cpu,
+        DType::F32,
+        max_len,
+    )
+    .unwrap();
     let kd_logits = model.forward(&batch, None).unwrap();
     let again = reloaded.model.forward(&batch, None).unwrap();
-    assert_eq!(max_abs_diff(&kd_logits, &again), 0.0, "{case}: kd's adapter does not reload exactly");
+    assert_eq!(
+        max_abs_diff(&kd_logits, &again),
+        0.0,
+        "{case}: kd's adapter does not reload exactly"
+    );
     let peft = candle_core::safetensors::load(f.dir.join("kd_roundtrip.safetensors"), &Device::Cpu)
         .unwrap_or_else(|e| panic!("{case}: no kd_roundtrip.safetensors ({e}); run KD_WRITE_ROUNDTRIP=1 cargo test --test parity, then make_parity.py --roundtrip"));
-    assert_close(&format!("{case} PEFT logits of kd's adapter"), &kd_logits, &peft["logits"]);
+    assert_close(
+        &format!("{case} PEFT logits of kd's adapter"),
+        &kd_logits,
+        &peft["logits"],
+    );
 }
 
 #[test]
@@ -173,8 +249,10 @@ fn bert_targeted_layers_match_peft() {
 /// PEFT's counts for the real roberta-base config, from config.json alone.
 #[test]
 fn trainable_counts_match_peft_for_roberta_base() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/param_counts.json");
-    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/param_counts.json");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut config: serde_json::Value = doc["config"].clone();
     config["model_type"] = "roberta".into();
     let cfg: EncoderConfig = serde_json::from_value(config).unwrap();

@@ -240,7 +240,10 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         let cut = dir.path().join("cut.bin");
         std::fs::write(&cut, &bytes[..bytes.len() - 4]).unwrap();
-        assert!(LogitCache::open(&cut).unwrap_err().to_string().contains("truncated"));
+        assert!(LogitCache::open(&cut)
+            .unwrap_err()
+            .to_string()
+            .contains("truncated"));
         assert!(write(&path, &header, &logits[..3]).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }

@@ -55,26 +55,44 @@ pub struct Comparison {
 pub fn run(req: &CompareRequest) -> Result<Comparison> {
     let mut loaded: Vec<(String, LoadedModel)> = Vec::new();
     for dir in &req.runs {
-        loaded.push((dir.display().to_string(), load_run(dir, &req.device, req.dtype)?));
+        loaded.push((
+            dir.display().to_string(),
+            load_run(dir, &req.device, req.dtype)?,
+        ));
     }
     for dir in &req.adapters {
-        let m = load_adapter(dir, req.model.as_deref(), &req.device, req.dtype, req.max_len)?;
+        let m = load_adapter(
+            dir,
+            req.model.as_deref(),
+            &req.device,
+            req.dtype,
+            req.max_len,
+        )?;
         loaded.push((dir.display().to_string(), m));
     }
     if loaded.is_empty() {
-        return Err(KdError::Config("nothing to compare: name run folders or --adapter DIR".into()));
+        return Err(KdError::Config(
+            "nothing to compare: name run folders or --adapter DIR".into(),
+        ));
     }
     let data = req
         .data
         .clone()
-        .or_else(|| loaded.iter().find_map(|(_, m)| m.run.as_ref().map(|r| r.data.clone())))
+        .or_else(|| {
+            loaded
+                .iter()
+                .find_map(|(_, m)| m.run.as_ref().map(|r| r.data.clone()))
+        })
         .ok_or_else(|| KdError::Config("pass --data: no run folder names its dataset".into()))?;
     let test_file = DataFiles::resolve(&data)?.test_file()?.to_path_buf();
     let mut runs = Vec::new();
     let mut predictions = Vec::new();
     for (name, m) in &loaded {
         let settings = m.run.as_ref().map(|r| r.train.clone()).unwrap_or_default();
-        let settings = TrainSettings { max_len: m.max_len, ..settings };
+        let settings = TrainSettings {
+            max_len: m.max_len,
+            ..settings
+        };
         let fe = evaluate_file(&m.model, &m.tokenizer, &test_file, &m.checkpoint, &settings)?;
         tracing::info!(run = %name, accuracy = fe.evaluation.accuracy, "evaluated");
         predictions.push(fe.predicted);
@@ -111,7 +129,12 @@ pub fn render_table(c: &Comparison) -> String {
         "run", "accuracy", "macro-F1", "trainable", "eval/s", "per-class F1"
     ));
     for r in &c.runs {
-        let f1: Vec<String> = r.evaluation.per_class.iter().map(|p| format!("{:.3}", p.f1)).collect();
+        let f1: Vec<String> = r
+            .evaluation
+            .per_class
+            .iter()
+            .map(|p| format!("{:.3}", p.f1))
+            .collect();
         s.push_str(&format!(
             "{:<28} {:>8.2}% {:>9.4} {:>12} {:>10.1}  {}\n",
             r.run,
@@ -123,10 +146,18 @@ pub fn render_table(c: &Comparison) -> String {
         ));
     }
     for p in &c.agreement {
-        s.push_str(&format!("agreement {} vs {}: {:.2}%\n", p.a, p.b, 100.0 * p.agreement));
+        s.push_str(&format!(
+            "agreement {} vs {}: {:.2}%\n",
+            p.a,
+            p.b,
+            100.0 * p.agreement
+        ));
     }
     for r in &c.runs {
-        s.push_str(&format!("confusion (rows true, columns predicted) {}:\n", r.run));
+        s.push_str(&format!(
+            "confusion (rows true, columns predicted) {}:\n",
+            r.run
+        ));
         for row in &r.evaluation.confusion {
             let cells: Vec<String> = row.iter().map(|v| format!("{v:>6}")).collect();
             s.push_str(&format!("  {}\n", cells.join("")));

@@ -58,6 +58,8 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
         None => Objective::Supervised,
     };
     let mut log = MetricsLog::create(&cfg.out.join(files::METRICS))?;
-    let report = train(&model, &p.batcher, &p.data, &cfg.train, &objective, &mut log)?;
+    let report = train(
+        &model, &p.batcher, &p.data, &cfg.train, &objective, &mut log,
+    )?;
     finish(cfg, &p, &model, &report, "student", None)
 }

@@ -49,7 +49,10 @@ pub fn load_adapter(
     let spec = config.to_spec(&dir.join(adapter::ADAPTER_CONFIG))?;
     let model_id = model
         .map(str::to_string)
-        .or(config.base_model_name_or_path.clone().filter(|m| !m.is_empty()))
+        .or(config
+            .base_model_name_or_path
+            .clone()
+            .filter(|m| !m.is_empty()))
         .ok_or_else(|| {
             KdError::Config(format!(
                 "{}: the adapter names no base model: pass --model",
@@ -62,8 +65,11 @@ pub fn load_adapter(
     let model = TextClassifier::load(&checkpoint, &spec, labels, device, dtype, 0)?;
     let weights_path = dir.join(adapter::ADAPTER_WEIGHTS);
     model.set_trainable(&weights, &weights_path)?;
-    let used: std::collections::HashSet<&str> =
-        model.trainable().iter().map(|nv| nv.name.as_str()).collect();
+    let used: std::collections::HashSet<&str> = model
+        .trainable()
+        .iter()
+        .map(|nv| nv.name.as_str())
+        .collect();
     if let Some(extra) = weights.keys().find(|k| !used.contains(k.as_str())) {
         return Err(KdError::bad_file(
             weights_path,
@@ -98,11 +104,17 @@ pub fn evaluate_file(
 ) -> Result<FileEvaluation> {
     let rows = read_examples(path, true)?;
     let classes = model.num_labels();
-    if let Some(i) = rows.iter().position(|r| r.label.unwrap_or(0) as usize >= classes) {
+    if let Some(i) = rows
+        .iter()
+        .position(|r| r.label.unwrap_or(0) as usize >= classes)
+    {
         return Err(KdError::BadRow {
             path: path.into(),
             row: i + 1,
-            message: format!("label {} but the model has {classes} classes", rows[i].label.unwrap_or(0)),
+            message: format!(
+                "label {} but the model has {classes} classes",
+                rows[i].label.unwrap_or(0)
+            ),
         });
     }
     let batcher = tokenize_rows(tokenizer, &rows, checkpoint.config.pad_id())?;

@@ -30,14 +30,14 @@ pub struct Prepared {
 }
 
 /// Tokenizes rows into a batcher with the checkpoint's pad id.
-pub fn tokenize_rows(
-    tokenizer: &TextTokenizer,
-    rows: &[Example],
-    pad_id: u32,
-) -> Result<Batcher> {
+pub fn tokenize_rows(tokenizer: &TextTokenizer, rows: &[Example], pad_id: u32) -> Result<Batcher> {
     let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
     let ids = tokenizer.encode_all(&texts)?;
-    Ok(Batcher::new(ids, rows.iter().map(|r| r.label).collect(), pad_id))
+    Ok(Batcher::new(
+        ids,
+        rows.iter().map(|r| r.label).collect(),
+        pad_id,
+    ))
 }
 
 /// `--max-len`, capped by what the checkpoint's position table allows.
@@ -118,7 +118,13 @@ pub fn finish(
 ) -> Result<Summary> {
     adapter::save(model, &cfg.model, &cfg.out)?;
     let test = match &p.files.test {
-        Some(path) => Some(evaluate_file(model, &p.tokenizer, path, &p.checkpoint, &cfg.train)?),
+        Some(path) => Some(evaluate_file(
+            model,
+            &p.tokenizer,
+            path,
+            &p.checkpoint,
+            &cfg.train,
+        )?),
         None => None,
     };
     let summary = Summary {
@@ -136,7 +142,11 @@ pub fn finish(
         train_samples_per_s: report.train_samples_per_s,
         train_tokens_per_s: report.train_tokens_per_s,
         cache_samples_per_s,
-        temperature: cfg.distill.as_ref().filter(|d| d.alpha > 0.0).map(|d| d.temperature),
+        temperature: cfg
+            .distill
+            .as_ref()
+            .filter(|d| d.alpha > 0.0)
+            .map(|d| d.temperature),
         alpha: cfg.distill.as_ref().map(|d| d.alpha),
     };
     write_json(&cfg.out.join(files::SUMMARY), &summary)?;

@@ -23,10 +23,21 @@ pub fn run(loaded: &LoadedModel, input: &Path, output: &Path, batch_size: usize)
         let io = |e| KdError::io(tmp, e);
         let logit_cols: Vec<String> = (0..k).map(|c| format!("logit_{c}")).collect();
         let prob_cols: Vec<String> = (0..k).map(|c| format!("prob_{c}")).collect();
-        writeln!(w, "row,label,{},{}", logit_cols.join(","), prob_cols.join(",")).map_err(io)?;
+        writeln!(
+            w,
+            "row,label,{},{}",
+            logit_cols.join(","),
+            prob_cols.join(",")
+        )
+        .map_err(io)?;
         for (i, row) in logits.chunks(k).enumerate() {
             let probs = softmax(row);
-            let fmt = |v: &[f32]| v.iter().map(|x| format!("{x:.6}")).collect::<Vec<_>>().join(",");
+            let fmt = |v: &[f32]| {
+                v.iter()
+                    .map(|x| format!("{x:.6}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
             writeln!(w, "{i},{},{},{}", labels[i], fmt(row), fmt(&probs)).map_err(io)?;
         }
         w.flush().map_err(io)

@@ -13,7 +13,14 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
     start_run_folder(cfg)?;
     tracing::info!(trainable = model.trainable_count(), "teacher");
     let mut log = MetricsLog::create(&cfg.out.join(files::METRICS))?;
-    let report = train(&model, &p.batcher, &p.data, &cfg.train, &Objective::Supervised, &mut log)?;
+    let report = train(
+        &model,
+        &p.batcher,
+        &p.data,
+        &cfg.train,
+        &Objective::Supervised,
+        &mut log,
+    )?;
 
     // One pass over every training row (validation slice included), stored in file order.
     let all: Vec<usize> = (0..p.data.rows.len()).collect();
@@ -27,6 +34,10 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
         teacher: format!("{} ({})", cfg.out.display(), cfg.model),
     };
     cache::write(&cfg.out.join(files::LOGITS), &header, &logits)?;
-    tracing::info!(rows = all.len(), samples_per_s = cache_rate, "cached teacher logits");
+    tracing::info!(
+        rows = all.len(),
+        samples_per_s = cache_rate,
+        "cached teacher logits"
+    );
     finish(cfg, &p, &model, &report, "teacher", Some(cache_rate))
 }

@@ -54,7 +54,12 @@ impl Batcher {
 
     /// A training epoch's plan: shuffle, sort by length within buckets of
     /// `BUCKET_BATCHES` batches, cut, and shuffle the batch order.
-    pub fn training_plan(&self, rows: &[usize], batch_size: usize, rng: &mut StdRng) -> Vec<Vec<usize>> {
+    pub fn training_plan(
+        &self,
+        rows: &[usize],
+        batch_size: usize,
+        rng: &mut StdRng,
+    ) -> Vec<Vec<usize>> {
         let mut rows = rows.to_vec();
         rows.shuffle(rng);
         let mut plan = Vec::new();

@@ -48,16 +48,16 @@ impl DataFiles {
 
     /// The training file, or an error naming the folder.
     pub fn train_file(&self) -> Result<&Path> {
-        self.train.as_deref().ok_or_else(|| {
-            KdError::NotFound(format!("dataset `{}` has no train split", self.id))
-        })
+        self.train
+            .as_deref()
+            .ok_or_else(|| KdError::NotFound(format!("dataset `{}` has no train split", self.id)))
     }
 
     /// The test file, or an error naming the folder.
     pub fn test_file(&self) -> Result<&Path> {
-        self.test.as_deref().ok_or_else(|| {
-            KdError::NotFound(format!("dataset `{}` has no test split", self.id))
-        })
+        self.test
+            .as_deref()
+            .ok_or_else(|| KdError::NotFound(format!("dataset `{}` has no test split", self.id)))
     }
 }
 
@@ -171,7 +171,7 @@ fn stratified_split(
     for (i, r) in rows.iter().enumerate() {
         by_class[r.label.expect("labelled") as usize].push(i);
     }
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_0f_7a1);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x0005_eed0_f7a1);
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for mut idx in by_class {
         idx.shuffle(&mut rng);

@@ -42,7 +42,9 @@ pub fn read_examples(path: &Path, require_labels: bool) -> Result<Vec<Example>> 
 fn open(path: &Path) -> Result<Box<dyn Read>> {
     let file = std::fs::File::open(path).map_err(|e| KdError::io(path, e))?;
     if path.to_string_lossy().ends_with(".gz") {
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))))
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(
+            file,
+        ))))
     } else {
         Ok(Box::new(BufReader::new(file)))
     }
@@ -66,9 +68,10 @@ fn read_csv(reader: Box<dyn Read>, path: &Path) -> Result<Vec<Example>> {
         let record = record.map_err(|e| bad(format!("not valid CSV: {e}")))?;
         let example = match record.len() {
             3 => {
-                let class: u32 = record[0].trim().parse().map_err(|_| {
-                    bad(format!("class `{}` is not a number 1..K", &record[0]))
-                })?;
+                let class: u32 = record[0]
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(format!("class `{}` is not a number 1..K", &record[0])))?;
                 if class == 0 {
                     return Err(bad("class 0: AG News classes start at 1".into()));
                 }
@@ -85,7 +88,11 @@ fn read_csv(reader: Box<dyn Read>, path: &Path) -> Result<Vec<Example>> {
                 text: record[0].to_string(),
                 label: None,
             },
-            n => return Err(bad(format!("{n} fields, expected \"class\",\"title\",\"description\""))),
+            n => {
+                return Err(bad(format!(
+                    "{n} fields, expected \"class\",\"title\",\"description\""
+                )))
+            }
         };
         rows.push(example);
     }
@@ -142,9 +149,12 @@ fn read_parquet(path: &Path) -> Result<Vec<Example>> {
             match (name.as_str(), field) {
                 ("text", Field::Str(s)) => text = Some(s.clone()),
                 ("label", Field::Null) => {}
-                ("label", f) => label = Some(integer_field(f).ok_or_else(|| {
-                    bad(format!("label `{f}` is not a non-negative integer"))
-                })?),
+                ("label", f) => {
+                    label =
+                        Some(integer_field(f).ok_or_else(|| {
+                            bad(format!("label `{f}` is not a non-negative integer"))
+                        })?)
+                }
                 _ => {}
             }
         }

@@ -93,7 +93,12 @@ impl PeftConfig {
 
     /// The LoRA spec, refusing PEFT features kd does not implement.
     pub fn to_spec(&self, path: &Path) -> Result<LoraSpec> {
-        let refuse = |what: &str| Err(KdError::bad_file(path, format!("{what} is not supported by kd")));
+        let refuse = |what: &str| {
+            Err(KdError::bad_file(
+                path,
+                format!("{what} is not supported by kd"),
+            ))
+        };
         if self.peft_type != "LORA" {
             return refuse(&format!("peft_type `{}`", self.peft_type));
         }
@@ -147,9 +152,15 @@ pub fn read_weights(dir: &Path, device: &Device) -> Result<HashMap<String, Tenso
 
 /// The number of classes an adapter's head was trained for.
 pub fn num_labels(weights: &HashMap<String, Tensor>, dir: &Path) -> Result<usize> {
-    let key = format!("{}.classifier.out_proj.bias", super::classifier::PEFT_PREFIX);
+    let key = format!(
+        "{}.classifier.out_proj.bias",
+        super::classifier::PEFT_PREFIX
+    );
     let bias = weights.get(&key).ok_or_else(|| {
-        KdError::bad_file(dir.join(ADAPTER_WEIGHTS), format!("missing head tensor `{key}`"))
+        KdError::bad_file(
+            dir.join(ADAPTER_WEIGHTS),
+            format!("missing head tensor `{key}`"),
+        )
     })?;
     Ok(bias.dim(0)?)
 }

@@ -44,9 +44,8 @@ impl TextClassifier {
     ) -> Result<Self> {
         lora.validate().map_err(KdError::Config)?;
         // SAFETY: the file is memory-mapped read-only; kd never writes checkpoint files.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(&[&checkpoint.weights], dtype, device)?
-        };
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&[&checkpoint.weights], dtype, device)? };
         let vb = checkpoint_root(vb);
         Self::from_var_builder(vb, &checkpoint.config, lora, num_labels, seed).map_err(|e| {
             KdError::bad_file(

@@ -146,10 +146,28 @@ impl Attention {
         let sv = vb.pp("self");
         let ov = vb.pp("output");
         Ok(Self {
-            query: adapted(sv.pp("query"), &format!("{name}.self.query"), (h, h), spec, rng)?,
+            query: adapted(
+                sv.pp("query"),
+                &format!("{name}.self.query"),
+                (h, h),
+                spec,
+                rng,
+            )?,
             key: adapted(sv.pp("key"), &format!("{name}.self.key"), (h, h), spec, rng)?,
-            value: adapted(sv.pp("value"), &format!("{name}.self.value"), (h, h), spec, rng)?,
-            output: adapted(ov.pp("dense"), &format!("{name}.output.dense"), (h, h), spec, rng)?,
+            value: adapted(
+                sv.pp("value"),
+                &format!("{name}.self.value"),
+                (h, h),
+                spec,
+                rng,
+            )?,
+            output: adapted(
+                ov.pp("dense"),
+                &format!("{name}.output.dense"),
+                (h, h),
+                spec,
+                rng,
+            )?,
             layer_norm: FrozenLayerNorm::load(ov.pp("LayerNorm"), cfg)?,
             heads: cfg.num_attention_heads,
             head_dim: cfg.head_dim(),
@@ -220,7 +238,13 @@ impl Layer {
         let iv = vb.pp("intermediate").pp("dense");
         let intermediate = adapted(iv, &format!("{name}.intermediate.dense"), (h, f), spec, rng)?;
         let ov = vb.pp("output");
-        let output = adapted(ov.pp("dense"), &format!("{name}.output.dense"), (f, h), spec, rng)?;
+        let output = adapted(
+            ov.pp("dense"),
+            &format!("{name}.output.dense"),
+            (f, h),
+            spec,
+            rng,
+        )?;
         Ok(Self {
             attention,
             intermediate,

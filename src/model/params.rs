@@ -13,7 +13,11 @@ pub struct ModuleCount {
 
 /// Every trainable module and its count: LoRA A (r×in) + B (out×r) per targeted linear layer,
 /// then the head's dense (H×H + H) and out_proj (H×C + C).
-pub fn trainable_breakdown(cfg: &EncoderConfig, lora: &LoraSpec, labels: usize) -> Vec<ModuleCount> {
+pub fn trainable_breakdown(
+    cfg: &EncoderConfig,
+    lora: &LoraSpec,
+    labels: usize,
+) -> Vec<ModuleCount> {
     let (h, f) = (cfg.hidden_size, cfg.intermediate_size);
     let prefix = cfg.kind().prefix();
     let mut out = Vec::new();

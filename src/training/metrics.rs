@@ -48,8 +48,16 @@ pub fn evaluate(predicted: &[u32], labels: &[u32], classes: usize) -> Evaluation
             let tp = confusion[c][c] as f64;
             let support: usize = confusion[c].iter().sum();
             let predicted_c: usize = confusion.iter().map(|row| row[c]).sum();
-            let precision = if predicted_c > 0 { tp / predicted_c as f64 } else { 0.0 };
-            let recall = if support > 0 { tp / support as f64 } else { 0.0 };
+            let precision = if predicted_c > 0 {
+                tp / predicted_c as f64
+            } else {
+                0.0
+            };
+            let recall = if support > 0 {
+                tp / support as f64
+            } else {
+                0.0
+            };
             let f1 = if precision + recall > 0.0 {
                 2.0 * precision * recall / (precision + recall)
             } else {

@@ -61,9 +61,11 @@ pub struct TrainReport {
 pub fn progress_bar(len: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_prefix(what.to_string());
     bar
@@ -80,12 +82,16 @@ pub fn train(
     log: &mut MetricsLog,
 ) -> Result<TrainReport> {
     if s.batch_size == 0 || s.epochs == 0 {
-        return Err(KdError::Config("epochs and batch size must be at least 1".into()));
+        return Err(KdError::Config(
+            "epochs and batch size must be at least 1".into(),
+        ));
     }
     let device = model.device().clone();
     let classes = model.num_labels();
     let per_epoch = data.train.len().div_ceil(s.batch_size);
-    let total = s.max_steps.map_or(per_epoch * s.epochs, |m| m.min(per_epoch * s.epochs));
+    let total = s
+        .max_steps
+        .map_or(per_epoch * s.epochs, |m| m.min(per_epoch * s.epochs));
     let warmup = warmup_steps(total, s.warmup_ratio);
     let mut opt = AdamW::new(
         model.trainable(),
@@ -123,7 +129,14 @@ pub fn train(
                         (batch.batch_size, classes),
                         &device,
                     )?;
-                    distillation(&logits, &teacher, &labels, *temperature, *alpha, s.label_smoothing)?
+                    distillation(
+                        &logits,
+                        &teacher,
+                        &labels,
+                        *temperature,
+                        *alpha,
+                        s.label_smoothing,
+                    )?
                 }
             };
             let mut grads = loss.backward()?;
@@ -141,7 +154,10 @@ pub fn train(
             step += 1;
             window = (window.0 + loss, window.1 + 1);
             bar.inc(1);
-            bar.set_message(format!("epoch {epoch} loss {loss:.4} lr {lr:.2e} {:.1} samples/s", samples as f64 / seconds));
+            bar.set_message(format!(
+                "epoch {epoch} loss {loss:.4} lr {lr:.2e} {:.1} samples/s",
+                samples as f64 / seconds
+            ));
             if step % s.log_every.max(1) == 0 || step == total {
                 log.write(json!({
                     "step": step, "epoch": epoch, "loss": window.0 / window.1 as f64, "lr": lr,
@@ -153,7 +169,12 @@ pub fn train(
         }
         if !data.val.is_empty() {
             let eval = evaluate_rows(model, batcher, data, &data.val, s.eval_batch_size)?;
-            tracing::info!(epoch, accuracy = eval.accuracy, macro_f1 = eval.macro_f1, "validation");
+            tracing::info!(
+                epoch,
+                accuracy = eval.accuracy,
+                macro_f1 = eval.macro_f1,
+                "validation"
+            );
             log.write(json!({
                 "eval": "validation", "epoch": epoch, "step": step,
                 "accuracy": eval.accuracy, "macro_f1": eval.macro_f1,

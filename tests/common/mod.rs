@@ -12,14 +12,16 @@ use std::path::Path;
 
 /// Words that mark each class; the rest is filler shared by all classes.
 pub const CLASS_WORDS: [&[&str]; 4] = [
-    &["election", "minister", "treaty", "embassy", "troops", "summit"],
+    &[
+        "election", "minister", "treaty", "embassy", "troops", "summit",
+    ],
     &["football", "coach", "league", "goal", "tennis", "season"],
     &["shares", "profit", "market", "bank", "stocks", "earnings"],
     &["software", "internet", "chip", "space", "computer", "nasa"],
 ];
 pub const FILLER: &[&str] = &[
-    "the", "a", "on", "in", "after", "new", "report", "says", "week", "today", "of", "and",
-    "to", "for", "with", "big", "first", "over", "more", "year",
+    "the", "a", "on", "in", "after", "new", "report", "says", "week", "today", "of", "and", "to",
+    "for", "with", "big", "first", "over", "more", "year",
 ];
 
 fn all_words() -> Vec<&'static str> {
@@ -50,7 +52,10 @@ fn randn(rng: &mut StdRng, shape: &[usize], std: f32) -> Tensor {
 
 fn ln(rng: &mut StdRng, t: &mut HashMap<String, Tensor>, name: &str, h: usize) {
     let w: Vec<f32> = normal(rng, h, 0.1).into_iter().map(|v| 1.0 + v).collect();
-    t.insert(format!("{name}.weight"), Tensor::from_vec(w, h, &Device::Cpu).unwrap());
+    t.insert(
+        format!("{name}.weight"),
+        Tensor::from_vec(w, h, &Device::Cpu).unwrap(),
+    );
     t.insert(format!("{name}.bias"), randn(rng, &[h], 0.1));
 }
 
@@ -60,22 +65,61 @@ fn linear(rng: &mut StdRng, t: &mut HashMap<String, Tensor>, name: &str, i: usiz
 }
 
 /// Random encoder weights under HF names, with `prefix` ("" or "roberta.").
-fn write_weights(dir: &Path, prefix: &str, s: &TinyShape, vocab: usize, positions: usize, types: usize, seed: u64) {
+fn write_weights(
+    dir: &Path,
+    prefix: &str,
+    s: &TinyShape,
+    vocab: usize,
+    positions: usize,
+    types: usize,
+    seed: u64,
+) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut t = HashMap::new();
     let h = s.hidden;
-    t.insert(format!("{prefix}embeddings.word_embeddings.weight"), randn(&mut rng, &[vocab, h], 0.5));
-    t.insert(format!("{prefix}embeddings.position_embeddings.weight"), randn(&mut rng, &[positions, h], 0.1));
-    t.insert(format!("{prefix}embeddings.token_type_embeddings.weight"), randn(&mut rng, &[types, h], 0.1));
-    ln(&mut rng, &mut t, &format!("{prefix}embeddings.LayerNorm"), h);
+    t.insert(
+        format!("{prefix}embeddings.word_embeddings.weight"),
+        randn(&mut rng, &[vocab, h], 0.5),
+    );
+    t.insert(
+        format!("{prefix}embeddings.position_embeddings.weight"),
+        randn(&mut rng, &[positions, h], 0.1),
+    );
+    t.insert(
+        format!("{prefix}embeddings.token_type_embeddings.weight"),
+        randn(&mut rng, &[types, h], 0.1),
+    );
+    ln(
+        &mut rng,
+        &mut t,
+        &format!("{prefix}embeddings.LayerNorm"),
+        h,
+    );
     for l in 0..s.layers {
         let b = format!("{prefix}encoder.layer.{l}");
         for m in ["query", "key", "value"] {
             linear(&mut rng, &mut t, &format!("{b}.attention.self.{m}"), h, h);
         }
-        linear(&mut rng, &mut t, &format!("{b}.attention.output.dense"), h, h);
-        ln(&mut rng, &mut t, &format!("{b}.attention.output.LayerNorm"), h);
-        linear(&mut rng, &mut t, &format!("{b}.intermediate.dense"), h, s.ffn);
+        linear(
+            &mut rng,
+            &mut t,
+            &format!("{b}.attention.output.dense"),
+            h,
+            h,
+        );
+        ln(
+            &mut rng,
+            &mut t,
+            &format!("{b}.attention.output.LayerNorm"),
+            h,
+        );
+        linear(
+            &mut rng,
+            &mut t,
+            &format!("{b}.intermediate.dense"),
+            h,
+            s.ffn,
+        );
         linear(&mut rng, &mut t, &format!("{b}.output.dense"), s.ffn, h);
         ln(&mut rng, &mut t, &format!("{b}.output.LayerNorm"), h);
     }
@@ -92,20 +136,32 @@ pub fn write_bert(dir: &Path, seed: u64) {
     use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
     use tokenizers::processors::bert::BertProcessing;
     std::fs::create_dir_all(dir).unwrap();
-    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].map(String::from).to_vec();
+    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .map(String::from)
+        .to_vec();
     vocab.extend(all_words().iter().map(|w| w.to_string()));
     let vocab_txt = dir.join("vocab.txt");
     std::fs::write(&vocab_txt, vocab.join("\n") + "\n").unwrap();
-    let wp = WordPiece::from_file(vocab_txt.to_str().unwrap()).unk_token("[UNK]".into()).build().unwrap();
+    let wp = WordPiece::from_file(vocab_txt.to_str().unwrap())
+        .unk_token("[UNK]".into())
+        .build()
+        .unwrap();
     let mut tok = tokenizers::Tokenizer::new(wp);
     tok.with_normalizer(Some(BertNormalizer::default()));
     tok.with_pre_tokenizer(Some(BertPreTokenizer));
-    tok.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), 3), ("[CLS]".into(), 2))));
+    tok.with_post_processor(Some(BertProcessing::new(
+        ("[SEP]".into(), 3),
+        ("[CLS]".into(), 2),
+    )));
     tok.with_padding(Some(tokenizers::PaddingParams {
         strategy: tokenizers::PaddingStrategy::Fixed(64),
         ..Default::default()
     }));
-    tok.with_truncation(Some(tokenizers::TruncationParams { max_length: 64, ..Default::default() })).unwrap();
+    tok.with_truncation(Some(tokenizers::TruncationParams {
+        max_length: 64,
+        ..Default::default()
+    }))
+    .unwrap();
     tok.save(dir.join("tokenizer.json"), false).unwrap();
     let positions = 64;
     let config = serde_json::json!({
@@ -159,9 +215,16 @@ pub fn write_roberta(dir: &Path, seed: u64) {
             }
         }
     }
-    let map: serde_json::Map<String, serde_json::Value> =
-        vocab.iter().enumerate().map(|(i, t)| (t.clone(), (i as u64).into())).collect();
-    std::fs::write(dir.join("vocab.json"), serde_json::Value::Object(map).to_string()).unwrap();
+    let map: serde_json::Map<String, serde_json::Value> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), (i as u64).into()))
+        .collect();
+    std::fs::write(
+        dir.join("vocab.json"),
+        serde_json::Value::Object(map).to_string(),
+    )
+    .unwrap();
     let mut m = std::fs::File::create(dir.join("merges.txt")).unwrap();
     writeln!(m, "#version: 0.2").unwrap();
     for line in &merges {
