@@ -44,6 +44,57 @@ pub enum Command {
     Compare(CompareArgs),
     /// Label unlabelled rows with a trained run; writes row,label,logit_*,prob_* as CSV.
     Predict(PredictArgs),
+    /// Measure training and logit-caching throughput (samples/s, tokens/s, peak memory, MFU).
+    ///
+    /// Times training steps and the caching pass on real AG News texts (repeated to fill the
+    /// run), for a checkpoint (--model) or a random model of a named shape (--shape roberta-base
+    /// --tokenizer DIR: no weights needed). Compare with bench/peer_hf.py (same keys).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Checkpoint folder or Hub id
+    #[arg(long, conflicts_with = "shape")]
+    pub model: Option<String>,
+    /// Random weights of a named shape: roberta-base or small
+    #[arg(long)]
+    pub shape: Option<String>,
+    /// Tokenizer folder for --shape (tokenizer.json or vocab.json + merges.txt)
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// AG News texts, e.g. ../shared/data/ag_news/test.csv.gz
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 128)]
+    pub max_len: usize,
+    /// Untimed steps first
+    #[arg(long, default_value_t = 3)]
+    pub warmup_steps: usize,
+    /// Timed training steps
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Rows in the timed caching pass
+    #[arg(long, default_value_t = 1024)]
+    pub cache_rows: usize,
+    #[arg(long, default_value_t = 128)]
+    pub cache_batch_size: usize,
+    #[arg(long, default_value_t = 8)]
+    pub lora_r: usize,
+    #[arg(long, default_value_t = 32.0)]
+    pub lora_alpha: f64,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// Peak dense TFLOP/s for the MFU (H100 bf16: 800)
+    #[arg(long, default_value_t = 800.0)]
+    pub peak_tflops: f64,
+    /// Also write the report as JSON here
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// Settings shared by `teach` and `distill`; each overrides the config file.

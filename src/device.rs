@@ -38,3 +38,15 @@ pub fn weight_dtype(name: &str, device: &Device) -> Result<DType> {
         ))),
     }
 }
+
+/// Peak memory so far: the process's peak resident set (VmHWM) on CPU; `None` where kd cannot
+/// read it (CUDA peak tracking is not implemented yet).
+pub fn peak_memory_bytes(device: &Device) -> Option<u64> {
+    if !device.is_cpu() {
+        return None;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,4 +1,5 @@
 //! What the command line runs: one module per command, plus what they share.
+pub mod bench;
 pub mod compare;
 pub mod config;
 pub mod distill;

@@ -28,6 +28,11 @@ impl TextTokenizer {
         Ok(Self { inner })
     }
 
+    /// Number of tokens in the vocabulary (added tokens included).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
     /// Token ids (special tokens included) for each text.
     pub fn encode_all(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
         let enc = self

@@ -3,80 +3,87 @@
 //! candle records every op on a tracked path and, for a matmul, always computes the gradient of
 //! both operands, even a frozen weight's. Its fast LayerNorm and last-dim softmax have no
 //! backward pass at all. [`with_backward`] fixes both: the forward value is computed on detached
-//! inputs with the fastest kernel available, and a closure supplies the gradient with respect to
-//! the one input that needs it.
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+//! inputs with the fastest kernel available (its intermediates are freed at once, never kept for
+//! a backward pass), and a closure supplies the gradient with respect to the one input that
+//! needs it.
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
+use std::sync::Mutex;
 
-type GradFn = dyn Fn(&Tensor) -> Result<Tensor> + Send + Sync;
+type GradFn = dyn Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync;
 
 struct AttachBackward {
+    /// The precomputed value, handed over to the graph by the forward pass and then dropped, so
+    /// that the graph keeps one copy of it (the op's result), not two.
+    value: Mutex<Option<Tensor>>,
     grad_fn: Box<GradFn>,
 }
 
-impl CustomOp2 for AttachBackward {
+impl AttachBackward {
+    fn take_value(&self) -> Result<Tensor> {
+        self.value
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("poisoned".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("kd-attach-backward ran twice".into()))
+    }
+}
+
+impl CustomOp1 for AttachBackward {
     fn name(&self) -> &'static str {
         "kd-attach-backward"
     }
 
-    // The op's value is its second argument (already computed); copying the storage is the price
-    // of entering candle's graph, far cheaper than the matmuls it saves.
-    fn cpu_fwd(
-        &self,
-        _s1: &CpuStorage,
-        _l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> Result<(CpuStorage, Shape)> {
         use candle_core::backend::BackendStorage;
-        Ok((s2.try_clone(l2)?, l2.shape().clone()))
+        let value = self.take_value()?;
+        let (storage, layout) = value.storage_and_layout();
+        match &*storage {
+            Storage::Cpu(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+            _ => candle_core::bail!("kd-attach-backward: value and input on different devices"),
+        }
     }
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
-        _s1: &candle_core::CudaStorage,
-        _l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
+        _s: &candle_core::CudaStorage,
+        _l: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::backend::BackendStorage;
-        Ok((s2.try_clone(l2)?, l2.shape().clone()))
+        let value = self.take_value()?;
+        let (storage, layout) = value.storage_and_layout();
+        match &*storage {
+            Storage::Cuda(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+            _ => candle_core::bail!("kd-attach-backward: value and input on different devices"),
+        }
     }
 
-    fn bwd(
-        &self,
-        _input: &Tensor,
-        _value: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some((self.grad_fn)(grad)?), None))
+    fn bwd(&self, _input: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some((self.grad_fn)(grad, res)?))
     }
 }
 
 /// Returns `value` (computed from `input` outside the graph) as a node whose gradient with
-/// respect to `input` is `grad_fn(upstream_grad)`.
+/// respect to `input` is `grad_fn(upstream_grad, value)`.
 ///
-/// When `input` is not tracked (e.g. the frozen embeddings before the first LoRA layer), the
-/// value is returned as is and no graph node is created.
+/// When `input` is not tracked (frozen embeddings before the first LoRA layer, or inference
+/// under `no_grad`), the value is returned as is and no graph node is created.
 pub fn with_backward<F>(input: &Tensor, value: Tensor, grad_fn: F) -> Result<Tensor>
 where
-    F: Fn(&Tensor) -> Result<Tensor> + Send + Sync + 'static,
+    F: Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync + 'static,
 {
     if !input.track_op() {
         return Ok(value);
     }
-    // try_clone copies the whole buffer, so the value must start at offset 0 and be contiguous.
+    // The storage is copied whole, so the value must be contiguous from offset 0.
     let value = value.contiguous()?;
     let value = if value.layout().start_offset() != 0 {
         value.copy()?
     } else {
         value
     };
-    input.apply_op2(
-        &value,
-        AttachBackward {
-            grad_fn: Box::new(grad_fn),
-        },
-    )
+    input.apply_op1(AttachBackward {
+        value: Mutex::new(Some(value)),
+        grad_fn: Box::new(grad_fn),
+    })
 }

@@ -4,7 +4,7 @@
 //! Module and tensor names mirror HF's `modeling_bert.py` / `modeling_roberta.py`.
 use super::config::{Activation, EncoderConfig, ModelKind};
 use super::lora::{AdaptedLinear, LoraSpec};
-use super::ops::{dropout, layer_norm, softmax_last_dim, FrozenLinear};
+use super::ops::{dropout, layer_norm, masked_softmax, FrozenLinear};
 use crate::data::Batch;
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -194,8 +194,7 @@ impl Attention {
         let k = self.split_heads(&self.key.forward(x, rng.as_deref_mut())?)?;
         let v = self.split_heads(&self.value.forward(x, rng.as_deref_mut())?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
-        let probs = softmax_last_dim(&scores)?;
+        let probs = masked_softmax(&q.matmul(&k.t()?)?, scale, mask_bias)?;
         let probs = train_dropout(&probs, self.probs_dropout, rng)?;
         let context = probs
             .matmul(&v)?

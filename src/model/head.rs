@@ -1,5 +1,6 @@
 //! RoBERTa's classification head, used for every backbone: first token → dropout → dense H×H →
 //! tanh → dropout → out_proj H×classes. Fully trainable.
+use super::grad_mode::param;
 use super::ops::dropout;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::rngs::StdRng;
@@ -68,11 +69,11 @@ impl ClassificationHead {
             .to_dtype(self.out_bias.dtype())?;
         let x = drop(first)?;
         let x = x
-            .matmul(&self.dense_weight.t()?)?
-            .broadcast_add(&self.dense_bias)?
+            .matmul(&param(&self.dense_weight).t()?)?
+            .broadcast_add(&param(&self.dense_bias))?
             .tanh()?;
         let x = drop(x)?;
-        x.matmul(&self.out_weight.t()?)?
-            .broadcast_add(&self.out_bias)
+        x.matmul(&param(&self.out_weight).t()?)?
+            .broadcast_add(&param(&self.out_bias))
     }
 }

@@ -1,5 +1,6 @@
 //! LoRA exactly as PEFT defines it: y = W·x + (α/r)·B·A·dropout(x), targets chosen by module-name
 //! suffix (or a regular expression) and an optional list of layers.
+use super::grad_mode::param;
 use super::ops::{compute_dtype, dropout, FrozenLinear};
 use candle_core::{Result, Tensor, Var};
 use rand::rngs::StdRng;
@@ -164,14 +165,16 @@ impl AdaptedLinear {
             Some(rng) => dropout(&x, lora.dropout, rng)?,
             None => x,
         };
-        let (_, in_dim) = lora.a.dims2()?;
+        let (a, b) = (param(&lora.a), param(&lora.b));
+        let (_, in_dim) = a.dims2()?;
         let rows = x.elem_count() / in_dim;
         let mut out_shape = y.dims().to_vec();
         let update = x
             .reshape((rows, in_dim))?
-            .matmul(&lora.a.t()?)?
-            .matmul(&lora.b.t()?)?
-            .affine(lora.scaling, 0.0)?;
+            .matmul(&a.t()?)?
+            // Scaling the rank-r intermediate keeps one fewer full-width tensor in the graph.
+            .affine(lora.scaling, 0.0)?
+            .matmul(&b.t()?)?;
         *out_shape.last_mut().expect("non-empty") = update.dim(1)?;
         y + update.reshape(out_shape)?.to_dtype(dtype)?
     }

@@ -5,10 +5,12 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod config;
 pub mod encoder;
+pub mod grad_mode;
 pub mod head;
 pub mod lora;
 pub mod ops;
 pub mod params;
+pub mod random_init;
 
 pub use checkpoint::Checkpoint;
 pub use classifier::{NamedVar, TextClassifier};

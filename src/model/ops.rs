@@ -22,7 +22,8 @@ pub fn compute_dtype(dtype: DType) -> DType {
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     let dtype = x.dtype();
     let cd = compute_dtype(dtype);
-    let x32 = x.detach().to_dtype(cd)?;
+    let saved = x.detach();
+    let x32 = saved.to_dtype(cd)?;
     let w32 = weight.to_dtype(cd)?;
     let b32 = bias.to_dtype(cd)?;
     let value = if cd == DType::F64 {
@@ -30,13 +31,17 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     } else {
         candle_nn::ops::layer_norm(&x32.contiguous()?, &w32, &b32, eps as f32)?
     };
+    drop(x32);
     let value = value.to_dtype(dtype)?;
-    with_backward(x, value, move |grad| {
+    // The backward recomputes the statistics from `x` (which the graph keeps anyway) rather
+    // than holding an f32 copy of it.
+    with_backward(x, value, move |grad, _| {
+        let x32 = saved.to_dtype(cd)?;
         layer_norm_input_grad(&x32, &w32, eps, &grad.to_dtype(cd)?)?.to_dtype(dtype)
     })
 }
 
-/// d LayerNorm(x) / dx applied to `grad`, in f32:
+/// d LayerNorm(x) / dx applied to `grad`:
 /// dx = (g − mean(g) − x̂·mean(g·x̂)) / σ, with g = grad·γ and x̂ = (x − μ)/σ.
 fn layer_norm_input_grad(x: &Tensor, weight: &Tensor, eps: f64, grad: &Tensor) -> Result<Tensor> {
     let mean = x.mean_keepdim(D::Minus1)?;
@@ -52,17 +57,29 @@ fn layer_norm_input_grad(x: &Tensor, weight: &Tensor, eps: f64, grad: &Tensor) -
         .broadcast_mul(&inv_std)
 }
 
-/// Softmax over the last dimension, computed in f32, differentiable in `x`.
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    let dtype = x.dtype();
+/// Attention probabilities softmax(scale·scores + mask_bias) over the last dimension, computed
+/// in f32 and differentiable in `scores`. Scaling and masking happen inside the detached forward,
+/// so the graph keeps only the scores and the probabilities.
+pub fn masked_softmax(scores: &Tensor, scale: f64, mask_bias: &Tensor) -> Result<Tensor> {
+    let dtype = scores.dtype();
     let cd = compute_dtype(dtype);
-    let probs = candle_nn::ops::softmax_last_dim(&x.detach().to_dtype(cd)?.contiguous()?)?;
+    let logits =
+        (scores.detach().to_dtype(cd)? * scale)?.broadcast_add(&mask_bias.to_dtype(cd)?)?;
+    let probs = candle_nn::ops::softmax_last_dim(&logits)?;
+    drop(logits);
+    // In f32 the op's result is exactly the probabilities; in bf16 keep an f32 copy for the
+    // backward so the gradient is not computed from rounded probabilities.
+    let saved = (dtype != cd).then(|| probs.clone());
     let value = probs.to_dtype(dtype)?;
-    with_backward(x, value, move |grad| {
-        // dx = p · (g − Σ g·p)
+    with_backward(scores, value, move |grad, res| {
+        // d/ds = scale · p · (g − Σ g·p)
+        let p = match &saved {
+            Some(p) => p.clone(),
+            None => res.clone(),
+        };
         let g = grad.to_dtype(cd)?;
-        let dot = (&g * &probs)?.sum_keepdim(D::Minus1)?;
-        (g.broadcast_sub(&dot)? * &probs)?.to_dtype(dtype)
+        let dot = (&g * &p)?.sum_keepdim(D::Minus1)?;
+        ((g.broadcast_sub(&dot)? * &p)? * scale)?.to_dtype(dtype)
     })
 }
 
@@ -107,7 +124,7 @@ impl FrozenLinear {
         let value = linear_detached(&x.detach(), &self.weight, self.bias.as_ref())?;
         let weight = self.weight.clone();
         let in_shape = x.shape().clone();
-        with_backward(x, value, move |grad| {
+        with_backward(x, value, move |grad, _| {
             let out_dim = weight.dim(0)?;
             let rows = grad.elem_count() / out_dim;
             grad.reshape((rows, out_dim))?

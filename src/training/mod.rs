@@ -7,4 +7,6 @@ pub mod schedule;
 pub mod trainer;
 
 pub use log::MetricsLog;
-pub use trainer::{predict_logits, train, Objective, TrainReport, TrainSettings};
+pub use trainer::{
+    new_optimizer, predict_logits, train, train_step, Objective, TrainReport, TrainSettings,
+};

@@ -5,7 +5,7 @@ use super::metrics::{argmax_rows, evaluate, Evaluation};
 use super::optimizer::{AdamW, AdamWConfig};
 use super::schedule::{warmup_cosine, warmup_steps};
 use crate::cache::LogitCache;
-use crate::data::{Batcher, Dataset};
+use crate::data::{Batch, Batcher, Dataset};
 use crate::error::{KdError, Result};
 use crate::model::TextClassifier;
 use candle_core::Tensor;
@@ -86,20 +86,12 @@ pub fn train(
             "epochs and batch size must be at least 1".into(),
         ));
     }
-    let device = model.device().clone();
-    let classes = model.num_labels();
     let per_epoch = data.train.len().div_ceil(s.batch_size);
     let total = s
         .max_steps
         .map_or(per_epoch * s.epochs, |m| m.min(per_epoch * s.epochs));
     let warmup = warmup_steps(total, s.warmup_ratio);
-    let mut opt = AdamW::new(
-        model.trainable(),
-        AdamWConfig {
-            weight_decay: s.weight_decay,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = new_optimizer(model, s)?;
     let mut rng = StdRng::seed_from_u64(s.seed);
     let bar = progress_bar(total, "train");
     let (mut step, mut seconds, mut samples, mut tokens) = (0usize, 0f64, 0usize, 0usize);
@@ -115,34 +107,7 @@ pub fn train(
             let started = Instant::now();
             let batch = batcher.batch(&rows);
             let lr = s.lr * warmup_cosine(step, warmup, total);
-            let logits = model.forward(&batch, Some(&mut rng))?;
-            let labels = Tensor::from_slice(&batch.labels, batch.batch_size, &device)?;
-            let loss = match objective {
-                Objective::Supervised => cross_entropy(&logits, &labels, s.label_smoothing)?,
-                Objective::Distill {
-                    cache,
-                    temperature,
-                    alpha,
-                } => {
-                    let teacher = Tensor::from_vec(
-                        cache.gather(&batch.rows),
-                        (batch.batch_size, classes),
-                        &device,
-                    )?;
-                    distillation(
-                        &logits,
-                        &teacher,
-                        &labels,
-                        *temperature,
-                        *alpha,
-                        s.label_smoothing,
-                    )?
-                }
-            };
-            let mut grads = loss.backward()?;
-            opt.clip_grad_norm(&mut grads, s.max_grad_norm)?;
-            opt.step(&grads, lr)?;
-            let loss = loss.to_scalar::<f32>()? as f64;
+            let loss = train_step(model, &batch, objective, &mut opt, lr, s, &mut rng)?;
             if !loss.is_finite() {
                 return Err(KdError::Config(format!(
                     "the loss became {loss} at step {step}: lower --lr"
@@ -209,6 +174,54 @@ pub fn train(
     })
 }
 
+/// AdamW over the model's trainable tensors with the run's weight decay.
+pub fn new_optimizer(model: &TextClassifier, s: &TrainSettings) -> Result<AdamW> {
+    let cfg = AdamWConfig {
+        weight_decay: s.weight_decay,
+        ..Default::default()
+    };
+    Ok(AdamW::new(model.trainable(), cfg)?)
+}
+
+/// One optimizer step on `batch` (forward with dropout, loss, backward, clipping, AdamW);
+/// returns the loss.
+pub fn train_step(
+    model: &TextClassifier,
+    batch: &Batch,
+    objective: &Objective,
+    opt: &mut AdamW,
+    lr: f64,
+    s: &TrainSettings,
+    rng: &mut StdRng,
+) -> Result<f64> {
+    let device = model.device();
+    let logits = model.forward(batch, Some(rng))?;
+    let labels = Tensor::from_slice(&batch.labels, batch.batch_size, device)?;
+    let loss = match objective {
+        Objective::Supervised => cross_entropy(&logits, &labels, s.label_smoothing)?,
+        Objective::Distill {
+            cache,
+            temperature,
+            alpha,
+        } => {
+            let shape = (batch.batch_size, model.num_labels());
+            let teacher = Tensor::from_vec(cache.gather(&batch.rows), shape, device)?;
+            distillation(
+                &logits,
+                &teacher,
+                &labels,
+                *temperature,
+                *alpha,
+                s.label_smoothing,
+            )?
+        }
+    };
+    let mut grads = loss.backward()?;
+    opt.clip_grad_norm(&mut grads, s.max_grad_norm)?;
+    opt.step(&grads, lr)?;
+    Ok(loss.to_scalar::<f32>()? as f64)
+}
+
 /// Logits for `rows` (rows.len() × classes, in the order of `rows`), batched by length.
 pub fn predict_logits(
     model: &TextClassifier,
@@ -223,9 +236,10 @@ pub fn predict_logits(
     let mut out = vec![0f32; rows.len() * classes];
     let plan = batcher.eval_plan(rows, batch_size.max(1));
     let bar = progress_bar(rows.len(), what);
+    let _no_grad = crate::model::grad_mode::no_grad();
     for chunk in plan {
         let batch = batcher.batch(&chunk);
-        let logits = model.forward(&batch, None)?.detach();
+        let logits = model.forward(&batch, None)?;
         let values = logits.flatten_all()?.to_vec1::<f32>()?;
         for (j, &r) in batch.rows.iter().enumerate() {
             let k = position[&r];
