@@ -163,10 +163,10 @@ impl Activation {
         }
     }
 
-    /// Applies the activation (all three have candle backward passes).
+    /// Applies the activation (each differentiable in `x`).
     pub fn apply(self, x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
         match self {
-            Activation::GeluErf => x.gelu_erf(),
+            Activation::GeluErf => super::gelu::gelu_erf(x),
             Activation::GeluTanh => x.gelu(),
             Activation::Relu => x.relu(),
         }
