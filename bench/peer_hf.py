@@ -274,6 +274,10 @@ def main():
     def peak():
         return int(torch.cuda.max_memory_allocated(device)) if cuda else None
 
+    def peak_reserved():
+        # What the caching allocator held at its peak: comparable to kd's device-level meter.
+        return int(torch.cuda.max_memory_reserved(device)) if cuda else None
+
     def autocast():
         if args.dtype == "bf16":
             return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -362,6 +366,7 @@ def main():
     sync()
     train_s = time.perf_counter() - t0
     train_peak = peak()
+    train_peak_reserved = peak_reserved()
     last_loss = float(loss.detach()) if args.steps else float("nan")
     train_samples = sum(b for b, _ in shapes)
     train_tokens = int(sum(int(x) for x in masks))
@@ -455,6 +460,7 @@ def main():
         "train_mfu": train_mfu,
         "last_loss": last_loss,
         "train_peak_mem_bytes": train_peak,
+        "train_peak_reserved_bytes": train_peak_reserved,
         "cache_rows": len(rows),
         "cache_batch_size": args.cache_batch_size,
         "cache_tokens": cache_tokens,

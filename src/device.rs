@@ -39,12 +39,66 @@ pub fn weight_dtype(name: &str, device: &Device) -> Result<DType> {
     }
 }
 
-/// Peak memory so far: the process's peak resident set (VmHWM) on CPU; `None` where kd cannot
-/// read it (CUDA peak tracking is not implemented yet).
-pub fn peak_memory_bytes(device: &Device) -> Option<u64> {
-    if !device.is_cpu() {
-        return None;
+/// Measures peak memory over a run: the process's peak resident set (VmHWM) on CPU; on CUDA
+/// the device memory in use (cuMemGetInfo) above what was in use when the meter started,
+/// sampled whenever [`MemoryMeter::sample`] is called (after every step), so it includes the
+/// allocator's cached blocks, like PyTorch's `max_memory_reserved`.
+pub struct MemoryMeter {
+    device: Device,
+    #[allow(dead_code)]
+    baseline: u64,
+    peak: u64,
+}
+
+impl MemoryMeter {
+    /// Starts measuring (call before the model is loaded).
+    pub fn start(device: &Device) -> Self {
+        let baseline = device_used_bytes(device).unwrap_or(0);
+        Self {
+            device: device.clone(),
+            baseline,
+            peak: baseline,
+        }
     }
+
+    /// Records the current usage.
+    pub fn sample(&mut self) {
+        if let Some(used) = device_used_bytes(&self.device) {
+            self.peak = self.peak.max(used);
+        }
+    }
+
+    /// The peak so far, in bytes.
+    pub fn peak_bytes(&mut self) -> Option<u64> {
+        self.sample();
+        if self.device.is_cpu() {
+            return cpu_peak_rss();
+        }
+        #[cfg(feature = "cuda")]
+        if self.device.is_cuda() {
+            return Some(self.peak - self.baseline);
+        }
+        None
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn device_used_bytes(device: &Device) -> Option<u64> {
+    let Device::Cuda(dev) = device else {
+        return None;
+    };
+    dev.cuda_stream().synchronize().ok()?;
+    dev.cuda_stream().context().bind_to_thread().ok()?;
+    let (free, total) = candle_core::cuda_backend::cudarc::driver::result::mem_get_info().ok()?;
+    Some((total - free) as u64)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn device_used_bytes(_device: &Device) -> Option<u64> {
+    None
+}
+
+fn cpu_peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

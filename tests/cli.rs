@@ -422,3 +422,61 @@ fn jsonl_datasets_work() {
     ));
     assert!(summary(Path::new(&o))["test_accuracy"].is_number());
 }
+
+/// `kd bench` on a random model of a named shape: no weights needed, JSON on the last line.
+#[test]
+fn bench_measures_a_random_model_of_a_named_shape() {
+    let w = World::new(40, 20);
+    let test = format!("{}/test.csv.gz", w.p("data"));
+    let out = ok(kd(
+        &[
+            "bench",
+            "--shape",
+            "small",
+            "--tokenizer",
+            &w.p("roberta"),
+            "--data",
+            &test,
+            "--steps",
+            "2",
+            "--warmup-steps",
+            "1",
+            "--cache-rows",
+            "30",
+            "--cache-batch-size",
+            "8",
+            "--device",
+            "cpu",
+        ],
+        &[],
+    ));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .expect("a RESULT line");
+    let r: serde_json::Value = serde_json::from_str(&line["RESULT ".len()..]).unwrap();
+    assert_eq!(r["layers"], 2);
+    assert_eq!(r["train_samples"], 64);
+    assert!(r["train_samples_per_s"].as_f64().unwrap() > 0.0);
+    assert!(r["train_tokens"].as_u64().unwrap() <= r["train_padded_tokens"].as_u64().unwrap());
+    assert!(r["cache_samples_per_s"].as_f64().unwrap() > 0.0);
+    assert!(r["peak_mem_bytes"].as_u64().unwrap() > 0);
+    let err = fails(kd(
+        &[
+            "bench",
+            "--shape",
+            "huge",
+            "--tokenizer",
+            &w.p("roberta"),
+            "--data",
+            &test,
+            "--device",
+            "cpu",
+        ],
+        &[],
+    ));
+    assert!(
+        err.contains("known shapes are roberta-base, small"),
+        "{err}"
+    );
+}

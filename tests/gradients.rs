@@ -194,3 +194,47 @@ fn finite_differences_bert() {
 fn finite_differences_roberta() {
     finite_differences("roberta");
 }
+
+/// Mixed precision: frozen weights in bf16, adapters, head and loss in f32. Every trainable
+/// tensor still gets a gradient, and the logits stay close to the f32 model's.
+#[test]
+fn bf16_frozen_weights_train_in_f32() {
+    let (_dir, model32, batch) = setup("bert", DType::F32);
+    let (_dir16, model16, _) = setup("bert", DType::BF16);
+    for nv in model16.trainable() {
+        assert_eq!(nv.var.dtype(), DType::F32, "{} must train in f32", nv.name);
+    }
+    let l = loss(&model16, &batch, None);
+    assert_eq!(l.dtype(), DType::F32);
+    let grads = l.backward().unwrap();
+    for nv in model16.trainable() {
+        let g = grads
+            .get(nv.var.as_tensor())
+            .unwrap_or_else(|| panic!("{} has no gradient", nv.name));
+        assert_eq!(g.dtype(), DType::F32);
+        assert!(
+            g.sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0,
+            "{}",
+            nv.name
+        );
+    }
+    let a = model32.forward(&batch, None).unwrap();
+    let b = model16.forward(&batch, None).unwrap();
+    let diff = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 0.05, "bf16 logits drift {diff} from f32");
+}

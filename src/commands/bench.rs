@@ -71,7 +71,9 @@ pub struct BenchReport {
     pub cache_tokens_per_s: f64,
     pub cache_tflops: f64,
     pub cache_mfu: f64,
-    /// Peak resident memory of the process (CPU) or of the device (CUDA), in bytes.
+    /// Peak memory by the end of training (see [`crate::device::MemoryMeter`]), in bytes.
+    pub train_peak_mem_bytes: Option<u64>,
+    /// Peak memory by the end of the run, caching pass included, in bytes.
     pub peak_mem_bytes: Option<u64>,
     pub mfu_formula: &'static str,
 }
@@ -142,11 +144,12 @@ fn build(req: &BenchRequest, labels: usize) -> Result<(TextClassifier, TextToken
 /// Runs the measurement.
 pub fn run(req: &BenchRequest) -> Result<BenchReport> {
     let rows = read_examples(&req.data, true)?;
+    let mut memory = crate::device::MemoryMeter::start(&req.device);
     let (model, tok, name) = build(req, 4)?;
     let cfg = model.config().clone();
     let flops = FlopModel::new(&cfg, &req.lora);
     // Repeat the texts to fill both phases, so every row index is distinct.
-    let needed = rows.len().max(req.cache_rows);
+    let needed = rows.len().max(req.cache_rows).max(req.batch_size);
     let cycled: Vec<_> = (0..needed).map(|i| rows[i % rows.len()].clone()).collect();
     let batcher: Batcher = tokenize_rows(&tok, &cycled, cfg.pad_id())?;
     let settings = TrainSettings {
@@ -157,7 +160,8 @@ pub fn run(req: &BenchRequest) -> Result<BenchReport> {
     };
     let mut opt = new_optimizer(&model, &settings)?;
     let mut rng = StdRng::seed_from_u64(0);
-    let all: Vec<usize> = (0..rows.len()).collect();
+    // Training draws from at least one full batch of rows, so every timed batch is full.
+    let all: Vec<usize> = (0..rows.len().max(req.batch_size)).collect();
     let mut plan = Vec::new();
     while plan.len() < req.warmup_steps + req.steps {
         plan.extend(batcher.training_plan(&all, req.batch_size, &mut rng));
@@ -178,6 +182,7 @@ pub fn run(req: &BenchRequest) -> Result<BenchReport> {
             &settings,
             &mut rng,
         )?;
+        memory.sample();
         if i >= req.warmup_steps {
             samples += batch.batch_size;
             tokens += batch.real_tokens();
@@ -186,6 +191,7 @@ pub fn run(req: &BenchRequest) -> Result<BenchReport> {
         }
     }
     let train_seconds = started.elapsed().as_secs_f64().max(1e-9);
+    let train_peak = memory.peak_bytes();
 
     let cache: Vec<usize> = (0..req.cache_rows).collect();
     let (mut cache_tokens, mut cache_padded, mut cache_flops) = (0, 0, 0.0);
@@ -233,7 +239,8 @@ pub fn run(req: &BenchRequest) -> Result<BenchReport> {
         cache_tokens_per_s: cache_tokens as f64 / cache_seconds,
         cache_tflops: cache_flops / cache_seconds / 1e12,
         cache_mfu: cache_flops / cache_seconds / peak,
-        peak_mem_bytes: crate::device::peak_memory_bytes(&req.device),
+        train_peak_mem_bytes: train_peak,
+        peak_mem_bytes: memory.peak_bytes(),
         mfu_formula: "frozen_base_lora_v1",
     })
 }
