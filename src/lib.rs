@@ -13,6 +13,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod fsutil;
+mod hub;
 pub mod model;
 pub mod training;
 

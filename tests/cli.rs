@@ -49,6 +49,9 @@ impl World {
         self.dir.path().join(name).to_string_lossy().into_owned()
     }
     fn teach(&self, out: &str, extra: &[&str]) -> Output {
+        self.teach_seeded(out, "1", extra)
+    }
+    fn teach_seeded(&self, out: &str, seed: &str, extra: &[&str]) -> Output {
         let (m, d, o) = (self.p("roberta"), self.p("data"), self.p(out));
         let mut args = vec![
             "teach",
@@ -69,7 +72,7 @@ impl World {
             "--max-len",
             "32",
             "--seed",
-            "1",
+            seed,
         ];
         args.extend_from_slice(extra);
         kd(&args, &[])
@@ -487,33 +490,7 @@ fn runs_are_reproducible_from_the_seed() {
     let w = World::new(120, 20);
     ok(w.teach("a", &["--max-steps", "6"]));
     ok(w.teach("b", &["--max-steps", "6"]));
-    let (m, d, o) = (w.p("roberta"), w.p("data"), w.p("c"));
-    ok(kd(
-        &[
-            "teach",
-            "--model",
-            &m,
-            "--data",
-            &d,
-            "--out",
-            &o,
-            "--device",
-            "cpu",
-            "--epochs",
-            "4",
-            "--batch-size",
-            "16",
-            "--lr",
-            "3e-3",
-            "--max-len",
-            "32",
-            "--seed",
-            "7",
-            "--max-steps",
-            "6",
-        ],
-        &[],
-    ));
+    ok(w.teach_seeded("c", "7", &["--max-steps", "6"]));
     let read = |run: &str, f: &str| std::fs::read(w.dir.path().join(run).join(f)).unwrap();
     let adapter = "adapter_model.safetensors";
     assert!(

@@ -226,15 +226,6 @@ fn bf16_frozen_weights_train_in_f32() {
     }
     let a = model32.forward(&batch, None).unwrap();
     let b = model16.forward(&batch, None).unwrap();
-    let diff = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = common::max_abs_diff(&a, &b);
     assert!(diff < 0.05, "bf16 logits drift {diff} from f32");
 }

@@ -5,7 +5,10 @@
 //!
 //! Where kd differs from HF on purpose: dropout masks come from kd's own seeded RNG, so the
 //! fixtures are taken in eval mode (no dropout) and training-mode outputs are not compared.
+mod common;
+
 use candle_core::{DType, Device, Tensor};
+use common::max_abs_diff;
 use kd::commands::evaluate::load_adapter;
 use kd::data::Batcher;
 use kd::model::params::trainable_count;
@@ -23,20 +26,6 @@ fn fixture_dir(case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/parity")
         .join(case)
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn assert_close(what: &str, got: &Tensor, want: &Tensor) {

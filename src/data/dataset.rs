@@ -94,13 +94,7 @@ fn hub_dataset_dir(id: &str) -> std::result::Result<PathBuf, String> {
             return Ok(snap);
         }
     }
-    if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") {
-        return Err("HF_HUB_OFFLINE=1 and the cache lacks it".into());
-    }
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(false)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let api = crate::hub::online_api()?;
     let repo = api.dataset(id.to_string());
     let info = repo.info().map_err(|e| e.to_string())?;
     let mut dir = None;

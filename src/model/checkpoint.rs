@@ -107,13 +107,7 @@ fn hub_snapshot(id: &str) -> std::result::Result<PathBuf, String> {
             return Ok(dir);
         }
     }
-    if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") {
-        return Err("HF_HUB_OFFLINE=1 and the cache lacks it".into());
-    }
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(false)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let api = crate::hub::online_api()?;
     let repo = api.model(id.to_string());
     let config = repo.get("config.json").map_err(|e| e.to_string())?;
     repo.get("model.safetensors").map_err(|e| e.to_string())?;

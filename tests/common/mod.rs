@@ -281,3 +281,20 @@ pub fn write_dataset(dir: &Path, train: usize, test: usize, seed: u64) {
     gz.write_all(test_csv.as_bytes()).unwrap();
     gz.finish().unwrap();
 }
+
+/// The largest absolute difference between two tensors of one shape, in f32.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shape mismatch");
+    let a = a.to_dtype(candle_core::DType::F32).unwrap();
+    let b = b.to_dtype(candle_core::DType::F32).unwrap();
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
