@@ -4,7 +4,7 @@
 //! a full pass over an FFN-sized tensor; on CPU kd computes it in one parallel pass instead.
 use super::autograd::with_backward;
 use candle_core::cpu::erf::{erf_f32, erf_f64};
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
@@ -12,9 +12,39 @@ const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 /// gelu(x) = x·Φ(x), differentiable in `x`.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     let saved = x.detach();
-    let value = saved.gelu_erf()?;
+    let value = if x.device().is_cpu() && x.dtype() == DType::F32 {
+        // candle's unary gelu_erf runs on one thread; this spreads it over the cores.
+        saved.contiguous()?.apply_op1_no_bwd(&GeluForward)?
+    } else {
+        saved.gelu_erf()?
+    };
     with_backward(x, value, move |grad, _| gelu_erf_backward(&saved, grad))
 }
+
+struct GeluForward;
+
+impl CustomOp1 for GeluForward {
+    fn name(&self) -> &'static str {
+        "kd-gelu-erf"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(x) = xs else {
+            candle_core::bail!("kd-gelu-erf: f32 input expected")
+        };
+        let x = slice(x, xl);
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
+            for (o, &v) in o.iter_mut().zip(&x[c * CHUNK..]) {
+                *o = 0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
+            }
+        });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+}
+
+/// Elements per parallel task.
+const CHUNK: usize = 16 * 1024;
 
 /// grad · gelu'(x), with gelu'(x) = Φ(x) + x·φ(x).
 pub fn gelu_erf_backward(x: &Tensor, grad: &Tensor) -> Result<Tensor> {
@@ -53,7 +83,6 @@ impl CustomOp2 for GeluGrad {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        const CHUNK: usize = 16 * 1024;
         let shape = xl.shape().clone();
         match (xs, gs) {
             (CpuStorage::F32(x), CpuStorage::F32(g)) => {
@@ -109,6 +138,15 @@ mod tests {
             );
         }
         let x32 = x.to_dtype(DType::F32)?;
+        let ours: Vec<f32> = x32
+            .contiguous()?
+            .apply_op1_no_bwd(&GeluForward)?
+            .to_vec1()?;
+        let candle: Vec<f32> = x32.gelu_erf()?.to_vec1()?;
+        assert_eq!(
+            ours, candle,
+            "the parallel forward must equal candle's gelu_erf"
+        );
         let f32s: Vec<f32> = gelu_erf_backward(&x32, &x32.ones_like()?)?.to_vec1()?;
         for (a, b) in f32s.iter().zip(&fused) {
             assert!((*a as f64 - b).abs() < 1e-6);
