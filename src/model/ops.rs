@@ -148,16 +148,22 @@ fn linear_detached(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result
     y.reshape(out_shape)
 }
 
-/// Inverted dropout with a mask drawn from `rng` (so that runs are reproducible from kd's seed
-/// on any device). Identity when `p` is 0.
+/// Inverted dropout. On CPU the mask is drawn from `rng` (kd's seeded RNG, so runs are
+/// reproducible); on a GPU it is drawn on the device (seeded once per run with
+/// `Device::set_seed`), so no mask crosses the bus. Identity when `p` is 0.
 pub fn dropout<R: Rng>(x: &Tensor, p: f32, rng: &mut R) -> Result<Tensor> {
     if p <= 0.0 {
         return Ok(x.clone());
     }
     let scale = 1.0 / (1.0 - p);
-    let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| if rng.random::<f32>() >= p { scale } else { 0.0 })
-        .collect();
-    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-    x * mask
+    let mask = if x.device().is_cpu() {
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| if rng.random::<f32>() >= p { scale } else { 0.0 })
+            .collect();
+        Tensor::from_vec(mask, x.shape(), x.device())?
+    } else {
+        let uniform = Tensor::rand(0f32, 1f32, x.shape(), x.device())?;
+        (uniform.ge(p as f64)?.to_dtype(DType::F32)? * scale as f64)?
+    };
+    x * mask.to_dtype(x.dtype())?
 }

@@ -68,13 +68,20 @@ impl AdamW {
     /// Scales the gradients so that their global L2 norm is at most `max_norm` (torch's
     /// `clip_grad_norm_`, including its 1e-6), returning the norm before clipping.
     pub fn clip_grad_norm(&self, grads: &mut GradStore, max_norm: f64) -> Result<f64> {
-        let mut sq = 0f64;
+        // One reduction on the device and one read, not a host sync per tensor.
+        let mut squares = Vec::new();
         for s in &self.slots {
             if let Some(g) = grads.get(s.param.var.as_tensor()) {
-                sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                squares.push(g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?);
             }
         }
-        let norm = sq.sqrt();
+        if squares.is_empty() {
+            return Ok(0.0);
+        }
+        let norm = Tensor::stack(&squares, 0)?
+            .sum_all()?
+            .to_scalar::<f64>()?
+            .sqrt();
         let coef = max_norm / (norm + 1e-6);
         if coef < 1.0 {
             for s in &self.slots {

@@ -93,6 +93,10 @@ pub fn train(
     let warmup = warmup_steps(total, s.warmup_ratio);
     let mut opt = new_optimizer(model, s)?;
     let mut rng = StdRng::seed_from_u64(s.seed);
+    // GPU dropout masks come from the device's generator (the CPU's from `rng`).
+    if !model.device().is_cpu() {
+        model.device().set_seed(s.seed)?;
+    }
     let bar = progress_bar(total, "train");
     let (mut step, mut seconds, mut samples, mut tokens) = (0usize, 0f64, 0usize, 0usize);
     let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
