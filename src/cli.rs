@@ -50,6 +50,15 @@ pub enum Command {
     /// run), for a checkpoint (--model) or a random model of a named shape (--shape roberta-base
     /// --tokenizer DIR: no weights needed). Compare with bench/peer_hf.py (same keys).
     Bench(BenchArgs),
+    /// Check a device against the CPU: logits and every gradient of one random model, built in
+    /// f32 on the CPU and in --dtype on --device, must agree (bf16: within 5e-2 relative).
+    /// Exits non-zero when they do not. Needs no files: run it first on a new GPU machine.
+    Selftest {
+        #[arg(long, default_value = "auto")]
+        device: String,
+        #[arg(long, default_value = "auto")]
+        dtype: String,
+    },
 }
 
 #[derive(Args)]

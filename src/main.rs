@@ -87,6 +87,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let n = predict::run(&loaded, &args.input, &args.output, args.batch_size)?;
             println!("wrote {n} predictions to {}", args.output.display());
         }
+        Command::Selftest { device, dtype } => {
+            let dev = device::select(&device)?;
+            let dtype = device::weight_dtype(&dtype, &dev)?;
+            let r = kd::commands::selftest::run(&dev, dtype)?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            anyhow::ensure!(
+                r.passed,
+                "{:?} in {:?} disagrees with the CPU reference",
+                dev,
+                dtype
+            );
+        }
         Command::Bench(args) => {
             let dev = device::select(&args.device)?;
             let dtype = device::weight_dtype(&args.dtype, &dev)?;

@@ -6,6 +6,7 @@ pub mod distill;
 pub mod evaluate;
 pub mod pipeline;
 pub mod predict;
+pub mod selftest;
 pub mod teach;
 
 pub use config::{DistillSettings, RunConfig};

@@ -64,3 +64,66 @@ impl SimpleBackend for RandomWeights {
         false
     }
 }
+
+/// Every encoder tensor of `cfg` under its HF name, drawn on the CPU from a seeded RNG (weights
+/// N(0, 0.05²), biases N(0, 0.02²), LayerNorm weights 1 + N(0, 0.1²)), so that the same model
+/// can be built on several devices.
+pub fn seeded_tensors(
+    cfg: &EncoderConfig,
+    seed: u64,
+) -> Result<std::collections::HashMap<String, Tensor>> {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (h, f) = (cfg.hidden_size, cfg.intermediate_size);
+    let mut shapes: Vec<(String, Vec<usize>)> = vec![
+        (
+            "embeddings.word_embeddings.weight".into(),
+            vec![cfg.vocab_size, h],
+        ),
+        (
+            "embeddings.position_embeddings.weight".into(),
+            vec![cfg.max_position_embeddings, h],
+        ),
+        (
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![cfg.type_vocab_size, h],
+        ),
+    ];
+    let ln = |name: String, shapes: &mut Vec<(String, Vec<usize>)>| {
+        shapes.push((format!("{name}.weight"), vec![h]));
+        shapes.push((format!("{name}.bias"), vec![h]));
+    };
+    ln("embeddings.LayerNorm".into(), &mut shapes);
+    for l in 0..cfg.num_hidden_layers {
+        let b = format!("encoder.layer.{l}");
+        for (m, i, o) in [
+            ("attention.self.query", h, h),
+            ("attention.self.key", h, h),
+            ("attention.self.value", h, h),
+            ("attention.output.dense", h, h),
+            ("intermediate.dense", h, f),
+            ("output.dense", f, h),
+        ] {
+            shapes.push((format!("{b}.{m}.weight"), vec![o, i]));
+            shapes.push((format!("{b}.{m}.bias"), vec![o]));
+        }
+        ln(format!("{b}.attention.output.LayerNorm"), &mut shapes);
+        ln(format!("{b}.output.LayerNorm"), &mut shapes);
+    }
+    let mut out = std::collections::HashMap::new();
+    for (name, shape) in shapes {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = if name.contains("LayerNorm.weight") {
+            super::head::normal(&mut rng, n, 0.1)
+                .into_iter()
+                .map(|v| 1.0 + v)
+                .collect()
+        } else if name.ends_with("bias") {
+            super::head::normal(&mut rng, n, 0.02)
+        } else {
+            super::head::normal(&mut rng, n, 0.05)
+        };
+        out.insert(name, Tensor::from_vec(values, shape, &Device::Cpu)?);
+    }
+    Ok(out)
+}
