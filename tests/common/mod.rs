@@ -1,6 +1,7 @@
 //! Test helpers: tiny random BERT/RoBERTa checkpoints, tiny tokenizers and a small synthetic
 //! dataset whose classes are learnable, all written to temporary folders (no downloads).
 #![allow(dead_code)]
+pub mod world;
 use candle_core::{Device, Tensor};
 use kd::model::head::normal;
 use rand::rngs::StdRng;

@@ -1,0 +1,108 @@
+//! Running the `kd` binary in tests: a temporary world with tiny checkpoints and a dataset.
+use super::{write_bert, write_dataset, write_roberta};
+use std::path::Path;
+use std::process::{Command, Output};
+
+pub fn kd(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kd"));
+    cmd.args(args)
+        .env("RUST_LOG", "warn")
+        .env("HF_HUB_OFFLINE", "1");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("kd runs")
+}
+
+pub fn ok(out: Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kd failed:\n{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn fails(out: Output) -> String {
+    assert!(!out.status.success(), "kd should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+}
+
+impl World {
+    pub fn new(train: usize, test: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        write_roberta(&dir.path().join("roberta"), 1);
+        write_bert(&dir.path().join("bert"), 2);
+        write_dataset(&dir.path().join("data"), train, test, 3);
+        Self { dir }
+    }
+    pub fn p(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
+    }
+    pub fn teach(&self, out: &str, extra: &[&str]) -> Output {
+        self.teach_seeded(out, "1", extra)
+    }
+    pub fn teach_seeded(&self, out: &str, seed: &str, extra: &[&str]) -> Output {
+        let (m, d, o) = (self.p("roberta"), self.p("data"), self.p(out));
+        let mut args = vec![
+            "teach",
+            "--model",
+            &m,
+            "--data",
+            &d,
+            "--out",
+            &o,
+            "--device",
+            "cpu",
+            "--epochs",
+            "4",
+            "--batch-size",
+            "16",
+            "--lr",
+            "3e-3",
+            "--max-len",
+            "32",
+            "--seed",
+            seed,
+        ];
+        args.extend_from_slice(extra);
+        kd(&args, &[])
+    }
+    pub fn distill(&self, teacher: &str, out: &str, extra: &[&str]) -> Output {
+        let (m, d, t, o) = (self.p("bert"), self.p("data"), self.p(teacher), self.p(out));
+        let mut args = vec![
+            "distill",
+            "--model",
+            &m,
+            "--data",
+            &d,
+            "--teacher",
+            &t,
+            "--out",
+            &o,
+            "--device",
+            "cpu",
+            "--epochs",
+            "4",
+            "--batch-size",
+            "16",
+            "--lr",
+            "3e-3",
+            "--max-len",
+            "32",
+            "--seed",
+            "2",
+            "--lora-r",
+            "4",
+            "--lora-alpha",
+            "16",
+        ];
+        args.extend_from_slice(extra);
+        kd(&args, &[])
+    }
+}
+
+pub fn summary(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+}
