@@ -10,8 +10,8 @@ torch and ~2 GB).
 
     .venv/bin/python scripts/real_shape_parity.py [--device cpu|cuda] [--dtype f32|bf16] [--kd CMD]
 
---kd defaults to `cargo run --release --example parity_dump --`; on the GPU machine pass the
-prebuilt example binary. Prints a JSON line `RESULT {...}` with the largest differences.
+--kd is the kd command (comma-separated words), default target/release/kd; on the GPU machine
+pass target/cuda-dist/gpu-run.sh,target/cuda-dist/kd. Prints a JSON line `RESULT {...}` with the largest differences.
 """
 import argparse, csv, gzip, json, os, shutil, subprocess, sys, tempfile
 from pathlib import Path
@@ -30,7 +30,7 @@ def main():
     ap.add_argument("--rows", type=int, default=64)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
-    ap.add_argument("--kd", default="cargo run --release --example parity_dump --")
+    ap.add_argument("--kd", default="target/release/kd")
     ap.add_argument("--work", default=None, help="folder for the model files (default: a temp dir)")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="kd-real-shape-"))
@@ -61,7 +61,7 @@ def main():
 
     # kd first, so that the two never hold a roberta-base training graph in memory together.
     out = work / "kd_dump.safetensors"
-    cmd = args.kd.split() + [str(model_dir), str(adapter_dir), str(SHARED / "data/ag_news/test.csv.gz"),
+    cmd = args.kd.split(",") + ["parity-dump", str(model_dir), str(adapter_dir), str(SHARED / "data/ag_news/test.csv.gz"),
                              str(args.rows), str(out), args.device, args.dtype]
     subprocess.run(cmd, check=True, cwd=ROOT)
 

@@ -53,6 +53,19 @@ pub enum Command {
     /// Check a device against the CPU: logits and every gradient of one random model, built in
     /// f32 on the CPU and in --dtype on --device, must agree (bf16: within 5e-2 relative).
     /// Exits non-zero when they do not. Needs no files: run it first on a new GPU machine.
+    /// Dump logits and gradients for scripts/real_shape_parity.py (developer tool).
+    #[command(hide = true)]
+    ParityDump {
+        model: String,
+        adapter: PathBuf,
+        data: PathBuf,
+        rows: usize,
+        out: PathBuf,
+        #[arg(default_value = "cpu")]
+        device: String,
+        #[arg(default_value = "f32")]
+        dtype: String,
+    },
     Selftest {
         #[arg(long, default_value = "auto")]
         device: String,

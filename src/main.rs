@@ -87,6 +87,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let n = predict::run(&loaded, &args.input, &args.output, args.batch_size)?;
             println!("wrote {n} predictions to {}", args.output.display());
         }
+        Command::ParityDump {
+            model,
+            adapter,
+            data,
+            rows,
+            out,
+            device,
+            dtype,
+        } => {
+            let dev = device::select(&device)?;
+            let dtype = device::weight_dtype(&dtype, &dev)?;
+            let (b, l) =
+                commands::parity_dump::run(&model, &adapter, &data, rows, &out, &dev, dtype)?;
+            println!("wrote {} ({b} rows × {l} tokens)", out.display());
+        }
         Command::Selftest { device, dtype } => {
             let dev = device::select(&device)?;
             let dtype = device::weight_dtype(&dtype, &dev)?;

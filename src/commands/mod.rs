@@ -4,6 +4,7 @@ pub mod compare;
 pub mod config;
 pub mod distill;
 pub mod evaluate;
+pub mod parity_dump;
 pub mod pipeline;
 pub mod predict;
 pub mod selftest;
