@@ -18,7 +18,8 @@ pub const DEFAULT_STUDENT: &str = include_str!("../configs/student.toml");
   1. kd teach     fine-tunes a teacher encoder with LoRA and caches its logits in teacher/logits.bin\n\
   2. kd distill   trains a student under a parameter budget on α·T²·KL + (1−α)·CE, from that cache\n\
   3. kd compare   evaluates run folders side by side on the test split\n\
-  4. kd predict   labels new rows with a trained run\n\n\
+  4. kd predict   labels new rows with a trained run\n\
+  5. kd bench     measures training and caching throughput; kd selftest checks a GPU against the CPU\n\n\
 Models are local checkpoint folders (config.json, model.safetensors, tokenizer.json) or Hub ids;\n\
 datasets are folders with train.* / test.* (AG News CSV, JSONL or Parquet) or Hub ids.\n\
 Logging: RUST_LOG=kd=debug for more, RUST_LOG=warn for less."
@@ -50,9 +51,6 @@ pub enum Command {
     /// run), for a checkpoint (--model) or a random model of a named shape (--shape roberta-base
     /// --tokenizer DIR: no weights needed). Compare with bench/peer_hf.py (same keys).
     Bench(BenchArgs),
-    /// Check a device against the CPU: logits and every gradient of one random model, built in
-    /// f32 on the CPU and in --dtype on --device, must agree (bf16: within 5e-2 relative).
-    /// Exits non-zero when they do not. Needs no files: run it first on a new GPU machine.
     /// Dump logits and gradients for scripts/real_shape_parity.py (developer tool).
     #[command(hide = true)]
     ParityDump {
@@ -66,6 +64,11 @@ pub enum Command {
         #[arg(default_value = "f32")]
         dtype: String,
     },
+    /// Check a device against the CPU reference (logits and every gradient of a random model).
+    ///
+    /// One random model is built in f32 on the CPU and in --dtype on --device; its logits and the
+    /// gradients of every trainable tensor must agree (bf16: within 5e-2 relative). Exits
+    /// non-zero when they do not. Needs no files: run it first on a new GPU machine.
     Selftest {
         #[arg(long, default_value = "auto")]
         device: String,
@@ -134,18 +137,22 @@ pub struct TrainArgs {
     /// Run folder to write
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Passes over the training rows (the best epoch on the validation slice is kept)
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Stop after this many optimizer steps (the schedule spans them)
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// Rows per optimizer step
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Peak learning rate (linear warmup, then cosine decay to 0)
     #[arg(long)]
     pub lr: Option<f64>,
     /// Truncate rows to this many tokens (special tokens included)
     #[arg(long)]
     pub max_len: Option<usize>,
+    /// Seed of the split, shuffling, dropout and adapter initialisation (same seed, same run)
     #[arg(long)]
     pub seed: Option<u64>,
     /// Fraction of each class held out of train to pick the best epoch
