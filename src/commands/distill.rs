@@ -1,6 +1,8 @@
 //! `kd distill`: train the student on the teacher's cached logits and the labels.
 use super::config::RunConfig;
-use super::pipeline::{files, finish, fresh_model, prepare, start_run_folder, Summary};
+use super::pipeline::{
+    files, finish, fresh_model, prepare, save_trained, start_run_folder, Summary,
+};
 use crate::cache::LogitCache;
 use crate::error::{KdError, Result};
 use crate::model::params::{format_breakdown, trainable_breakdown};

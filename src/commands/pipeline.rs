@@ -107,7 +107,14 @@ pub struct Summary {
     pub alpha: Option<f64>,
 }
 
-/// Saves the adapter, evaluates on the test split when there is one, and writes summary.json.
+/// Saves the trained adapter and the resolved config.toml (atomically, in that order), right
+/// after training: a run folder's config always describes its adapter.
+pub fn save_trained(cfg: &RunConfig, model: &TextClassifier) -> Result<()> {
+    adapter::save(model, &cfg.model, &cfg.out)?;
+    cfg.save(&cfg.out.join(files::CONFIG))
+}
+
+/// Evaluates on the test split when there is one and writes summary.json, the run's last file.
 pub fn finish(
     cfg: &RunConfig,
     p: &Prepared,
@@ -116,7 +123,6 @@ pub fn finish(
     role: &str,
     cache_samples_per_s: Option<f64>,
 ) -> Result<Summary> {
-    adapter::save(model, &cfg.model, &cfg.out)?;
     let test = match &p.files.test {
         Some(path) => Some(evaluate_file(
             model,
@@ -159,8 +165,8 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     crate::fsutil::write_bytes_atomic(path, text.as_bytes())
 }
 
-/// Creates the run folder and records the resolved config in it.
+/// Creates the run folder. Its config.toml is written by [`save_trained`], with the adapter, so a
+/// run that fails never pairs a new config with an earlier run's adapter.
 pub fn start_run_folder(cfg: &RunConfig) -> Result<()> {
-    std::fs::create_dir_all(&cfg.out).map_err(|e| KdError::io(&cfg.out, e))?;
-    cfg.save(&cfg.out.join(files::CONFIG))
+    std::fs::create_dir_all(&cfg.out).map_err(|e| KdError::io(&cfg.out, e))
 }

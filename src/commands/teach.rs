@@ -1,6 +1,8 @@
 //! `kd teach`: fine-tune the teacher, then cache its logits over every training row.
 use super::config::RunConfig;
-use super::pipeline::{files, finish, fresh_model, prepare, start_run_folder, Summary};
+use super::pipeline::{
+    files, finish, fresh_model, prepare, save_trained, start_run_folder, Summary,
+};
 use crate::cache::{self, CacheHeader};
 use crate::error::Result;
 use crate::training::{predict_logits, train, MetricsLog, Objective};
