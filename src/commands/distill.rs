@@ -63,5 +63,6 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
     let report = train(
         &model, &p.batcher, &p.data, &cfg.train, &objective, &mut log,
     )?;
+    save_trained(cfg, &model)?;
     finish(cfg, &p, &model, &report, "student", None)
 }

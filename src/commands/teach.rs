@@ -23,6 +23,7 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
         &Objective::Supervised,
         &mut log,
     )?;
+    save_trained(cfg, &model)?;
 
     // One pass over every training row (validation slice included), stored in file order.
     let all: Vec<usize> = (0..p.data.rows.len()).collect();
