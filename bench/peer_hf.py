@@ -72,20 +72,15 @@ transformers 4.57 and tolerant of 5.x.
 """
 
 import argparse
-import csv
-import gzip
-import json
 import os
 import platform
 import sys
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peer_common as pc  # noqa: E402  (sets the HF offline environment before torch/transformers)
 
 import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
 
 FLOP_FORMULA = "frozen_base_lora_v1: 4*N*T + 12*L*H*sum(B*S^2) + 6*N_lora*T (padded shapes)"
 CACHE_FLOP_FORMULA = "forward_v1: 2*N*T + 4*L*H*sum(B*S^2) (padded shapes)"
@@ -100,81 +95,15 @@ SHAPES = {
 }
 
 
-# ----------------------------------------------------------------------------- data
-
-def read_ag_news(path):
-    opener = gzip.open if str(path).endswith(".gz") else open
-    texts, labels = [], []
-    with opener(path, "rt", encoding="utf-8", newline="") as f:
-        for row in csv.reader(f):
-            if row:
-                texts.append(row[1] + " " + row[2])
-                labels.append(int(row[0]) - 1)
-    return texts, labels
-
-
-def load_tokenizer(folder, with_token_types):
-    """The folder's tokenizer.json (what kd reads), baked-in padding/truncation switched off,
-    wrapped as a transformers fast tokenizer so DataCollatorWithPadding can pad with it."""
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
-    tk.no_padding()
-    tk.no_truncation()
-    vocab = tk.get_vocab()
-    if "[PAD]" in vocab:
-        special = dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-                       mask_token="[MASK]")
-    else:
-        special = dict(pad_token="<pad>", unk_token="<unk>", cls_token="<s>", sep_token="</s>",
-                       bos_token="<s>", eos_token="</s>", mask_token="<mask>")
-    names = ["input_ids", "token_type_ids", "attention_mask"] if with_token_types else ["input_ids", "attention_mask"]
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, model_input_names=names, **special)
-    try:  # make sure nothing re-enabled the baked settings
-        tok.backend_tokenizer.no_padding()
-        tok.backend_tokenizer.no_truncation()
-    except AttributeError:
-        pass
-    return tok
-
-
 # ---------------------------------------------------------------------------- model
 
-class EncoderWithRobertaHead(nn.Module):
-    """BERT encoder (no pooler) + RoBERTa classification head on the first token."""
-
-    def __init__(self, encoder, config):
-        super().__init__()
-        from transformers.models.roberta.modeling_roberta import RobertaClassificationHead
-
-        self.config = config
-        self.encoder_model = encoder
-        self.classifier = RobertaClassificationHead(config)
-        std = getattr(config, "initializer_range", 0.02)
-        for m in self.classifier.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, mean=0.0, std=std)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **_):
-        kw = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            kw["token_type_ids"] = token_type_ids
-        logits = self.classifier(self.encoder_model(**kw).last_hidden_state)
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return {"loss": loss, "logits": logits}
-
-
 def build_model(args):
-    from transformers import AutoConfig, BertModel, RobertaConfig, RobertaForSequenceClassification
+    from transformers import BertModel, RobertaConfig, RobertaForSequenceClassification
     from peft import LoraConfig, TaskType, get_peft_model
 
-    lora = dict(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                target_modules=["query", "value"], bias="none")
+    lora = pc.lora_kwargs(args.lora_r, args.lora_alpha, args.lora_dropout)
     if args.model:
-        config = AutoConfig.from_pretrained(args.model, local_files_only=True)
-        config.num_labels = args.num_labels
+        config = pc.load_config(args.model, args.num_labels)
         tok_dir = args.tokenizer or args.model
         if config.model_type == "roberta":
             base = RobertaForSequenceClassification.from_pretrained(
@@ -182,11 +111,7 @@ def build_model(args):
                 local_files_only=True)
             model = get_peft_model(base, LoraConfig(task_type=TaskType.SEQ_CLS, **lora))
         elif config.model_type == "bert":
-            enc = BertModel.from_pretrained(args.model, config=config, add_pooling_layer=False,
-                                            dtype=torch.float32, attn_implementation=args.attn,
-                                            local_files_only=True)
-            base = EncoderWithRobertaHead(enc, config).float()
-            model = get_peft_model(base, LoraConfig(modules_to_save=["classifier"], **lora))
+            model = pc.encoder_head_lora(BertModel, args.model, config, lora, attn_implementation=args.attn)
         else:
             raise SystemExit(f"unsupported model_type {config.model_type!r} (bert or roberta)")
         name = os.path.abspath(args.model)
@@ -205,12 +130,6 @@ def build_model(args):
         tok_dir = args.tokenizer or "../shared/models/roberta-base-tokenizer"
         name = f"random:{args.shape}"
     return model, config, tok_dir, name
-
-
-def model_out(out):
-    if isinstance(out, dict):  # our head's dict, or a transformers ModelOutput (a dict subclass)
-        return out.get("loss"), out.get("logits")
-    return out.loss, out.logits
 
 
 # ----------------------------------------------------------------------------- main
