@@ -154,10 +154,7 @@ def main():
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--weight-decay", type=float, default=0.01)
-    ap.add_argument("--lora-r", type=int, default=8)
-    ap.add_argument("--lora-alpha", type=float, default=32)
-    ap.add_argument("--lora-dropout", type=float, default=0.1)
-    ap.add_argument("--num-labels", type=int, default=4)
+    pc.add_lora_args(ap)
     ap.add_argument("--warmup-steps", type=int, default=5, help="untimed training steps")
     ap.add_argument("--steps", type=int, default=50, help="timed training steps")
     ap.add_argument("--cache-batch-size", type=int, default=128)
@@ -171,10 +168,7 @@ def main():
     args = ap.parse_args()
 
     wall0 = time.perf_counter()
-    threads = args.threads or os.cpu_count()
-    torch.set_num_threads(threads)
-    torch.manual_seed(args.seed)
-    device = torch.device(args.device)
+    threads, device = pc.setup_torch(args.threads, args.seed, args.device)
     cuda = device.type == "cuda"
     if cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda but torch.cuda.is_available() is False")
@@ -182,33 +176,14 @@ def main():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    def sync():
-        if cuda:
-            torch.cuda.synchronize(device)
-
-    def reset_peak():
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-
-    def peak():
-        return int(torch.cuda.max_memory_allocated(device)) if cuda else None
-
-    def peak_reserved():
-        # What the caching allocator held at its peak: comparable to kd's device-level meter.
-        return int(torch.cuda.max_memory_reserved(device)) if cuda else None
-
     def autocast():
-        if args.dtype == "bf16":
-            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        return torch.autocast(device_type=device.type, enabled=False)
+        return pc.make_autocast(device, args.dtype)
 
-    import transformers
-    import peft
+    transformers, peft, banner = pc.versions()
     from transformers import DataCollatorWithPadding
 
     dev_name = torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu"
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}; "
-          f"device {device} ({dev_name}), dtype {args.dtype}, attn {args.attn}")
+    print(f"{banner}; device {device} ({dev_name}), dtype {args.dtype}, attn {args.attn}")
 
     # ---- model
     t = time.perf_counter()
@@ -223,12 +198,10 @@ def main():
 
     # ---- data (untimed tokenisation)
     t = time.perf_counter()
-    texts, labels = read_ag_news(args.data)
+    texts, labels = pc.read_ag_news(args.data)
     with_tt = getattr(config, "type_vocab_size", 1) > 1
-    tok = load_tokenizer(tok_dir, with_tt)
-    enc = tok(texts, truncation=True, max_length=args.max_len, padding=False)
-    keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
-    feats = [{k: enc[k][i] for k in keys} for i in range(len(texts))]
+    tok = pc.load_tokenizer(tok_dir, with_tt)
+    feats = pc.tokenize(tok, texts, args.max_len)
     lens = [len(f["input_ids"]) for f in feats]
     collator = DataCollatorWithPadding(tok, padding="longest", return_tensors="pt")
     print(f"data: {len(feats)} rows from {args.data}, mean length {sum(lens) / len(lens):.1f} tokens "
@@ -265,27 +238,27 @@ def main():
     def train_step():
         batch = make_batch(next_rows(args.batch_size), True)
         with autocast():
-            loss, _ = model_out(model(**batch))
+            loss, _ = pc.model_out(model(**batch))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         m = batch["attention_mask"]
         return loss, int(m.shape[0]), int(m.shape[1]), m
 
-    reset_peak()
+    pc.reset_peak(device)
     for _ in range(args.warmup_steps):
         train_step()
-    sync()
+    pc.sync(device)
     masks, shapes = [], []
     t0 = time.perf_counter()
     for _ in range(args.steps):
         loss, b, s, m = train_step()
         masks.append(m.sum())  # stays on device; summed after timing
         shapes.append((b, s))
-    sync()
+    pc.sync(device)
     train_s = time.perf_counter() - t0
-    train_peak = peak()
-    train_peak_reserved = peak_reserved()
+    train_peak = pc.peak_allocated(device)
+    train_peak_reserved = pc.peak_reserved(device)
     last_loss = float(loss.detach()) if args.steps else float("nan")
     train_samples = sum(b for b, _ in shapes)
     train_tokens = int(sum(int(x) for x in masks))
@@ -310,27 +283,27 @@ def main():
     model.eval()
     rows = [i % len(feats) for i in range(args.cache_rows)]
     out = torch.empty((len(rows), args.num_labels), dtype=torch.float32)
-    reset_peak()
+    pc.reset_peak(device)
     with torch.no_grad():
         bs = args.cache_batch_size
         for w in range(min(args.cache_warmup_batches, (len(rows) + bs - 1) // bs)):
             with autocast():
-                _, lg = model_out(model(**make_batch(rows[w * bs:(w + 1) * bs], False)))
+                _, lg = pc.model_out(model(**make_batch(rows[w * bs:(w + 1) * bs], False)))
             lg.float().cpu()
-        sync()
+        pc.sync(device)
         c_masks, c_shapes = [], []
         t0 = time.perf_counter()
         for b0 in range(0, len(rows), bs):
             batch = make_batch(rows[b0:b0 + bs], False)
             with autocast():
-                _, lg = model_out(model(**batch))
+                _, lg = pc.model_out(model(**batch))
             out[b0:b0 + lg.shape[0]] = lg.float().cpu()
             m = batch["attention_mask"]
             c_masks.append(m.sum())
             c_shapes.append((int(m.shape[0]), int(m.shape[1])))
-        sync()
+        pc.sync(device)
         cache_s = time.perf_counter() - t0
-    cache_peak = peak()
+    cache_peak = pc.peak_allocated(device)
     cache_tokens = int(sum(int(x) for x in c_masks))
     c_pad = sum(b * s for b, s in c_shapes)
     c_s2 = sum(b * s * s for b, s in c_shapes)
@@ -396,8 +369,7 @@ def main():
         "cache_flop_formula": CACHE_FLOP_FORMULA,
         "wall_seconds": wall_s,
     }
-    print("RESULT " + json.dumps(result))
-    sys.stdout.flush()
+    pc.emit_result(result)
 
 
 if __name__ == "__main__":

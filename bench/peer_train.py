@@ -40,151 +40,35 @@ Only torch, transformers, peft, safetensors, numpy and the standard library are 
 """
 
 import argparse
-import csv
-import gzip
-import json
 import math
 import os
 import platform
 import sys
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 WALL_T0 = time.perf_counter()
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peer_common as pc  # noqa: E402  (sets the HF offline environment before torch/transformers)
+
 import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-
-
-# ----------------------------------------------------------------------------- data
-
-def read_ag_news(path, limit=None):
-    """Canonical AG News CSV (optionally gzipped): no header, "class","title","description"."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    texts, labels = [], []
-    with opener(path, "rt", encoding="utf-8", newline="") as f:
-        for row in csv.reader(f):
-            if not row:
-                continue
-            cls, title, desc = row[0], row[1], row[2]
-            texts.append(title + " " + desc)
-            labels.append(int(cls) - 1)
-            if limit is not None and len(texts) >= limit:
-                break
-    return texts, labels
-
-
-def load_tokenizer(folder):
-    """The folder's tokenizer.json (what kd reads) with the padding/truncation baked into it
-    switched off (we truncate per call and pad per batch), wrapped as a transformers fast
-    tokenizer."""
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
-    tk.no_padding()
-    tk.no_truncation()
-    if "[PAD]" in tk.get_vocab():
-        special = dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-                       mask_token="[MASK]")
-    else:
-        special = dict(pad_token="<pad>", unk_token="<unk>", cls_token="<s>", sep_token="</s>",
-                       bos_token="<s>", eos_token="</s>", mask_token="<mask>")
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, **special)
-    try:
-        tok.backend_tokenizer.no_padding()
-        tok.backend_tokenizer.no_truncation()
-    except AttributeError:
-        pass
-    return tok
-
-
-def tokenize(tok, texts, max_len):
-    enc = tok(texts, truncation=True, max_length=max_len, padding=False)
-    keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
-    return [{k: enc[k][i] for k in keys} for i in range(len(texts))]
-
-
-def collate(features, pad_id, labels=None):
-    """Dynamic padding to the longest sequence in the batch (what DataCollatorWithPadding does)."""
-    n = len(features)
-    width = max(len(f["input_ids"]) for f in features)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    tt = torch.zeros((n, width), dtype=torch.long) if "token_type_ids" in features[0] else None
-    for i, f in enumerate(features):
-        L = len(f["input_ids"])
-        ids[i, :L] = torch.tensor(f["input_ids"], dtype=torch.long)
-        mask[i, :L] = 1
-        if tt is not None:
-            tt[i, :L] = torch.tensor(f["token_type_ids"], dtype=torch.long)
-    batch = {"input_ids": ids, "attention_mask": mask}
-    if tt is not None:
-        batch["token_type_ids"] = tt
-    if labels is not None:
-        batch["labels"] = torch.tensor(labels, dtype=torch.long)
-    return batch
 
 
 # ---------------------------------------------------------------------------- model
 
-class EncoderWithRobertaHead(nn.Module):
-    """Encoder (no pooler) + RoBERTa classification head on the first token."""
-
-    def __init__(self, encoder, config):
-        super().__init__()
-        from transformers.models.roberta.modeling_roberta import RobertaClassificationHead
-
-        self.config = config
-        self.encoder_model = encoder
-        self.classifier = RobertaClassificationHead(config)
-        std = getattr(config, "initializer_range", 0.02)
-        for m in self.classifier.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, mean=0.0, std=std)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **_):
-        kw = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            kw["token_type_ids"] = token_type_ids
-        hidden = self.encoder_model(**kw).last_hidden_state
-        logits = self.classifier(hidden)
-        loss = None
-        if labels is not None:
-            loss = nn.functional.cross_entropy(logits, labels)
-        return loss, logits
-
-
 def build_model(model_dir, num_labels, lora_r, lora_alpha, lora_dropout, attn_impl):
-    from transformers import AutoConfig, BertModel, RobertaModel
-    from peft import LoraConfig, get_peft_model
+    from transformers import BertModel, RobertaModel
 
-    config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
-    config.num_labels = num_labels
+    config = pc.load_config(model_dir, num_labels)
     if config.model_type == "roberta":
         enc_cls = RobertaModel
     elif config.model_type == "bert":
         enc_cls = BertModel
     else:
         raise SystemExit(f"unsupported model_type {config.model_type!r} (bert or roberta)")
-    kwargs = dict(config=config, add_pooling_layer=False, dtype=torch.float32, local_files_only=True)
-    if attn_impl:
-        kwargs["attn_implementation"] = attn_impl
-    encoder = enc_cls.from_pretrained(model_dir, **kwargs)
-    model = EncoderWithRobertaHead(encoder, config).float()
-    lcfg = LoraConfig(
-        r=lora_r,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        target_modules=["query", "value"],
-        modules_to_save=["classifier"],
-        bias="none",
-    )
-    return get_peft_model(model, lcfg), config
+    load_kw = {"attn_implementation": attn_impl} if attn_impl else {}
+    lora = pc.lora_kwargs(lora_r, lora_alpha, lora_dropout)
+    return pc.encoder_head_lora(enc_cls, model_dir, config, lora, **load_kw), config
 
 
 # ----------------------------------------------------------------------------- main
@@ -203,10 +87,7 @@ def main():
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--warmup-ratio", type=float, default=0.06)
     ap.add_argument("--max-len", type=int, default=128)
-    ap.add_argument("--lora-r", type=int, default=8)
-    ap.add_argument("--lora-alpha", type=float, default=32)
-    ap.add_argument("--lora-dropout", type=float, default=0.1)
-    ap.add_argument("--num-labels", type=int, default=4)
+    pc.add_lora_args(ap)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
@@ -219,35 +100,21 @@ def main():
     ap.add_argument("--log-every", type=int, default=20)
     args = ap.parse_args()
 
-    threads = args.threads or os.cpu_count()
-    torch.set_num_threads(threads)
-    torch.manual_seed(args.seed)
-    device = torch.device(args.device)
-    use_cuda = device.type == "cuda"
+    threads, device = pc.setup_torch(args.threads, args.seed, args.device)
+    autocast = pc.make_autocast(device, args.dtype)
 
-    def sync():
-        if use_cuda:
-            torch.cuda.synchronize(device)
-
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        if args.dtype == "bf16" else torch.autocast(device_type=device.type, enabled=False)
-    )
-
-    import transformers
-    import peft
+    transformers, peft, banner = pc.versions()
     from transformers import get_cosine_schedule_with_warmup
 
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
-          f"device {device}, threads {threads}, dtype {args.dtype}")
+    print(f"{banner}, device {device}, threads {threads}, dtype {args.dtype}")
 
     # ---- data + tokenisation (not timed as training)
     t = time.perf_counter()
-    tr_texts, tr_labels = read_ag_news(os.path.join(args.data, "train.csv.gz"), args.limit_train)
-    te_texts, te_labels = read_ag_news(os.path.join(args.data, "test.csv.gz"), args.limit_test)
-    tok = load_tokenizer(args.model)
-    tr_feats = tokenize(tok, tr_texts, args.max_len)
-    te_feats = tokenize(tok, te_texts, args.max_len)
+    tr_texts, tr_labels = pc.read_ag_news(os.path.join(args.data, "train.csv.gz"), args.limit_train)
+    te_texts, te_labels = pc.read_ag_news(os.path.join(args.data, "test.csv.gz"), args.limit_test)
+    tok = pc.load_tokenizer(args.model)
+    tr_feats = pc.tokenize(tok, tr_texts, args.max_len)
+    te_feats = pc.tokenize(tok, te_texts, args.max_len)
     pad_id = tok.pad_token_id
     tok_s = time.perf_counter() - t
     print(f"data: {len(tr_feats)} train / {len(te_feats)} test rows, tokenised in {tok_s:.2f}s")
@@ -284,15 +151,15 @@ def main():
     done = False
     for epoch in range(args.epochs):
         order = torch.randperm(len(tr_feats), generator=gen).tolist()
-        sync()
+        pc.sync(device)
         t_ep = time.perf_counter()
         for b in range(0, len(order), args.batch_size):
             idx = order[b:b + args.batch_size]
-            batch = collate([tr_feats[i] for i in idx], pad_id, [tr_labels[i] for i in idx])
+            batch = pc.collate([tr_feats[i] for i in idx], pad_id, [tr_labels[i] for i in idx])
             seen_tokens += int(batch["attention_mask"].sum())
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with autocast:
-                loss, _ = model(**batch)
+                loss, _ = pc.model_out(model(**batch))
             loss.backward()
             opt.step()
             sched.step()
@@ -309,7 +176,7 @@ def main():
             if step >= total_steps:
                 done = True
                 break
-        sync()
+        pc.sync(device)
         train_s += time.perf_counter() - t_ep
         if done:
             break
@@ -321,18 +188,18 @@ def main():
     # ---- evaluation (timed separately)
     model.eval()
     correct = 0
-    sync()
+    pc.sync(device)
     t = time.perf_counter()
     with torch.no_grad(), autocast:
         for b in range(0, len(te_feats), args.eval_batch_size):
             feats = te_feats[b:b + args.eval_batch_size]
-            batch = collate(feats, pad_id)
+            batch = pc.collate(feats, pad_id)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            _, logits = model(**batch)
+            _, logits = pc.model_out(model(**batch))
             pred = logits.argmax(-1).cpu()
             gold = torch.tensor(te_labels[b:b + args.eval_batch_size])
             correct += int((pred == gold).sum())
-    sync()
+    pc.sync(device)
     eval_s = time.perf_counter() - t
     acc = correct / len(te_feats)
     eval_sps = len(te_feats) / eval_s
@@ -384,8 +251,7 @@ def main():
         "load_seconds": load_s,
         "wall_seconds": wall_s,
     }
-    print("RESULT " + json.dumps(result))
-    sys.stdout.flush()
+    pc.emit_result(result)
 
 
 if __name__ == "__main__":
