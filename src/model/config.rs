@@ -131,6 +131,19 @@ impl EncoderConfig {
         }
     }
 
+    /// The linear layers of one encoder layer: (name below `encoder.layer.N`, in, out).
+    pub fn linear_modules(&self) -> [(&'static str, usize, usize); 6] {
+        let (h, f) = (self.hidden_size, self.intermediate_size);
+        [
+            ("attention.self.query", h, h),
+            ("attention.self.key", h, h),
+            ("attention.self.value", h, h),
+            ("attention.output.dense", h, h),
+            ("intermediate.dense", h, f),
+            ("output.dense", f, h),
+        ]
+    }
+
     /// Dropout in the classification head (HF: classifier_dropout, else hidden_dropout_prob).
     pub fn head_dropout(&self) -> f64 {
         self.classifier_dropout.unwrap_or(self.hidden_dropout_prob)

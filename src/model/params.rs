@@ -18,20 +18,12 @@ pub fn trainable_breakdown(
     lora: &LoraSpec,
     labels: usize,
 ) -> Vec<ModuleCount> {
-    let (h, f) = (cfg.hidden_size, cfg.intermediate_size);
+    let h = cfg.hidden_size;
     let prefix = cfg.kind().prefix();
     let mut out = Vec::new();
     for i in 0..cfg.num_hidden_layers {
         let base = format!("{prefix}.encoder.layer.{i}");
-        let modules = [
-            ("attention.self.query", h, h),
-            ("attention.self.key", h, h),
-            ("attention.self.value", h, h),
-            ("attention.output.dense", h, h),
-            ("intermediate.dense", h, f),
-            ("output.dense", f, h),
-        ];
-        for (name, in_dim, out_dim) in modules {
+        for (name, in_dim, out_dim) in cfg.linear_modules() {
             let module = format!("{base}.{name}");
             if lora.targets_module(&module) {
                 out.push(ModuleCount {

@@ -74,7 +74,7 @@ pub fn seeded_tensors(
 ) -> Result<std::collections::HashMap<String, Tensor>> {
     use rand::SeedableRng;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let (h, f) = (cfg.hidden_size, cfg.intermediate_size);
+    let h = cfg.hidden_size;
     let mut shapes: Vec<(String, Vec<usize>)> = vec![
         (
             "embeddings.word_embeddings.weight".into(),
@@ -96,14 +96,7 @@ pub fn seeded_tensors(
     ln("embeddings.LayerNorm".into(), &mut shapes);
     for l in 0..cfg.num_hidden_layers {
         let b = format!("encoder.layer.{l}");
-        for (m, i, o) in [
-            ("attention.self.query", h, h),
-            ("attention.self.key", h, h),
-            ("attention.self.value", h, h),
-            ("attention.output.dense", h, h),
-            ("intermediate.dense", h, f),
-            ("output.dense", f, h),
-        ] {
+        for (m, i, o) in cfg.linear_modules() {
             shapes.push((format!("{b}.{m}.weight"), vec![o, i]));
             shapes.push((format!("{b}.{m}.bias"), vec![o]));
         }
