@@ -39,6 +39,13 @@ pub fn weight_dtype(name: &str, device: &Device) -> Result<DType> {
     }
 }
 
+/// Resolves `--device` and `--dtype` together.
+pub fn select_with_dtype(device: &str, dtype: &str) -> Result<(Device, DType)> {
+    let dev = select(device)?;
+    let dtype = weight_dtype(dtype, &dev)?;
+    Ok((dev, dtype))
+}
+
 /// Measures peak memory over a run: the process's peak resident set (VmHWM) on CPU; on CUDA
 /// the device memory in use (cuMemGetInfo) above what was in use when the meter started,
 /// sampled whenever [`MemoryMeter::sample`] is called (after every step), so it includes the

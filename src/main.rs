@@ -58,8 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print_summary(&cfg.out, &s);
         }
         Command::Compare(args) => {
-            let dev = device::select(&args.device)?;
-            let dtype = device::weight_dtype(&args.dtype, &dev)?;
+            let (dev, dtype) = device::select_with_dtype(&args.device, &args.dtype)?;
             let req = compare::CompareRequest {
                 runs: args.runs,
                 adapters: args.adapter,
@@ -75,8 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {}", args.json.display());
         }
         Command::Predict(args) => {
-            let dev = device::select(&args.device)?;
-            let dtype = device::weight_dtype(&args.dtype, &dev)?;
+            let (dev, dtype) = device::select_with_dtype(&args.device, &args.dtype)?;
             let loaded = match (&args.run, &args.adapter) {
                 (Some(run), None) => evaluate::load_run(run, &dev, dtype)?,
                 (None, Some(a)) => {
@@ -96,15 +94,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             device,
             dtype,
         } => {
-            let dev = device::select(&device)?;
-            let dtype = device::weight_dtype(&dtype, &dev)?;
+            let (dev, dtype) = device::select_with_dtype(&device, &dtype)?;
             let (b, l) =
                 commands::parity_dump::run(&model, &adapter, &data, rows, &out, &dev, dtype)?;
             println!("wrote {} ({b} rows × {l} tokens)", out.display());
         }
         Command::Selftest { device, dtype } => {
-            let dev = device::select(&device)?;
-            let dtype = device::weight_dtype(&dtype, &dev)?;
+            let (dev, dtype) = device::select_with_dtype(&device, &dtype)?;
             let r = kd::commands::selftest::run(&dev, dtype)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             anyhow::ensure!(
@@ -115,8 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Bench(args) => {
-            let dev = device::select(&args.device)?;
-            let dtype = device::weight_dtype(&args.dtype, &dev)?;
+            let (dev, dtype) = device::select_with_dtype(&args.device, &args.dtype)?;
             let req = bench::BenchRequest {
                 model: args.model,
                 shape: args.shape,

@@ -149,56 +149,14 @@ fn distill_refuses_over_budget_and_foreign_caches() {
 
     // Other training rows: the cache's fingerprint does not match.
     common::write_dataset(&w.dir.path().join("other"), 120, 40, 99);
-    let (m, d, t, o) = (w.p("bert"), w.p("other"), w.p("teacher"), w.p("s2"));
-    let err = fails(kd(
-        &[
-            "distill",
-            "--model",
-            &m,
-            "--data",
-            &d,
-            "--teacher",
-            &t,
-            "--out",
-            &o,
-            "--device",
-            "cpu",
-            "--lora-r",
-            "4",
-        ],
-        &[],
-    ));
+    let err = fails(w.distill_on("other", "teacher", "s2", &[]));
     assert!(
         err.contains("logits.bin") && err.contains("fingerprint"),
         "{err}"
     );
 
     // --alpha 0 trains without the teacher, so a missing cache is fine.
-    let (t, o) = (w.p("no-teacher"), w.p("alone"));
-    ok(kd(
-        &[
-            "distill",
-            "--model",
-            &m,
-            "--data",
-            &w.p("data"),
-            "--teacher",
-            &t,
-            "--out",
-            &o,
-            "--device",
-            "cpu",
-            "--lora-r",
-            "4",
-            "--alpha",
-            "0",
-            "--max-steps",
-            "2",
-            "--epochs",
-            "1",
-        ],
-        &[],
-    ));
+    ok(w.distill("no-teacher", "alone", &["--alpha", "0", "--max-steps", "2"]));
 }
 
 #[test]

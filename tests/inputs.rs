@@ -20,24 +20,9 @@ fn hub_ids_resolve_from_the_local_cache() {
     std::fs::create_dir_all(&refs).unwrap();
     std::fs::write(refs.join("main"), "0123abc").unwrap();
     let hf_home = w.p("hf");
-    ok(kd(
-        &[
-            "teach",
-            "--model",
-            "kd-test/tiny-bert",
-            "--data",
-            &w.p("data"),
-            "--out",
-            &w.p("t"),
-            "--device",
-            "cpu",
-            "--max-steps",
-            "2",
-            "--epochs",
-            "1",
-        ],
-        &[("HF_HOME", &hf_home)],
-    ));
+    let hf = [("HF_HOME", hf_home.as_str())];
+    let quick = ["--max-steps", "2"];
+    ok(w.run_training("teach", "kd-test/tiny-bert", "data", "t", &quick, &hf));
     let s = summary(Path::new(&w.p("t")));
     assert_eq!(s["model"], "kd-test/tiny-bert");
 }
@@ -64,25 +49,9 @@ fn jsonl_datasets_work() {
             .collect();
         std::fs::write(dir.join(format!("{split}.jsonl")), lines.join("\n")).unwrap();
     }
-    let (m, d, o) = (w.p("bert"), w.p("jsonl"), w.p("t"));
-    ok(kd(
-        &[
-            "teach",
-            "--model",
-            &m,
-            "--data",
-            &d,
-            "--out",
-            &o,
-            "--device",
-            "cpu",
-            "--max-steps",
-            "2",
-            "--epochs",
-            "1",
-        ],
-        &[],
-    ));
+    let bert = w.p("bert");
+    ok(w.run_training("teach", &bert, "jsonl", "t", &["--max-steps", "2"], &[]));
+    let o = w.p("t");
     assert!(summary(Path::new(&o))["test_accuracy"].is_number());
 }
 

@@ -40,57 +40,52 @@ impl World {
     pub fn p(&self, name: &str) -> String {
         self.dir.path().join(name).to_string_lossy().into_owned()
     }
+    /// `kd COMMAND --model MODEL --data <world folder> --out <world folder>` with small, fast
+    /// training settings, then `extra`.
+    pub fn run_training(
+        &self,
+        command: &str,
+        model: &str,
+        data: &str,
+        out: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Output {
+        let (d, o) = (self.p(data), self.p(out));
+        let mut args = vec![command, "--model", model, "--data", &d, "--out", &o];
+        args.extend_from_slice(&[
+            "--device",
+            "cpu",
+            "--epochs",
+            "4",
+            "--batch-size",
+            "16",
+            "--lr",
+            "3e-3",
+            "--max-len",
+            "32",
+        ]);
+        args.extend_from_slice(extra);
+        kd(&args, envs)
+    }
+    /// The RoBERTa teacher on the world's dataset, seed 1.
     pub fn teach(&self, out: &str, extra: &[&str]) -> Output {
         self.teach_seeded(out, "1", extra)
     }
     pub fn teach_seeded(&self, out: &str, seed: &str, extra: &[&str]) -> Output {
-        let (m, d, o) = (self.p("roberta"), self.p("data"), self.p(out));
-        let mut args = vec![
-            "teach",
-            "--model",
-            &m,
-            "--data",
-            &d,
-            "--out",
-            &o,
-            "--device",
-            "cpu",
-            "--epochs",
-            "4",
-            "--batch-size",
-            "16",
-            "--lr",
-            "3e-3",
-            "--max-len",
-            "32",
-            "--seed",
-            seed,
-        ];
-        args.extend_from_slice(extra);
-        kd(&args, &[])
+        let args = [&["--seed", seed], extra].concat();
+        self.run_training("teach", &self.p("roberta"), "data", out, &args, &[])
     }
+    /// The BERT student (r=4, α=16, seed 2) on the world's dataset.
     pub fn distill(&self, teacher: &str, out: &str, extra: &[&str]) -> Output {
-        let (m, d, t, o) = (self.p("bert"), self.p("data"), self.p(teacher), self.p(out));
-        let mut args = vec![
-            "distill",
-            "--model",
-            &m,
-            "--data",
-            &d,
+        self.distill_on("data", teacher, out, extra)
+    }
+    /// The BERT student on the world folder `data`.
+    pub fn distill_on(&self, data: &str, teacher: &str, out: &str, extra: &[&str]) -> Output {
+        let t = self.p(teacher);
+        let student = [
             "--teacher",
             &t,
-            "--out",
-            &o,
-            "--device",
-            "cpu",
-            "--epochs",
-            "4",
-            "--batch-size",
-            "16",
-            "--lr",
-            "3e-3",
-            "--max-len",
-            "32",
             "--seed",
             "2",
             "--lora-r",
@@ -98,8 +93,8 @@ impl World {
             "--lora-alpha",
             "16",
         ];
-        args.extend_from_slice(extra);
-        kd(&args, &[])
+        let args = [&student[..], extra].concat();
+        self.run_training("distill", &self.p("bert"), data, out, &args, &[])
     }
 }
 
