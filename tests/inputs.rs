@@ -1,7 +1,11 @@
-//! How kd finds its inputs (Hub ids through the HF cache, JSONL datasets) and `kd bench`.
+//! How kd finds its inputs (Hub ids through the HF cache or a download, Parquet and JSONL
+//! datasets) and `kd bench`.
 mod common;
 
+use common::mock_hub::{HubRepo, MockHub, COMMIT};
+use common::parquet_file::write_parquet;
 use common::world::{fails, kd, ok, summary, World};
+use kd::data::formats::read_examples;
 use std::path::Path;
 
 /// A Hub id resolves from the standard HF cache layout, offline.
@@ -25,6 +29,120 @@ fn hub_ids_resolve_from_the_local_cache() {
     ok(w.run_training("teach", "kd-test/tiny-bert", "data", "t", &quick, &hf));
     let s = summary(Path::new(&w.p("t")));
     assert_eq!(s["model"], "kd-test/tiny-bert");
+}
+
+/// With an empty cache, Hub ids are downloaded with hf-hub (from a local stand-in for the Hub):
+/// a RoBERTa without tokenizer.json (its vocab.json + merges.txt are fetched instead) and a
+/// dataset's Parquet shards land in the standard HF cache, where a second run finds them offline.
+#[test]
+fn hub_ids_download_into_the_hf_cache() {
+    let w = World::new(60, 20);
+    let roberta = w.dir.path().join("roberta");
+    let model_files = [
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "merges.txt",
+    ]
+    .map(|f| (f.to_string(), std::fs::read(roberta.join(f)).unwrap()))
+    .to_vec();
+    let parquet_dir = w.dir.path().join("parquet");
+    std::fs::create_dir_all(&parquet_dir).unwrap();
+    let mut data_files = vec![("README.md".to_string(), b"# news\n".to_vec())];
+    for (split, csv) in [("train", "train.csv"), ("test", "test.csv.gz")] {
+        let rows = read_examples(&w.dir.path().join("data").join(csv), true).unwrap();
+        let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+        let labels: Vec<i64> = rows.iter().map(|r| i64::from(r.label.unwrap())).collect();
+        let path = parquet_dir.join(format!("{split}.parquet"));
+        write_parquet(&path, &texts, &labels);
+        let name = format!("data/{split}-00000-of-00001.parquet");
+        data_files.push((name, std::fs::read(&path).unwrap()));
+    }
+    let hub = MockHub::serve(vec![
+        HubRepo {
+            kind: "models",
+            id: "kd-test/tiny-roberta".into(),
+            files: model_files,
+        },
+        HubRepo {
+            kind: "datasets",
+            id: "kd-test/news".into(),
+            files: data_files,
+        },
+    ]);
+    let hf_home = w.p("hf");
+    let online = [
+        ("HF_HOME", hf_home.as_str()),
+        ("HF_ENDPOINT", hub.endpoint.as_str()),
+        ("HF_HUB_OFFLINE", "0"),
+    ];
+    let (model, data, quick) = ("kd-test/tiny-roberta", "kd-test/news", ["--max-steps", "2"]);
+    ok(w.run_training("teach", model, data, "online", &quick, &online));
+
+    let requested = hub.requested();
+    assert!(
+        requested.contains(&"/api/datasets/kd-test/news/revision/main".to_string())
+            && requested.iter().any(|r| r.ends_with("/tokenizer.json"))
+            && !requested.iter().any(|r| r.ends_with("README.md")),
+        "unexpected requests: {requested:?}"
+    );
+    let cache = w.dir.path().join("hf/hub");
+    let snapshot = |repo: &str| cache.join(repo).join("snapshots").join(COMMIT);
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "merges.txt",
+    ] {
+        let cached = std::fs::read(snapshot("models--kd-test--tiny-roberta").join(f)).unwrap();
+        assert_eq!(cached, std::fs::read(roberta.join(f)).unwrap(), "{f}");
+    }
+    for split in ["train", "test"] {
+        let shard = format!("data/{split}-00000-of-00001.parquet");
+        assert!(snapshot("datasets--kd-test--news").join(shard).is_file());
+    }
+    let s = summary(Path::new(&w.p("online")));
+    assert_eq!(
+        (s["model"].as_str(), s["data"].as_str()),
+        (Some(model), Some(data))
+    );
+    assert!(
+        s["test_accuracy"].is_number(),
+        "the test shard was not evaluated"
+    );
+    let cache = kd::cache::LogitCache::open(&Path::new(&w.p("online")).join("logits.bin")).unwrap();
+    assert_eq!(
+        cache.header().rows,
+        60,
+        "every downloaded training row is cached"
+    );
+
+    // Offline, from the cache alone (the endpoint now points nowhere).
+    let offline = [
+        ("HF_HOME", hf_home.as_str()),
+        ("HF_ENDPOINT", "http://127.0.0.1:9"),
+    ];
+    ok(w.run_training("teach", model, data, "offline", &quick, &offline));
+    // An id the Hub does not have: one error naming it and the Hub's answer.
+    let err = fails(w.run_training("teach", "kd-test/missing", data, "x", &quick, &online));
+    assert!(
+        err.contains("kd-test/missing") && err.contains("404"),
+        "{err}"
+    );
+}
+
+/// Parquet files in the Hub's ag_news layout are read (0-based int64 labels).
+#[test]
+fn reads_the_hub_parquet_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("train.parquet");
+    write_parquet(&path, &["Wall St. Bears Claw Back", "Stocks up"], &[2, 3]);
+    let rows = read_examples(&path, true).unwrap();
+    assert_eq!(rows[0].text, "Wall St. Bears Claw Back");
+    assert_eq!(
+        rows.iter().map(|r| r.label).collect::<Vec<_>>(),
+        [Some(2), Some(3)]
+    );
 }
 
 /// JSONL datasets are accepted like CSV.

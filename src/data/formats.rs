@@ -183,54 +183,6 @@ fn integer_field(f: &parquet::record::Field) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
-    use parquet::file::properties::WriterProperties;
-    use parquet::file::writer::SerializedFileWriter;
-    use std::sync::Arc;
-
-    /// Writes the Hub's ag_news layout: `text` (UTF-8) and `label` (int64), snappy-compressed.
-    fn write_parquet(path: &Path, texts: &[&str], labels: &[i64]) {
-        let schema = Arc::new(
-            parquet::schema::parser::parse_message_type(
-                "message schema { REQUIRED BYTE_ARRAY text (UTF8); REQUIRED INT64 label; }",
-            )
-            .unwrap(),
-        );
-        let props = Arc::new(
-            WriterProperties::builder()
-                .set_compression(parquet::basic::Compression::SNAPPY)
-                .build(),
-        );
-        let file = std::fs::File::create(path).unwrap();
-        let mut writer = SerializedFileWriter::new(file, schema, props).unwrap();
-        let mut group = writer.next_row_group().unwrap();
-        let values: Vec<ByteArray> = texts.iter().map(|t| ByteArray::from(*t)).collect();
-        let mut col = group.next_column().unwrap().unwrap();
-        col.typed::<ByteArrayType>()
-            .write_batch(&values, None, None)
-            .unwrap();
-        col.close().unwrap();
-        let mut col = group.next_column().unwrap().unwrap();
-        col.typed::<Int64Type>()
-            .write_batch(labels, None, None)
-            .unwrap();
-        col.close().unwrap();
-        group.close().unwrap();
-        writer.close().unwrap();
-    }
-
-    #[test]
-    fn reads_the_hub_parquet_layout() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("train.parquet");
-        write_parquet(&path, &["Wall St. Bears Claw Back", "Stocks up"], &[2, 3]);
-        let rows = read_examples(&path, true).unwrap();
-        assert_eq!(rows[0].text, "Wall St. Bears Claw Back");
-        assert_eq!(
-            rows.iter().map(|r| r.label).collect::<Vec<_>>(),
-            [Some(2), Some(3)]
-        );
-    }
 
     #[test]
     fn csv_rows_and_errors() {

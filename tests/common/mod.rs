@@ -1,6 +1,8 @@
 //! Test helpers: tiny random BERT/RoBERTa checkpoints, tiny tokenizers and a small synthetic
 //! dataset whose classes are learnable, all written to temporary folders (no downloads).
 #![allow(dead_code)]
+pub mod mock_hub;
+pub mod parquet_file;
 pub mod world;
 use candle_core::{Device, Tensor};
 use kd::model::head::normal;

@@ -8,6 +8,18 @@ pub fn kd(args: &[&str], envs: &[(&str, &str)]) -> Output {
     cmd.args(args)
         .env("RUST_LOG", "warn")
         .env("HF_HUB_OFFLINE", "1");
+    // Tests only ever talk to 127.0.0.1 (the mock Hub): a proxy from the environment must not
+    // intercept that.
+    for proxy in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(proxy);
+    }
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -40,8 +52,8 @@ impl World {
     pub fn p(&self, name: &str) -> String {
         self.dir.path().join(name).to_string_lossy().into_owned()
     }
-    /// `kd COMMAND --model MODEL --data <world folder> --out <world folder>` with small, fast
-    /// training settings, then `extra`.
+    /// `kd COMMAND --model MODEL --data DATA --out <world folder>` with small, fast training
+    /// settings, then `extra`. DATA names a world folder, or else is passed as given (a Hub id).
     pub fn run_training(
         &self,
         command: &str,
@@ -51,7 +63,11 @@ impl World {
         extra: &[&str],
         envs: &[(&str, &str)],
     ) -> Output {
-        let (d, o) = (self.p(data), self.p(out));
+        let d = match self.dir.path().join(data).exists() {
+            true => self.p(data),
+            false => data.to_string(),
+        };
+        let o = self.p(out);
         let mut args = vec![command, "--model", model, "--data", &d, "--out", &o];
         args.extend_from_slice(&[
             "--device",
