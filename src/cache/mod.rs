@@ -112,7 +112,7 @@ pub struct LogitCache {
 }
 
 impl LogitCache {
-    /// Maps `path` and validates magic, version, dtype and size.
+    /// Maps `path` and validates magic, version, dtype, size and that every logit is finite.
     pub fn open(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| KdError::io(path, e))?;
         // SAFETY: kd replaces caches by rename, never in place, so the mapping stays valid.
@@ -144,6 +144,16 @@ impl LogitCache {
             return Err(bad(format!(
                 "size {} bytes does not match {rows} rows × {classes} classes (truncated or corrupt)",
                 map.len()
+            )));
+        }
+        // A diverged teacher would poison every distillation step: refuse it here, by row.
+        let first_bad = map[HEADER_LEN..]
+            .chunks_exact(4)
+            .position(|b| !f32::from_le_bytes(b.try_into().expect("4 bytes")).is_finite());
+        if let Some(i) = first_bad {
+            return Err(bad(format!(
+                "row {} holds a non-finite logit (the teacher diverged): re-run kd teach",
+                i / classes + 1
             )));
         }
         Ok(Self {
@@ -244,6 +254,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("truncated"));
+        // So is a NaN logit, by row.
+        let mut nan = bytes.clone();
+        nan[HEADER_LEN + 7 * 4..HEADER_LEN + 8 * 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        std::fs::write(&cut, &nan).unwrap();
+        let err = LogitCache::open(&cut).unwrap_err().to_string();
+        assert!(err.contains("row 3") && err.contains("non-finite"), "{err}");
         assert!(write(&path, &header, &logits[..3]).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
