@@ -7,7 +7,7 @@ use common::world::{fails, kd, ok, summary, World};
 use kd::cache::LogitCache;
 use kd::commands::evaluate::load_run;
 use kd::commands::pipeline::tokenize_rows;
-use kd::data::Dataset;
+use kd::data::{Dataset, SplitFiles};
 use kd::training::predict_logits;
 use std::path::{Path, PathBuf};
 
@@ -34,7 +34,12 @@ fn teach_distill_compare_predict() {
     // The cache holds exactly what the saved teacher predicts for every training row, in file order.
     let cache = LogitCache::open(&teacher.join("logits.bin")).unwrap();
     let run = load_run(&teacher, &Device::Cpu, DType::F32).unwrap();
-    let data = Dataset::load(&Path::new(&w.p("data")).join("train.csv"), 0.05, 1).unwrap();
+    let data = Dataset::load(
+        &SplitFiles::single(&Path::new(&w.p("data")).join("train.csv")),
+        0.05,
+        1,
+    )
+    .unwrap();
     assert_eq!(cache.header().rows, data.rows.len());
     cache.check_matches(&data.rows).unwrap();
     let batcher =

@@ -33,7 +33,8 @@ fn hub_ids_resolve_from_the_local_cache() {
 
 /// With an empty cache, Hub ids are downloaded with hf-hub (from a local stand-in for the Hub):
 /// a RoBERTa without tokenizer.json (its vocab.json + merges.txt are fetched instead) and a
-/// dataset's Parquet shards land in the standard HF cache, where a second run finds them offline.
+/// dataset's Parquet shards (every shard of a split, in order) land in the standard HF cache,
+/// where a second run finds them offline.
 #[test]
 fn hub_ids_download_into_the_hf_cache() {
     let w = World::new(60, 20);
@@ -49,14 +50,23 @@ fn hub_ids_download_into_the_hf_cache() {
     let parquet_dir = w.dir.path().join("parquet");
     std::fs::create_dir_all(&parquet_dir).unwrap();
     let mut data_files = vec![("README.md".to_string(), b"# news\n".to_vec())];
-    for (split, csv) in [("train", "train.csv"), ("test", "test.csv.gz")] {
-        let rows = read_examples(&w.dir.path().join("data").join(csv), true).unwrap();
+    // The training rows in two shards (read in name order as one table), the test rows in one.
+    let train = read_examples(&w.dir.path().join("data/train.csv"), true).unwrap();
+    let test = read_examples(&w.dir.path().join("data/test.csv.gz"), true).unwrap();
+    let shards = [
+        ("train-00000-of-00002", &train[..35]),
+        ("train-00001-of-00002", &train[35..]),
+        ("test-00000-of-00001", &test[..]),
+    ];
+    for (shard, rows) in shards {
         let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
         let labels: Vec<i64> = rows.iter().map(|r| i64::from(r.label.unwrap())).collect();
-        let path = parquet_dir.join(format!("{split}.parquet"));
+        let path = parquet_dir.join(format!("{shard}.parquet"));
         write_parquet(&path, &texts, &labels);
-        let name = format!("data/{split}-00000-of-00001.parquet");
-        data_files.push((name, std::fs::read(&path).unwrap()));
+        data_files.push((
+            format!("data/{shard}.parquet"),
+            std::fs::read(&path).unwrap(),
+        ));
     }
     let hub = MockHub::serve(vec![
         HubRepo {
@@ -97,9 +107,9 @@ fn hub_ids_download_into_the_hf_cache() {
         let cached = std::fs::read(snapshot("models--kd-test--tiny-roberta").join(f)).unwrap();
         assert_eq!(cached, std::fs::read(roberta.join(f)).unwrap(), "{f}");
     }
-    for split in ["train", "test"] {
-        let shard = format!("data/{split}-00000-of-00001.parquet");
-        assert!(snapshot("datasets--kd-test--news").join(shard).is_file());
+    for (shard, _) in shards {
+        let path = format!("data/{shard}.parquet");
+        assert!(snapshot("datasets--kd-test--news").join(path).is_file());
     }
     let s = summary(Path::new(&w.p("online")));
     assert_eq!(
@@ -110,12 +120,9 @@ fn hub_ids_download_into_the_hf_cache() {
         s["test_accuracy"].is_number(),
         "the test shard was not evaluated"
     );
+    // Both training shards, in order: the cache's fingerprint is that of the CSV's 60 rows.
     let cache = kd::cache::LogitCache::open(&Path::new(&w.p("online")).join("logits.bin")).unwrap();
-    assert_eq!(
-        cache.header().rows,
-        60,
-        "every downloaded training row is cached"
-    );
+    cache.check_matches(&train).unwrap();
 
     // Offline, from the cache alone (the endpoint now points nowhere).
     let offline = [

@@ -1,7 +1,7 @@
 //! `kd compare`: evaluate run folders (or PEFT adapters) side by side on the test split.
 use super::evaluate::{evaluate_file, load_adapter, load_run, LoadedModel};
 use super::pipeline::write_json;
-use crate::data::DataFiles;
+use crate::data::{DataFiles, SplitFiles};
 use crate::error::{KdError, Result};
 use crate::training::metrics::{agreement, Evaluation};
 use crate::training::TrainSettings;
@@ -46,7 +46,9 @@ pub struct PairAgreement {
 /// The whole comparison, as written to JSON.
 #[derive(Debug, Serialize)]
 pub struct Comparison {
-    pub test_file: PathBuf,
+    /// The test split's file (or Parquet shards), written as a list of paths.
+    #[serde(rename = "test_files")]
+    pub test_split: SplitFiles,
     pub runs: Vec<RunResult>,
     pub agreement: Vec<PairAgreement>,
 }
@@ -84,7 +86,7 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
                 .find_map(|(_, m)| m.run.as_ref().map(|r| r.data.clone()))
         })
         .ok_or_else(|| KdError::Config("pass --data: no run folder names its dataset".into()))?;
-    let test_file = DataFiles::resolve(&data)?.test_file()?.to_path_buf();
+    let test_split = DataFiles::resolve(&data)?.test_split()?.clone();
     let mut runs = Vec::new();
     let mut predictions = Vec::new();
     for (name, m) in &loaded {
@@ -93,7 +95,13 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
             max_len: m.max_len,
             ..settings
         };
-        let fe = evaluate_file(&m.model, &m.tokenizer, &test_file, &m.checkpoint, &settings)?;
+        let fe = evaluate_file(
+            &m.model,
+            &m.tokenizer,
+            &test_split,
+            &m.checkpoint,
+            &settings,
+        )?;
         tracing::info!(run = %name, accuracy = fe.evaluation.accuracy, "evaluated");
         predictions.push(fe.predicted);
         runs.push(RunResult {
@@ -115,7 +123,7 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
         }
     }
     Ok(Comparison {
-        test_file,
+        test_split,
         runs,
         agreement: pairs,
     })
@@ -123,7 +131,7 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
 
 /// The comparison as a plain-text table.
 pub fn render_table(c: &Comparison) -> String {
-    let mut s = format!("test split: {}\n", c.test_file.display());
+    let mut s = format!("test split: {}\n", c.test_split.describe());
     s.push_str(&format!(
         "{:<28} {:>9} {:>9} {:>12} {:>10}  {}\n",
         "run", "accuracy", "macro-F1", "trainable", "eval/s", "per-class F1"

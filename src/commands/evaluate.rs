@@ -2,7 +2,7 @@
 use super::config::RunConfig;
 use super::pipeline::{effective_max_len, files, tokenize_rows};
 use crate::data::formats::read_examples;
-use crate::data::TextTokenizer;
+use crate::data::{SplitFiles, TextTokenizer};
 use crate::error::{KdError, Result};
 use crate::model::{adapter, Checkpoint, TextClassifier};
 use crate::training::metrics::{argmax_rows, evaluate, Evaluation};
@@ -94,28 +94,33 @@ pub struct FileEvaluation {
     pub samples_per_s: f64,
 }
 
-/// Evaluates `model` on every row of a labelled file.
+/// Evaluates `model` on every row of a labelled split (one file or the Hub's Parquet shards).
 pub fn evaluate_file(
     model: &TextClassifier,
     tokenizer: &TextTokenizer,
-    path: &Path,
+    split: &SplitFiles,
     checkpoint: &Checkpoint,
     settings: &TrainSettings,
 ) -> Result<FileEvaluation> {
-    let rows = read_examples(path, true)?;
     let classes = model.num_labels();
-    if let Some(i) = rows
-        .iter()
-        .position(|r| r.label.unwrap_or(0) as usize >= classes)
-    {
-        return Err(KdError::BadRow {
-            path: path.into(),
-            row: i + 1,
-            message: format!(
-                "label {} but the model has {classes} classes",
-                rows[i].label.unwrap_or(0)
-            ),
-        });
+    let mut rows = Vec::new();
+    // File by file, so that a label the model cannot predict is named by its file and row.
+    for path in split.paths() {
+        let part = read_examples(path, true)?;
+        if let Some(i) = part
+            .iter()
+            .position(|r| r.label.unwrap_or(0) as usize >= classes)
+        {
+            return Err(KdError::BadRow {
+                path: path.clone(),
+                row: i + 1,
+                message: format!(
+                    "label {} but the model has {classes} classes",
+                    part[i].label.unwrap_or(0)
+                ),
+            });
+        }
+        rows.extend(part);
     }
     let batcher = tokenize_rows(tokenizer, &rows, checkpoint.config.pad_id())?;
     let all: Vec<usize> = (0..rows.len()).collect();

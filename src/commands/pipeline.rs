@@ -52,7 +52,7 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared> {
     let dtype = device::weight_dtype(&cfg.dtype, &device)?;
     let checkpoint = Checkpoint::resolve(&cfg.model)?;
     let files = DataFiles::resolve(&cfg.data)?;
-    let data = Dataset::load(files.train_file()?, cfg.train.val_fraction, cfg.train.seed)?;
+    let data = Dataset::load(files.train_split()?, cfg.train.val_fraction, cfg.train.seed)?;
     let max_len = effective_max_len(cfg.train.max_len, &checkpoint);
     let tokenizer = TextTokenizer::load(&checkpoint.tokenizer, max_len)?;
     let batcher = tokenize_rows(&tokenizer, &data.rows, checkpoint.config.pad_id())?;
@@ -124,10 +124,10 @@ pub fn finish(
     cache_samples_per_s: Option<f64>,
 ) -> Result<Summary> {
     let test = match &p.files.test {
-        Some(path) => Some(evaluate_file(
+        Some(split) => Some(evaluate_file(
             model,
             &p.tokenizer,
-            path,
+            split,
             &p.checkpoint,
             &cfg.train,
         )?),

@@ -13,8 +13,43 @@ use std::path::{Path, PathBuf};
 pub struct DataFiles {
     /// How the user named the dataset.
     pub id: String,
-    pub train: Option<PathBuf>,
-    pub test: Option<PathBuf>,
+    pub train: Option<SplitFiles>,
+    pub test: Option<SplitFiles>,
+}
+
+/// One split: a single file, or the Hub's Parquet shards (`train-00000-of-00002.parquet`, ...)
+/// in name order, read one after the other as one table.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct SplitFiles(Vec<PathBuf>);
+
+impl SplitFiles {
+    /// One file.
+    pub fn single(path: &Path) -> Self {
+        Self(vec![path.to_path_buf()])
+    }
+
+    /// The files, in reading order.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.0
+    }
+
+    /// Every row of every file, in order (errors name the file and its row).
+    pub fn read(&self, require_labels: bool) -> Result<Vec<Example>> {
+        let mut rows = Vec::new();
+        for path in &self.0 {
+            rows.extend(read_examples(path, require_labels)?);
+        }
+        Ok(rows)
+    }
+
+    /// The first file, and how many shards follow it.
+    pub fn describe(&self) -> String {
+        match self.0.len() {
+            1 => self.0[0].display().to_string(),
+            n => format!("{} (+{} more shards)", self.0[0].display(), n - 1),
+        }
+    }
 }
 
 impl DataFiles {
@@ -46,29 +81,29 @@ impl DataFiles {
         Ok(files)
     }
 
-    /// The training file, or an error naming the folder.
-    pub fn train_file(&self) -> Result<&Path> {
+    /// The training split, or an error naming the dataset.
+    pub fn train_split(&self) -> Result<&SplitFiles> {
         self.train
-            .as_deref()
+            .as_ref()
             .ok_or_else(|| KdError::NotFound(format!("dataset `{}` has no train split", self.id)))
     }
 
-    /// The test file, or an error naming the folder.
-    pub fn test_file(&self) -> Result<&Path> {
+    /// The test split, or an error naming the dataset.
+    pub fn test_split(&self) -> Result<&SplitFiles> {
         self.test
-            .as_deref()
+            .as_ref()
             .ok_or_else(|| KdError::NotFound(format!("dataset `{}` has no test split", self.id)))
     }
 }
 
-fn find_split(dir: &Path, split: &str) -> Option<PathBuf> {
+fn find_split(dir: &Path, split: &str) -> Option<SplitFiles> {
     for ext in EXTENSIONS {
         let p = dir.join(format!("{split}.{ext}"));
         if p.is_file() {
-            return Some(p);
+            return Some(SplitFiles::single(&p));
         }
     }
-    // The Hub's Parquet layout: data/train-00000-of-00001.parquet.
+    // The Hub's Parquet layout: data/train-00000-of-00001.parquet, every shard of the split.
     let sub = dir.join("data");
     let mut shards: Vec<PathBuf> = std::fs::read_dir(&sub)
         .ok()?
@@ -79,7 +114,7 @@ fn find_split(dir: &Path, split: &str) -> Option<PathBuf> {
         })
         .collect();
     shards.sort();
-    shards.into_iter().next()
+    (!shards.is_empty()).then_some(SplitFiles(shards))
 }
 
 /// A Hub dataset's snapshot folder: from the local HF cache, else downloaded with hf-hub.
@@ -120,22 +155,22 @@ pub struct Dataset {
     pub val: Vec<usize>,
     /// Number of classes (largest label + 1).
     pub num_labels: usize,
-    /// The file the rows came from.
-    pub path: PathBuf,
+    /// The files the rows came from.
+    pub files: SplitFiles,
 }
 
 impl Dataset {
-    /// Loads `path` and holds out `val_fraction` of each class (seeded).
-    pub fn load(path: &Path, val_fraction: f64, seed: u64) -> Result<Self> {
+    /// Loads a split and holds out `val_fraction` of each class (seeded).
+    pub fn load(files: &SplitFiles, val_fraction: f64, seed: u64) -> Result<Self> {
         if !(0.0..1.0).contains(&val_fraction) {
             return Err(KdError::Config(format!(
                 "--val-fraction {val_fraction} is not in [0, 1)"
             )));
         }
-        let rows = read_examples(path, true)?;
+        let rows = files.read(true)?;
         let num_labels = rows.iter().filter_map(|r| r.label).max().unwrap_or(0) as usize + 1;
         if num_labels < 2 {
-            return Err(KdError::bad_file(path, "fewer than two classes"));
+            return Err(KdError::bad_file(&files.0[0], "fewer than two classes"));
         }
         let (train, val) = stratified_split(&rows, num_labels, val_fraction, seed);
         Ok(Self {
@@ -143,7 +178,7 @@ impl Dataset {
             train,
             val,
             num_labels,
-            path: path.to_path_buf(),
+            files: files.clone(),
         })
     }
 

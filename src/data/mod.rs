@@ -5,7 +5,7 @@ pub mod formats;
 pub mod tokenize;
 
 pub use batching::{Batch, Batcher};
-pub use dataset::{DataFiles, Dataset};
+pub use dataset::{DataFiles, Dataset, SplitFiles};
 pub use tokenize::TextTokenizer;
 
 /// One row: a text and, for labelled data, its class index (0-based).
