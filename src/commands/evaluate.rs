@@ -1,7 +1,6 @@
 //! Loading trained models (run folders and PEFT adapter folders) and evaluating them on a file.
 use super::config::RunConfig;
 use super::pipeline::{effective_max_len, files, tokenize_rows};
-use crate::data::formats::read_examples;
 use crate::data::{SplitFiles, TextTokenizer};
 use crate::error::{KdError, Result};
 use crate::model::{adapter, Checkpoint, TextClassifier};
@@ -103,25 +102,11 @@ pub fn evaluate_file(
     settings: &TrainSettings,
 ) -> Result<FileEvaluation> {
     let classes = model.num_labels();
-    let mut rows = Vec::new();
-    // File by file, so that a label the model cannot predict is named by its file and row.
-    for path in split.paths() {
-        let part = read_examples(path, true)?;
-        if let Some(i) = part
-            .iter()
-            .position(|r| r.label.unwrap_or(0) as usize >= classes)
-        {
-            return Err(KdError::BadRow {
-                path: path.clone(),
-                row: i + 1,
-                message: format!(
-                    "label {} but the model has {classes} classes",
-                    part[i].label.unwrap_or(0)
-                ),
-            });
-        }
-        rows.extend(part);
-    }
+    let rows = split.read_checked(true, |r| {
+        let label = r.label.unwrap_or(0);
+        (label as usize >= classes)
+            .then(|| format!("label {label} but the model has {classes} classes"))
+    })?;
     let batcher = tokenize_rows(tokenizer, &rows, checkpoint.config.pad_id())?;
     let all: Vec<usize> = (0..rows.len()).collect();
     let started = Instant::now();

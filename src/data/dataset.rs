@@ -36,9 +36,31 @@ impl SplitFiles {
 
     /// Every row of every file, in order (errors name the file and its row).
     pub fn read(&self, require_labels: bool) -> Result<Vec<Example>> {
+        self.read_checked(require_labels, |_| None)
+    }
+
+    /// Like [`SplitFiles::read`], refusing the first row for which `reject` gives a reason; the
+    /// error names that row's file and its row within the file.
+    pub fn read_checked(
+        &self,
+        require_labels: bool,
+        reject: impl Fn(&Example) -> Option<String>,
+    ) -> Result<Vec<Example>> {
         let mut rows = Vec::new();
         for path in &self.0 {
-            rows.extend(read_examples(path, require_labels)?);
+            let part = read_examples(path, require_labels)?;
+            let refused = part
+                .iter()
+                .enumerate()
+                .find_map(|(i, r)| Some((i, reject(r)?)));
+            if let Some((i, message)) = refused {
+                return Err(KdError::BadRow {
+                    path: path.clone(),
+                    row: i + 1,
+                    message,
+                });
+            }
+            rows.extend(part);
         }
         Ok(rows)
     }
@@ -234,5 +256,24 @@ mod tests {
         }
         assert_eq!(stratified_split(&rows, 4, 0.05, 7).1, val);
         assert_ne!(stratified_split(&rows, 4, 0.05, 8).1, val);
+    }
+
+    #[test]
+    fn shards_read_in_order_and_refusals_name_file_and_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+        std::fs::write(&a, "\"1\",\"x\",\"y\"\n\"2\",\"x\",\"y\"\n").unwrap();
+        std::fs::write(&b, "\"3\",\"x\",\"y\"\n\"4\",\"x\",\"y\"\n").unwrap();
+        let split = SplitFiles(vec![a, b]);
+        let labels: Vec<_> = split.read(true).unwrap().iter().map(|r| r.label).collect();
+        assert_eq!(labels, [Some(0), Some(1), Some(2), Some(3)]);
+        let err = split
+            .read_checked(true, |r| (r.label == Some(3)).then(|| "too big".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("b.csv, row 2") && err.contains("too big"),
+            "{err}"
+        );
     }
 }

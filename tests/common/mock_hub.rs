@@ -37,7 +37,7 @@ pub struct MockHub {
     /// `http://127.0.0.1:PORT`, for `HF_ENDPOINT`.
     pub endpoint: String,
     /// Every request's path, in arrival order.
-    pub requests: Arc<Mutex<Vec<String>>>,
+    requests: Arc<Mutex<Vec<String>>>,
 }
 
 impl MockHub {

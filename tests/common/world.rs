@@ -63,9 +63,10 @@ impl World {
         extra: &[&str],
         envs: &[(&str, &str)],
     ) -> Output {
-        let d = match self.dir.path().join(data).exists() {
-            true => self.p(data),
-            false => data.to_string(),
+        let d = if self.dir.path().join(data).exists() {
+            self.p(data)
+        } else {
+            data.to_string()
         };
         let o = self.p(out);
         let mut args = vec![command, "--model", model, "--data", &d, "--out", &o];
