@@ -137,7 +137,7 @@ pub struct TrainArgs {
     /// Run folder to write
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Passes over the training rows (the best epoch on the validation slice is kept)
+    /// Passes over the training rows (which epoch is kept: --select)
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Stop after this many optimizer steps (the schedule spans them)
@@ -155,9 +155,15 @@ pub struct TrainArgs {
     /// Seed of the split, shuffling, dropout and adapter initialisation (same seed, same run)
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Fraction of each class held out of train to pick the best epoch
+    /// Fraction of each class held out of train for validation when the data has no
+    /// validation.*/val.* split; 0 trains on every row and keeps the last epoch
     #[arg(long)]
     pub val_fraction: Option<f64>,
+    /// Which epoch to keep: `loss` = lowest validation NLL, `accuracy`, or `last`. An earlier
+    /// epoch is kept only when the validation slice has at least 500 rows and its score beats
+    /// the last epoch's by more than one standard error (paired over rows) [default: loss]
+    #[arg(long, value_enum)]
+    pub select: Option<kd::training::selection::Select>,
     /// Label smoothing of the cross-entropy term
     #[arg(long)]
     pub label_smoothing: Option<f64>,
@@ -176,6 +182,10 @@ pub struct TrainArgs {
     /// Comma-separated layer indices to adapt (PEFT's layers_to_transform)
     #[arg(long, value_delimiter = ',')]
     pub layers: Option<Vec<usize>>,
+    /// BERT-family models: train the checkpoint's pooler with the classifier (`trainable`, PEFT's
+    /// modules_to_save=["classifier", "pooler"]) or keep it as it is (`frozen`, PEFT's default)
+    #[arg(long, value_enum)]
+    pub pooler: Option<kd::model::head::Pooler>,
     /// cpu, cuda, cuda:N or auto
     #[arg(long)]
     pub device: Option<String>,
@@ -285,10 +295,12 @@ impl TrainArgs {
         set!(self.max_len => cfg.train.max_len);
         set!(self.seed => cfg.train.seed);
         set!(self.val_fraction => cfg.train.val_fraction);
+        set!(self.select => cfg.train.select);
         set!(self.label_smoothing => cfg.train.label_smoothing);
         set!(self.warmup_ratio => cfg.train.warmup_ratio);
         set!(self.lora_r => cfg.lora.r);
         set!(self.lora_alpha => cfg.lora.alpha);
+        set!(self.pooler => cfg.lora.pooler);
         if self.max_steps.is_some() {
             cfg.train.max_steps = self.max_steps;
         }

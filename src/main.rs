@@ -159,11 +159,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn print_summary(out: &std::path::Path, s: &commands::Summary) {
     let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |a| format!("{:.2}%", 100.0 * a));
     println!(
-        "{}: {} trainable parameters, val {}, test {}, {:.1} train samples/s",
+        "{}: {} trainable parameters, kept epoch {}, val {}, test {}, {:.1} train samples/s",
         out.display(),
         s.trainable_params,
+        s.kept_epoch,
         pct(s.val_accuracy),
         pct(s.test_accuracy),
         s.train_samples_per_s
     );
+    if let Some(d) = &s.selection {
+        println!("  kept epoch {}: {}", d.epoch, d.reason);
+    }
 }

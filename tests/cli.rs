@@ -36,6 +36,7 @@ fn teach_distill_compare_predict() {
     let run = load_run(&teacher, &Device::Cpu, DType::F32).unwrap();
     let data = Dataset::load(
         &SplitFiles::single(&Path::new(&w.p("data")).join("train.csv")),
+        None,
         0.05,
         1,
     )
@@ -144,7 +145,7 @@ fn distill_refuses_over_budget_and_foreign_caches() {
     let err = fails(w.distill("teacher", "student", &["--budget", "1000"]));
     assert!(err.contains("over the budget of 1000"), "{err}");
     assert!(
-        err.contains("classifier.dense") && err.contains("attention.self.query"),
+        err.contains("bert.pooler.dense") && err.contains("attention.self.query"),
         "{err}"
     );
     assert!(

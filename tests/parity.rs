@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use common::max_abs_diff;
 use kd::commands::evaluate::load_adapter;
 use kd::data::Batcher;
+use kd::model::head::Pooler;
 use kd::model::params::trainable_count;
 use kd::model::{Checkpoint, EncoderConfig, LoraSpec, TargetModules};
 use kd::training::loss::{cross_entropy, distillation};
@@ -101,6 +102,17 @@ fn check_case(case: &str) {
     )
     .unwrap();
     let model = &loaded.model;
+    // BERT cases: the pooler trains (bert_qv) or stays frozen (bert_targeted), as PEFT's
+    // modules_to_save says.
+    if let Some(pooler) = f.meta["pooler"].as_str() {
+        let want: Pooler = serde_json::from_value(pooler.into()).unwrap();
+        assert_eq!(model.lora().pooler, want, "{case}: pooler");
+        let trains_pooler = model
+            .trainable()
+            .iter()
+            .any(|nv| nv.name.contains(".pooler."));
+        assert_eq!(trains_pooler, want == Pooler::Trainable, "{case}");
+    }
     assert_eq!(
         model.trainable_count() as u64,
         f.meta["trainable_params"].as_u64().unwrap(),
@@ -256,6 +268,7 @@ fn trainable_counts_match_peft_for_roberta_base() {
             targets: TargetModules::Suffixes(targets),
             layers: serde_json::from_value(case["layers_to_transform"].clone()).unwrap(),
             use_rslora: false,
+            pooler: Default::default(),
         };
         let want = case["trainable_params"].as_u64().unwrap() as usize;
         assert_eq!(trainable_count(&cfg, &spec, labels), want, "r={}", spec.r);
@@ -273,4 +286,46 @@ fn fixture_checkpoints_resolve() {
         let c = Checkpoint::resolve(dir.to_str().unwrap()).unwrap();
         assert_eq!(c.config.num_hidden_layers, 3);
     }
+}
+
+/// An adapter that an earlier kd trained on a BERT-family model carries RoBERTa's head: it is
+/// refused in one line rather than loaded onto a different head.
+#[test]
+fn an_old_kd_bert_adapter_is_refused() {
+    let f = load_fixture("bert_qv");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        f.dir.join("adapter/adapter_config.json"),
+        dir.path().join("adapter_config.json"),
+    )
+    .unwrap();
+    let mut weights = candle_core::safetensors::load(
+        f.dir.join("adapter/adapter_model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    for (old, new) in [
+        ("classifier.weight", "classifier.out_proj.weight"),
+        ("classifier.bias", "classifier.out_proj.bias"),
+    ] {
+        let t = weights.remove(&format!("base_model.model.{old}")).unwrap();
+        weights.insert(format!("base_model.model.{new}"), t);
+    }
+    candle_core::safetensors::save(&weights, dir.path().join("adapter_model.safetensors")).unwrap();
+    let model_dir = f.dir.join("model");
+    let err = load_adapter(
+        dir.path(),
+        Some(model_dir.to_str().unwrap()),
+        &Device::Cpu,
+        DType::F32,
+        24,
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(
+        err.contains("RoBERTa's head") && err.contains("train it again"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
 }

@@ -59,6 +59,7 @@ impl Default for TrainSettings {
             max_len: 128,
             seed: 42,
             val_fraction: 0.05,
+            select: Default::default(),
             log_every: 50,
             eval_batch_size: 128,
         }

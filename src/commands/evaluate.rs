@@ -3,7 +3,8 @@ use super::config::RunConfig;
 use super::pipeline::{effective_max_len, files, tokenize_rows};
 use crate::data::{SplitFiles, TextTokenizer};
 use crate::error::{KdError, Result};
-use crate::model::{adapter, Checkpoint, TextClassifier};
+use crate::model::head::Pooler;
+use crate::model::{adapter, Checkpoint, ModelKind, TextClassifier};
 use crate::training::metrics::{argmax_rows, evaluate, Evaluation};
 use crate::training::{predict_logits, TrainSettings};
 use candle_core::{DType, Device};
@@ -45,7 +46,7 @@ pub fn load_adapter(
     max_len: usize,
 ) -> Result<LoadedModel> {
     let config = adapter::read_config(dir)?;
-    let spec = config.to_spec(&dir.join(adapter::ADAPTER_CONFIG))?;
+    let mut spec = config.to_spec(&dir.join(adapter::ADAPTER_CONFIG))?;
     let model_id = model
         .map(str::to_string)
         .or(config
@@ -60,7 +61,12 @@ pub fn load_adapter(
         })?;
     let checkpoint = Checkpoint::resolve(&model_id)?;
     let weights = adapter::read_weights(dir, device)?;
-    let labels = adapter::num_labels(&weights, dir)?;
+    let kind = checkpoint.config.kind();
+    let labels = adapter::num_labels(&weights, dir, kind)?;
+    if kind == ModelKind::Roberta {
+        // RoBERTa's head has no pooler: whatever modules_to_save says, there is none to freeze.
+        spec.pooler = Pooler::default();
+    }
     let model = TextClassifier::load(&checkpoint, &spec, labels, device, dtype, 0)?;
     let weights_path = dir.join(adapter::ADAPTER_WEIGHTS);
     model.set_trainable(&weights, &weights_path)?;

@@ -52,7 +52,12 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared> {
     let dtype = device::weight_dtype(&cfg.dtype, &device)?;
     let checkpoint = Checkpoint::resolve(&cfg.model)?;
     let files = DataFiles::resolve(&cfg.data)?;
-    let data = Dataset::load(files.train_split()?, cfg.train.val_fraction, cfg.train.seed)?;
+    let data = Dataset::load(
+        files.train_split()?,
+        files.validation.as_ref(),
+        cfg.train.val_fraction,
+        cfg.train.seed,
+    )?;
     let max_len = effective_max_len(cfg.train.max_len, &checkpoint);
     let tokenizer = TextTokenizer::load(&checkpoint.tokenizer, max_len)?;
     let batcher = tokenize_rows(&tokenizer, &data.rows, checkpoint.config.pad_id())?;
@@ -92,7 +97,15 @@ pub struct Summary {
     pub device: String,
     pub trainable_params: usize,
     pub steps: usize,
-    pub best_epoch: usize,
+    /// The epoch whose weights the run kept (`best_epoch` in summaries before `--select`).
+    #[serde(alias = "best_epoch")]
+    pub kept_epoch: usize,
+    /// How it was chosen (`--select`) and why, in one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<crate::training::selection::Decision>,
+    /// The kept epoch's validation NLL and accuracy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
     pub val_accuracy: Option<f64>,
     pub test_accuracy: Option<f64>,
     pub test_macro_f1: Option<f64>,
@@ -140,8 +153,10 @@ pub fn finish(
         device: format!("{:?}/{:?}", p.device, p.dtype),
         trainable_params: model.trainable_count(),
         steps: report.steps,
-        best_epoch: report.best_epoch,
-        val_accuracy: report.best_val_accuracy,
+        kept_epoch: report.selection.epoch,
+        selection: Some(report.selection.clone()),
+        val_loss: report.val_loss,
+        val_accuracy: report.val_accuracy,
         test_accuracy: test.as_ref().map(|t| t.evaluation.accuracy),
         test_macro_f1: test.as_ref().map(|t| t.evaluation.macro_f1),
         train_seconds: report.train_seconds,

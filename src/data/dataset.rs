@@ -14,6 +14,8 @@ pub struct DataFiles {
     /// How the user named the dataset.
     pub id: String,
     pub train: Option<SplitFiles>,
+    /// `validation.*` or `val.*` (the HF datasets convention), when the dataset has one.
+    pub validation: Option<SplitFiles>,
     pub test: Option<SplitFiles>,
 }
 
@@ -91,6 +93,7 @@ impl DataFiles {
         let files = Self {
             id: data.to_string(),
             train: find_split(&dir, "train"),
+            validation: find_split(&dir, "validation").or_else(|| find_split(&dir, "val")),
             test: find_split(&dir, "test"),
         };
         if files.train.is_none() && files.test.is_none() {
@@ -157,7 +160,10 @@ fn hub_dataset_dir(id: &str) -> std::result::Result<PathBuf, String> {
     let mut dir = None;
     for file in info.siblings.iter().map(|s| &s.rfilename) {
         let name = file.rsplit('/').next().unwrap_or(file);
-        if (name.starts_with("train") || name.starts_with("test")) && name.ends_with(".parquet") {
+        let split = ["train", "validation", "test"]
+            .iter()
+            .any(|s| name.starts_with(s));
+        if split && name.ends_with(".parquet") {
             let local = repo.get(file).map_err(|e| e.to_string())?;
             let depth = file.matches('/').count() + 1;
             dir = local.ancestors().nth(depth).map(Path::to_path_buf);
@@ -166,41 +172,76 @@ fn hub_dataset_dir(id: &str) -> std::result::Result<PathBuf, String> {
     dir.ok_or_else(|| format!("`{id}` has no train/test Parquet files"))
 }
 
-/// A labelled training set with its validation slice, plus the number of classes.
+/// A labelled training set with its validation rows, plus the number of classes.
 #[derive(Clone, Debug)]
 pub struct Dataset {
-    /// Every training row, in file order (the logit cache follows this order).
+    /// Every row, in file order: the training split's, then the validation split's when the
+    /// dataset has one (the logit cache follows this order).
     pub rows: Vec<Example>,
     /// Indices into `rows` used for training.
     pub train: Vec<usize>,
-    /// Indices into `rows` held out for choosing the best epoch.
+    /// Indices into `rows` used to choose the kept epoch: the validation split, or a stratified
+    /// slice of the training split.
     pub val: Vec<usize>,
     /// Number of classes (largest label + 1).
     pub num_labels: usize,
-    /// The files the rows came from.
+    /// The files the rows came from (the validation split's after the training split's).
     pub files: SplitFiles,
 }
 
 impl Dataset {
-    /// Loads a split and holds out `val_fraction` of each class (seeded).
-    pub fn load(files: &SplitFiles, val_fraction: f64, seed: u64) -> Result<Self> {
+    /// Loads the training split and its validation rows: the dataset's own validation split
+    /// when it has one, else `val_fraction` of each class held out (seeded). A fraction of 0
+    /// means no validation at all (every training row trains).
+    pub fn load(
+        files: &SplitFiles,
+        validation: Option<&SplitFiles>,
+        val_fraction: f64,
+        seed: u64,
+    ) -> Result<Self> {
         if !(0.0..1.0).contains(&val_fraction) {
             return Err(KdError::Config(format!(
                 "--val-fraction {val_fraction} is not in [0, 1)"
             )));
         }
-        let rows = files.read(true)?;
+        let mut rows = files.read(true)?;
         let num_labels = rows.iter().filter_map(|r| r.label).max().unwrap_or(0) as usize + 1;
         if num_labels < 2 {
             return Err(KdError::bad_file(&files.0[0], "fewer than two classes"));
         }
-        let (train, val) = stratified_split(&rows, num_labels, val_fraction, seed);
+        let (train, val, files) = match validation.filter(|_| val_fraction > 0.0) {
+            Some(split) => {
+                let extra = split.read_checked(true, |r| {
+                    let label = r.label.unwrap_or(0);
+                    (label as usize >= num_labels).then(|| {
+                        format!("label {label}, but the training split has {num_labels} classes")
+                    })
+                })?;
+                let n = rows.len();
+                tracing::info!(
+                    file = %split.describe(), rows = extra.len(),
+                    "validation split (--val-fraction not used)"
+                );
+                rows.extend(extra);
+                let mut paths = files.0.clone();
+                paths.extend(split.0.iter().cloned());
+                (
+                    (0..n).collect(),
+                    (n..rows.len()).collect(),
+                    SplitFiles(paths),
+                )
+            }
+            None => {
+                let (train, val) = stratified_split(&rows, num_labels, val_fraction, seed);
+                (train, val, files.clone())
+            }
+        };
         Ok(Self {
             rows,
             train,
             val,
             num_labels,
-            files: files.clone(),
+            files,
         })
     }
 

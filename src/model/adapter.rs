@@ -1,6 +1,8 @@
 //! PEFT's adapter folder: `adapter_config.json` and `adapter_model.safetensors`, read and
 //! written in PEFT's own layout and names so that adapters move between kd and PEFT.
-use super::classifier::TextClassifier;
+use super::classifier::{TextClassifier, PEFT_PREFIX};
+use super::config::ModelKind;
+use super::head::Pooler;
 use super::lora::{LoraSpec, TargetModules};
 use crate::error::{KdError, Result};
 use crate::fsutil::{write_atomic, write_bytes_atomic};
@@ -66,8 +68,13 @@ fn default_bias() -> String {
 }
 
 impl PeftConfig {
-    /// The config PEFT would write for `lora` on `base_model`.
-    pub fn from_spec(lora: &LoraSpec, base_model: &str) -> Self {
+    /// The config PEFT would write for `lora` on `base_model`, a model of family `kind`.
+    pub fn from_spec(lora: &LoraSpec, base_model: &str, kind: ModelKind) -> Self {
+        // PEFT's SEQ_CLS task adds "classifier" and "score"; a trained BERT pooler is one more.
+        let mut modules_to_save = vec!["classifier".to_string(), "score".to_string()];
+        if kind == ModelKind::Bert && lora.pooler == Pooler::Trainable {
+            modules_to_save.push("pooler".into());
+        }
         Self {
             peft_type: "LORA".into(),
             task_type: Some("SEQ_CLS".into()),
@@ -79,7 +86,7 @@ impl PeftConfig {
             layers_to_transform: lora.layers.clone().map(LayerList::Many),
             layers_pattern: None,
             bias: "none".into(),
-            modules_to_save: Some(vec!["classifier".into(), "score".into()]),
+            modules_to_save: Some(modules_to_save),
             use_rslora: lora.use_rslora,
             fan_in_fan_out: false,
             inference_mode: true,
@@ -128,6 +135,11 @@ impl PeftConfig {
             targets: self.target_modules.clone(),
             layers,
             use_rslora: self.use_rslora,
+            pooler: if self.modules_to_save.iter().flatten().any(|m| m == "pooler") {
+                Pooler::Trainable
+            } else {
+                Pooler::Frozen
+            },
         })
     }
 }
@@ -150,25 +162,31 @@ pub fn read_weights(dir: &Path, device: &Device) -> Result<HashMap<String, Tenso
         .map_err(|e| KdError::bad_file(&path, format!("unreadable safetensors: {e}")))
 }
 
-/// The number of classes an adapter's head was trained for.
-pub fn num_labels(weights: &HashMap<String, Tensor>, dir: &Path) -> Result<usize> {
-    let key = format!(
-        "{}.classifier.out_proj.bias",
-        super::classifier::PEFT_PREFIX
-    );
-    let bias = weights.get(&key).ok_or_else(|| {
-        KdError::bad_file(
-            dir.join(ADAPTER_WEIGHTS),
-            format!("missing head tensor `{key}`"),
-        )
-    })?;
+/// The number of classes an adapter's head was trained for, from the output bias under the
+/// family's name (RoBERTa: `classifier.out_proj`, BERT: `classifier`).
+pub fn num_labels(weights: &HashMap<String, Tensor>, dir: &Path, kind: ModelKind) -> Result<usize> {
+    let path = dir.join(ADAPTER_WEIGHTS);
+    let roberta_head = format!("{PEFT_PREFIX}.classifier.out_proj.bias");
+    if kind == ModelKind::Bert && weights.contains_key(&roberta_head) {
+        return Err(KdError::bad_file(
+            path,
+            "has RoBERTa's head (classifier.dense/out_proj) on a BERT-family model: it was written by a kd older than 0.2, which did not use BERT's own pooler + classifier; train it again",
+        ));
+    }
+    let key = match kind {
+        ModelKind::Roberta => roberta_head,
+        ModelKind::Bert => format!("{PEFT_PREFIX}.classifier.bias"),
+    };
+    let bias = weights
+        .get(&key)
+        .ok_or_else(|| KdError::bad_file(&path, format!("missing head tensor `{key}`")))?;
     Ok(bias.dim(0)?)
 }
 
 /// Writes the model's adapters and head as a PEFT adapter folder.
 pub fn save(model: &TextClassifier, base_model: &str, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| KdError::io(dir, e))?;
-    let config = PeftConfig::from_spec(model.lora(), base_model);
+    let config = PeftConfig::from_spec(model.lora(), base_model, model.config().kind());
     let json = serde_json::to_string_pretty(&config).expect("serialisable");
     write_bytes_atomic(&dir.join(ADAPTER_CONFIG), json.as_bytes())?;
     let tensors: HashMap<String, Tensor> = model

@@ -1,8 +1,9 @@
 //! The full text classifier: a frozen encoder with LoRA adapters and a trainable head.
 use super::checkpoint::Checkpoint;
 use super::config::EncoderConfig;
+use super::config::ModelKind;
 use super::encoder::Encoder;
-use super::head::ClassificationHead;
+use super::head::{ClassificationHead, HeadLayout, Pooler};
 use super::lora::LoraSpec;
 use crate::data::Batch;
 use crate::error::{KdError, Result};
@@ -47,6 +48,17 @@ impl TextClassifier {
         let vb =
             unsafe { VarBuilder::from_mmaped_safetensors(&[&checkpoint.weights], dtype, device)? };
         let vb = checkpoint_root(vb);
+        // The two pooler refusals of `load_pooler`, as errors about the user's choice.
+        if lora.pooler == Pooler::Frozen {
+            if checkpoint.config.kind() == ModelKind::Roberta {
+                return Err(KdError::Config(
+                    "--pooler frozen applies to BERT-family models: RoBERTa's classification head has no pooler".into(),
+                ));
+            }
+            if !vb.contains_tensor("pooler.dense.weight") {
+                return Err(KdError::bad_file(&checkpoint.weights, NO_POOLER_TO_FREEZE));
+            }
+        }
         Self::from_var_builder(vb, &checkpoint.config, lora, num_labels, seed).map_err(|e| {
             KdError::bad_file(
                 &checkpoint.weights,
@@ -66,15 +78,16 @@ impl TextClassifier {
         let device = vb.device().clone();
         let head_dtype = super::ops::compute_dtype(vb.dtype());
         let mut rng = StdRng::seed_from_u64(seed);
+        let pooler = load_pooler(&vb, config, lora.pooler)?;
         let encoder = Encoder::load(vb, config, lora, &mut rng)?;
-        let head = ClassificationHead::init(
-            config.hidden_size,
-            num_labels,
-            config.head_dropout(),
-            head_dtype,
-            &device,
-            &mut rng,
-        )?;
+        let layout = HeadLayout {
+            kind: config.kind(),
+            hidden: config.hidden_size,
+            classes: num_labels,
+            dropout: config.head_dropout(),
+            pooler: lora.pooler,
+        };
+        let head = ClassificationHead::new(layout, pooler, head_dtype, &device, &mut rng)?;
         let mut model = Self {
             encoder,
             head,
@@ -100,16 +113,10 @@ impl TextClassifier {
                 }
             }
         }
-        let h = &self.head;
-        for (name, var) in [
-            ("dense.weight", &h.dense_weight),
-            ("dense.bias", &h.dense_bias),
-            ("out_proj.weight", &h.out_weight),
-            ("out_proj.bias", &h.out_bias),
-        ] {
+        for (name, var) in self.head.named_trainable() {
             out.push(NamedVar {
-                name: format!("{PEFT_PREFIX}.classifier.{name}"),
-                var: var.clone(),
+                name: format!("{PEFT_PREFIX}.{name}"),
+                var,
             });
         }
         out
@@ -183,6 +190,35 @@ impl TextClassifier {
     pub fn device(&self) -> &Device {
         &self.device
     }
+}
+
+const NO_POOLER_TO_FREEZE: &str =
+    "the checkpoint has no pooler.dense weights to freeze: use --pooler trainable";
+
+/// A BERT checkpoint's `pooler.dense` (weight, bias), when it has one. RoBERTa's head has no
+/// pooler, so there is nothing to freeze; a frozen pooler needs the checkpoint's weights (a
+/// random frozen projection would silently cost accuracy).
+fn load_pooler(
+    vb: &VarBuilder,
+    config: &EncoderConfig,
+    pooler: Pooler,
+) -> candle_core::Result<Option<(Tensor, Tensor)>> {
+    if config.kind() == ModelKind::Roberta {
+        if pooler == Pooler::Frozen {
+            candle_core::bail!("--pooler frozen applies to BERT-family models: RoBERTa's classification head has no pooler");
+        }
+        return Ok(None);
+    }
+    let h = config.hidden_size;
+    let vb = vb.pp("pooler").pp("dense");
+    if !vb.contains_tensor("weight") {
+        if pooler == Pooler::Frozen {
+            candle_core::bail!("{NO_POOLER_TO_FREEZE}");
+        }
+        tracing::warn!("the checkpoint has no pooler.dense weights: the pooler starts as transformers initialises it (N(0, 0.02²), zero bias) and trains");
+        return Ok(None);
+    }
+    Ok(Some((vb.get((h, h), "weight")?, vb.get(h, "bias")?)))
 }
 
 /// Positions `vb` at the encoder's root: checkpoints saved from a task model carry a

@@ -1,18 +1,43 @@
-//! RoBERTa's classification head, used for every backbone: first token → dropout → dense H×H →
-//! tanh → dropout → out_proj H×classes. Fully trainable.
+//! The classification heads transformers puts on each family, with its tensor names:
+//! - RoBERTa (`RobertaClassificationHead`): first token → dropout → dense H×H → tanh → dropout →
+//!   out_proj H×classes, all fresh and trainable, named `classifier.dense` / `classifier.out_proj`.
+//! - BERT (`BertForSequenceClassification`): the checkpoint's pooler (first token → dense H×H →
+//!   tanh, `bert.pooler.dense`) → dropout → `classifier` H×classes. The pooler is trainable
+//!   (PEFT's `modules_to_save=["classifier", "pooler"]`, kd's default) or frozen (PEFT's
+//!   default, `modules_to_save=["classifier"]`).
+use super::config::ModelKind;
 use super::grad_mode::param;
-use super::ops::dropout;
+use super::ops::{dropout, FrozenLinear};
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 
-/// The head's four trainable tensors.
+/// Whether a BERT-family pooler is trained (`[lora] pooler`, `--pooler`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooler {
+    /// Trained with the classifier (PEFT: `modules_to_save=["classifier", "pooler"]`).
+    #[default]
+    Trainable,
+    /// Kept as the checkpoint has it (PEFT's default for BertForSequenceClassification).
+    Frozen,
+}
+
+/// The H×H layer before the output layer: RoBERTa's `classifier.dense`, BERT's pooler.
+#[derive(Clone, Debug)]
+enum Dense {
+    Trainable { weight: Var, bias: Var },
+    Frozen(FrozenLinear),
+}
+
+/// A head's tensors and the family whose layout it follows.
 #[derive(Clone, Debug)]
 pub struct ClassificationHead {
-    pub dense_weight: Var,
-    pub dense_bias: Var,
-    pub out_weight: Var,
-    pub out_bias: Var,
+    kind: ModelKind,
+    dense: Dense,
+    out_weight: Var,
+    out_bias: Var,
     dropout: f64,
 }
 
@@ -27,27 +52,85 @@ pub fn normal(rng: &mut StdRng, n: usize, std: f32) -> Vec<f32> {
         .collect()
 }
 
+/// A (rows × cols) weight drawn as HF initialises linear layers: N(0, 0.02²).
+fn init_weight(
+    rows: usize,
+    cols: usize,
+    dtype: DType,
+    device: &Device,
+    rng: &mut StdRng,
+) -> Result<Tensor> {
+    Tensor::from_vec(normal(rng, rows * cols, 0.02), (rows, cols), device)?.to_dtype(dtype)
+}
+
+/// What a head is: the family's layout, its widths and its dropout.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadLayout {
+    pub kind: ModelKind,
+    pub hidden: usize,
+    pub classes: usize,
+    pub dropout: f64,
+    /// BERT only: whether the pooler trains (RoBERTa's dense layer always does).
+    pub pooler: Pooler,
+}
+
 impl ClassificationHead {
-    /// A fresh head initialised as HF does: weights N(0, 0.02²), biases zero.
-    pub fn init(
-        hidden: usize,
-        classes: usize,
-        dropout: f64,
+    /// A head laid out as `layout`. `pooler` holds the checkpoint's `pooler.dense` (weight, bias)
+    /// for BERT; when there is none the dense layer is initialised as HF does (weights
+    /// N(0, 0.02²), biases zero), like every RoBERTa head. The output layer is always fresh.
+    pub fn new(
+        layout: HeadLayout,
+        pooler: Option<(Tensor, Tensor)>,
         dtype: DType,
         device: &Device,
         rng: &mut StdRng,
     ) -> Result<Self> {
-        let w = |rows, cols, rng: &mut StdRng| -> Result<Var> {
-            let t = Tensor::from_vec(normal(rng, rows * cols, 0.02), (rows, cols), device)?;
-            Var::from_tensor(&t.to_dtype(dtype)?)
+        let HeadLayout {
+            kind,
+            hidden,
+            classes,
+            dropout,
+            ..
+        } = layout;
+        let trainable_dense = kind == ModelKind::Roberta || layout.pooler == Pooler::Trainable;
+        let (weight, bias) = match pooler.filter(|_| kind == ModelKind::Bert) {
+            Some((w, b)) => (w.to_dtype(dtype)?, b.to_dtype(dtype)?),
+            None => (
+                init_weight(hidden, hidden, dtype, device, rng)?,
+                Tensor::zeros(hidden, dtype, device)?,
+            ),
+        };
+        let dense = if trainable_dense {
+            Dense::Trainable {
+                weight: Var::from_tensor(&weight)?,
+                bias: Var::from_tensor(&bias)?,
+            }
+        } else {
+            Dense::Frozen(FrozenLinear::new(weight, Some(bias)))
         };
         Ok(Self {
-            dense_weight: w(hidden, hidden, rng)?,
-            dense_bias: Var::zeros(hidden, dtype, device)?,
-            out_weight: w(classes, hidden, rng)?,
+            kind,
+            dense,
+            out_weight: Var::from_tensor(&init_weight(classes, hidden, dtype, device, rng)?)?,
             out_bias: Var::zeros(classes, dtype, device)?,
             dropout,
         })
+    }
+
+    /// The trainable tensors under their names in a `*ForSequenceClassification` model.
+    pub fn named_trainable(&self) -> Vec<(String, Var)> {
+        let (dense, out) = match self.kind {
+            ModelKind::Roberta => ("classifier.dense", "classifier.out_proj"),
+            ModelKind::Bert => ("bert.pooler.dense", "classifier"),
+        };
+        let mut named = Vec::new();
+        if let Dense::Trainable { weight, bias } = &self.dense {
+            named.push((format!("{dense}.weight"), weight.clone()));
+            named.push((format!("{dense}.bias"), bias.clone()));
+        }
+        named.push((format!("{out}.weight"), self.out_weight.clone()));
+        named.push((format!("{out}.bias"), self.out_bias.clone()));
+        named
     }
 
     /// Number of classes.
@@ -67,12 +150,18 @@ impl ClassificationHead {
             .narrow(1, 0, 1)?
             .squeeze(1)?
             .to_dtype(self.out_bias.dtype())?;
-        let x = drop(first)?;
-        let x = x
-            .matmul(&param(&self.dense_weight).t()?)?
-            .broadcast_add(&param(&self.dense_bias))?
-            .tanh()?;
-        let x = drop(x)?;
+        // RoBERTa drops out the first token before its dense layer; BERT's pooler does not.
+        let x = match self.kind {
+            ModelKind::Roberta => drop(first)?,
+            ModelKind::Bert => first,
+        };
+        let x = match &self.dense {
+            Dense::Trainable { weight, bias } => {
+                x.matmul(&param(weight).t()?)?.broadcast_add(&param(bias))?
+            }
+            Dense::Frozen(linear) => linear.forward(&x)?,
+        };
+        let x = drop(x.tanh()?)?;
         x.matmul(&param(&self.out_weight).t()?)?
             .broadcast_add(&param(&self.out_bias))
     }

@@ -36,6 +36,10 @@ pub struct LoraSpec {
     /// PEFT's `use_rslora`.
     #[serde(default)]
     pub use_rslora: bool,
+    /// BERT-family models: whether the pooler trains with the classifier (PEFT's
+    /// `modules_to_save` holds "pooler" when it does).
+    #[serde(default)]
+    pub pooler: super::head::Pooler,
 }
 
 impl LoraSpec {
@@ -48,6 +52,7 @@ impl LoraSpec {
             targets: TargetModules::Suffixes(vec!["query".into(), "value".into()]),
             layers: None,
             use_rslora: false,
+            pooler: super::head::Pooler::Trainable,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Counting trainable parameters from `config.json` alone, exactly as PEFT counts them.
-use super::config::EncoderConfig;
+use super::config::{EncoderConfig, ModelKind};
+use super::head::Pooler;
 use super::lora::LoraSpec;
 
 /// One line of the per-module breakdown.
@@ -12,7 +13,8 @@ pub struct ModuleCount {
 }
 
 /// Every trainable module and its count: LoRA A (r×in) + B (out×r) per targeted linear layer,
-/// then the head's dense (H×H + H) and out_proj (H×C + C).
+/// then the head: RoBERTa's dense (H×H + H) and out_proj (H×C + C); BERT's pooler (H×H + H,
+/// when it trains) and classifier (H×C + C).
 pub fn trainable_breakdown(
     cfg: &EncoderConfig,
     lora: &LoraSpec,
@@ -33,12 +35,21 @@ pub fn trainable_breakdown(
             }
         }
     }
+    let (dense, output) = match cfg.kind() {
+        ModelKind::Roberta => (Some("classifier.dense"), "classifier.out_proj"),
+        ModelKind::Bert => (
+            (lora.pooler == Pooler::Trainable).then_some("bert.pooler.dense"),
+            "classifier",
+        ),
+    };
+    if let Some(dense) = dense {
+        out.push(ModuleCount {
+            module: dense.into(),
+            params: h * h + h,
+        });
+    }
     out.push(ModuleCount {
-        module: "classifier.dense".into(),
-        params: h * h + h,
-    });
-    out.push(ModuleCount {
-        module: "classifier.out_proj".into(),
+        module: output.into(),
         params: h * labels + labels,
     });
     out

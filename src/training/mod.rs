@@ -4,6 +4,7 @@ pub mod loss;
 pub mod metrics;
 pub mod optimizer;
 pub mod schedule;
+pub mod selection;
 pub mod trainer;
 
 pub use log::MetricsLog;

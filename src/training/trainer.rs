@@ -1,9 +1,10 @@
 //! The training loop shared by `kd teach` and `kd distill`, and batched inference.
 use super::log::MetricsLog;
 use super::loss::{cross_entropy, distillation};
-use super::metrics::{argmax_rows, evaluate, Evaluation};
+use super::metrics::{argmax_rows, evaluate};
 use super::optimizer::{AdamW, AdamWConfig};
 use super::schedule::{warmup_cosine, warmup_steps};
+use super::selection::{Decision, EpochScores, EpochSelector, Select};
 use crate::cache::LogitCache;
 use crate::data::{Batch, Batcher, Dataset};
 use crate::error::{KdError, Result};
@@ -30,6 +31,9 @@ pub struct TrainSettings {
     pub max_len: usize,
     pub seed: u64,
     pub val_fraction: f64,
+    /// How the kept epoch is chosen (absent in configs written before `--select` existed).
+    #[serde(default)]
+    pub select: Select,
     pub log_every: usize,
     pub eval_batch_size: usize,
 }
@@ -50,8 +54,11 @@ pub enum Objective<'a> {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TrainReport {
     pub steps: usize,
-    pub best_epoch: usize,
-    pub best_val_accuracy: Option<f64>,
+    /// Which epoch's weights the model holds, and why.
+    pub selection: Decision,
+    /// The kept epoch's validation loss (NLL) and accuracy.
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
     pub train_seconds: f64,
     pub train_samples_per_s: f64,
     pub train_tokens_per_s: f64,
@@ -72,7 +79,7 @@ pub fn progress_bar(len: usize, what: &str) -> ProgressBar {
 }
 
 /// Trains `model`'s adapters and head on `data.train`, evaluating on `data.val` after every
-/// epoch and restoring the best epoch's weights at the end.
+/// epoch; at the end the model holds the epoch [`EpochSelector`] keeps.
 pub fn train(
     model: &TextClassifier,
     batcher: &Batcher,
@@ -99,7 +106,9 @@ pub fn train(
     }
     let bar = progress_bar(total, "train");
     let (mut step, mut seconds, mut samples, mut tokens) = (0usize, 0f64, 0usize, 0usize);
-    let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
+    let mut selector = EpochSelector::new(s.select);
+    let mut best: Option<(EpochScores, Vec<Tensor>)> = None;
+    let mut last: Option<EpochScores> = None;
     let mut epoch = 0;
     while step < total {
         epoch += 1;
@@ -137,45 +146,67 @@ pub fn train(
             }
         }
         if !data.val.is_empty() {
-            let eval = evaluate_rows(model, batcher, data, &data.val, s.eval_batch_size)?;
-            tracing::info!(
-                epoch,
-                accuracy = eval.accuracy,
-                macro_f1 = eval.macro_f1,
-                "validation"
-            );
-            log.write(json!({
-                "eval": "validation", "epoch": epoch, "step": step,
-                "accuracy": eval.accuracy, "macro_f1": eval.macro_f1,
-            }))?;
-            if best.as_ref().is_none_or(|(acc, _, _)| eval.accuracy > *acc) {
+            let scores = validate(model, batcher, data, s, epoch, step, log)?;
+            if selector.observe(&scores) {
                 let snapshot = model
                     .trainable()
                     .iter()
                     .map(|nv| nv.var.as_tensor().copy())
                     .collect::<candle_core::Result<Vec<_>>>()?;
-                best = Some((eval.accuracy, epoch, snapshot));
+                best = Some((scores.clone(), snapshot));
             }
+            last = Some(scores);
         }
     }
     bar.finish_and_clear();
-    let (best_val_accuracy, best_epoch) = match best {
-        Some((acc, ep, snapshot)) => {
-            for (nv, t) in model.trainable().iter().zip(snapshot) {
-                nv.var.set(&t)?;
-            }
-            (Some(acc), ep)
+    let selection = selector.decide(last.as_ref(), epoch);
+    tracing::info!(epoch = selection.epoch, "kept: {}", selection.reason);
+    let mut kept = last;
+    if let Some((scores, snapshot)) = best.filter(|(b, _)| b.epoch == selection.epoch) {
+        for (nv, t) in model.trainable().iter().zip(snapshot) {
+            nv.var.set(&t)?;
         }
-        None => (None, epoch),
-    };
+        kept = Some(scores);
+    }
     Ok(TrainReport {
         steps: step,
-        best_epoch,
-        best_val_accuracy,
+        selection,
+        val_loss: kept.as_ref().map(EpochScores::loss),
+        val_accuracy: kept.as_ref().map(EpochScores::accuracy),
         train_seconds: seconds,
         train_samples_per_s: samples as f64 / seconds.max(1e-9),
         train_tokens_per_s: tokens as f64 / seconds.max(1e-9),
     })
+}
+
+/// Scores the validation rows after `epoch`, logs them and returns them per row.
+fn validate(
+    model: &TextClassifier,
+    batcher: &Batcher,
+    data: &Dataset,
+    s: &TrainSettings,
+    epoch: usize,
+    step: usize,
+    log: &mut MetricsLog,
+) -> Result<EpochScores> {
+    let classes = model.num_labels();
+    let logits = predict_logits(model, batcher, &data.val, s.eval_batch_size, "validation")?;
+    let labels: Vec<u32> = data.val.iter().map(|&i| data.label(i)).collect();
+    let scores = EpochScores::from_logits(epoch, &logits, &labels, classes);
+    let eval = evaluate(&argmax_rows(&logits, classes), &labels, classes);
+    let loss = scores.loss();
+    tracing::info!(
+        epoch,
+        loss,
+        accuracy = eval.accuracy,
+        macro_f1 = eval.macro_f1,
+        "validation"
+    );
+    log.write(json!({
+        "eval": "validation", "epoch": epoch, "step": step, "loss": loss,
+        "accuracy": eval.accuracy, "macro_f1": eval.macro_f1,
+    }))?;
+    Ok(scores)
 }
 
 /// AdamW over the model's trainable tensors with the run's weight decay.
@@ -254,18 +285,4 @@ pub fn predict_logits(
     }
     bar.finish_and_clear();
     Ok(out)
-}
-
-/// Accuracy and friends of `model` on the given rows of `data`.
-pub fn evaluate_rows(
-    model: &TextClassifier,
-    batcher: &Batcher,
-    data: &Dataset,
-    rows: &[usize],
-    batch_size: usize,
-) -> Result<Evaluation> {
-    let logits = predict_logits(model, batcher, rows, batch_size, "eval")?;
-    let predicted = argmax_rows(&logits, model.num_labels());
-    let labels: Vec<u32> = rows.iter().map(|&i| data.label(i)).collect();
-    Ok(evaluate(&predicted, &labels, model.num_labels()))
 }
