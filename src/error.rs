@@ -51,6 +51,10 @@ pub enum KdError {
         breakdown: String,
     },
 
+    /// Another process is writing the same run folder.
+    #[error("{path} is being written by another kd process ({holder}): wait for it to finish or choose another --out")]
+    Busy { path: PathBuf, holder: String },
+
     /// The teacher's logit cache was made from other training rows.
     #[error("{path} was made from training rows with fingerprint {cached}, but the data given has fingerprint {current}: re-run `kd teach` on this data")]
     FingerprintMismatch {

@@ -6,7 +6,8 @@
 //!
 //! Rooms: [`data`] (reading, splitting, tokenizing, batching), [`model`] (encoder, LoRA, head,
 //! PEFT adapters), [`training`] (losses, AdamW, schedule, the loop, metrics), [`cache`] (the logit
-//! file), [`commands`] (what the CLI runs).
+//! file), [`run`] (run folders: config, files, summary, loading), [`commands`] (what the CLI
+//! runs).
 //!
 //! Trainable parameters are counted as PEFT counts them, from `config.json` alone:
 //!
@@ -31,6 +32,7 @@ pub mod error;
 pub mod fsutil;
 mod hub;
 pub mod model;
+pub mod run;
 pub mod training;
 
 pub use error::{KdError, Result};

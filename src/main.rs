@@ -9,7 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::Context;
 use clap::Parser;
 use cli::{base_config, Cli, Command, DEFAULT_STUDENT, DEFAULT_TEACHER};
-use kd::commands::{self, bench, compare, evaluate, predict};
+use kd::commands::{self, bench, compare, predict};
 use kd::device;
 
 fn main() {
@@ -76,9 +76,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Predict(args) => {
             let (dev, dtype) = device::select_with_dtype(&args.device, &args.dtype)?;
             let loaded = match (&args.run, &args.adapter) {
-                (Some(run), None) => evaluate::load_run(run, &dev, dtype)?,
+                (Some(run), None) => kd::run::load_run(run, &dev, dtype)?,
                 (None, Some(a)) => {
-                    evaluate::load_adapter(a, args.model.as_deref(), &dev, dtype, args.max_len)?
+                    kd::run::load_adapter(a, args.model.as_deref(), &dev, dtype, args.max_len)?
                 }
                 _ => anyhow::bail!("name a run folder, or --adapter DIR (with --model)"),
             };

@@ -9,11 +9,11 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::max_abs_diff;
-use kd::commands::evaluate::load_adapter;
 use kd::data::Batcher;
 use kd::model::head::Pooler;
 use kd::model::params::trainable_count;
 use kd::model::{Checkpoint, EncoderConfig, LoraSpec, TargetModules};
+use kd::run::load_adapter;
 use kd::training::loss::{cross_entropy, distillation};
 use kd::training::optimizer::{AdamW, AdamWConfig};
 use kd::training::schedule::warmup_cosine;
@@ -54,7 +54,7 @@ fn load_fixture(case: &str) -> Fixture {
 }
 
 /// Tokenizes the fixture's texts with kd's tokenizer and batcher and checks the ids and mask.
-fn kd_batch(f: &Fixture, loaded: &kd::commands::evaluate::LoadedModel) -> kd::data::Batch {
+fn kd_batch(f: &Fixture, loaded: &kd::run::LoadedModel) -> kd::data::Batch {
     let texts: Vec<&str> = f.meta["texts"]
         .as_array()
         .unwrap()
@@ -195,7 +195,7 @@ fn check_case(case: &str) {
     // Round trip: kd writes its adapter in PEFT's layout; PEFT loaded it (make_parity.py
     // --roundtrip) and its logits were committed. They must equal kd's own.
     let out = tempfile::tempdir().unwrap();
-    kd::model::adapter::save(model, model_dir.to_str().unwrap(), out.path()).unwrap();
+    kd::model::adapter::save(model, model_dir.to_str().unwrap(), out.path(), None).unwrap();
     if std::env::var("KD_WRITE_ROUNDTRIP").is_ok_and(|v| v == "1") {
         let dest = f.dir.join("kd_adapter");
         std::fs::create_dir_all(&dest).unwrap();

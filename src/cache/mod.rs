@@ -2,17 +2,22 @@
 //! little-endian f32 logits, one row per training row in file order. Read through a memory map,
 //! so that distillation touches only the rows of each batch.
 //!
-//! Header layout (little-endian):
+//! Header layout (little-endian), format version 2:
 //! | bytes   | field                                        |
 //! |---------|----------------------------------------------|
 //! | 0..8    | magic `KDLOGIT\0`                            |
-//! | 8..12   | format version (1)                           |
+//! | 8..12   | format version (2)                           |
 //! | 12..16  | dtype code (0 = f32)                         |
 //! | 16..24  | rows                                         |
 //! | 24..28  | classes                                      |
 //! | 28..32  | length of the teacher id in bytes            |
 //! | 32..48  | fingerprint of the training rows (FNV-1a 128)|
-//! | 48..256 | teacher id, UTF-8, zero padded               |
+//! | 48..52  | CRC-32 of the logits (every byte after 256)  |
+//! | 52..56  | length of the run id in bytes                |
+//! | 56..88  | run id of the teacher run, zero padded       |
+//! | 88..256 | teacher id, UTF-8, zero padded               |
+//!
+//! Version 1 (no checksum, no run id, teacher id at 48..256) is still read.
 use crate::data::Example;
 use crate::error::{KdError, Result};
 use crate::fsutil::write_atomic;
@@ -21,11 +26,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"KDLOGIT\0";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const DTYPE_F32: u32 = 0;
 /// Size of the fixed header; also keeps the f32 data aligned.
 pub const HEADER_LEN: usize = 256;
-const MAX_ID_LEN: usize = HEADER_LEN - 48;
+const ID_START: usize = 88;
+const MAX_ID_LEN: usize = HEADER_LEN - ID_START;
+const MAX_RUN_ID_LEN: usize = 32;
 
 /// What the header says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +43,8 @@ pub struct CacheHeader {
     pub fingerprint: u128,
     /// The teacher's identity (its run folder and base model).
     pub teacher: String,
+    /// The run that wrote the cache (None in version-1 caches).
+    pub run_id: Option<String>,
 }
 
 /// FNV-1a (128-bit) over every row's label and length-prefixed text, in order.
@@ -75,6 +84,8 @@ pub fn write(path: &Path, header: &CacheHeader, logits: &[f32]) -> Result<()> {
     }
     let mut head = [0u8; HEADER_LEN];
     let id = truncate_utf8(&header.teacher, MAX_ID_LEN);
+    let run_id = truncate_utf8(header.run_id.as_deref().unwrap_or(""), MAX_RUN_ID_LEN);
+    let data: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
     head[0..8].copy_from_slice(MAGIC);
     head[8..12].copy_from_slice(&VERSION.to_le_bytes());
     head[12..16].copy_from_slice(&DTYPE_F32.to_le_bytes());
@@ -82,16 +93,15 @@ pub fn write(path: &Path, header: &CacheHeader, logits: &[f32]) -> Result<()> {
     head[24..28].copy_from_slice(&(header.classes as u32).to_le_bytes());
     head[28..32].copy_from_slice(&(id.len() as u32).to_le_bytes());
     head[32..48].copy_from_slice(&header.fingerprint.to_le_bytes());
-    head[48..48 + id.len()].copy_from_slice(id.as_bytes());
+    head[48..52].copy_from_slice(&crc32fast::hash(&data).to_le_bytes());
+    head[52..56].copy_from_slice(&(run_id.len() as u32).to_le_bytes());
+    head[56..56 + run_id.len()].copy_from_slice(run_id.as_bytes());
+    head[ID_START..ID_START + id.len()].copy_from_slice(id.as_bytes());
     write_atomic(path, |tmp| {
-        let file = std::fs::File::create(tmp).map_err(|e| KdError::io(tmp, e))?;
-        let mut w = std::io::BufWriter::new(file);
+        let mut file = std::fs::File::create(tmp).map_err(|e| KdError::io(tmp, e))?;
         let io = |e| KdError::io(tmp, e);
-        w.write_all(&head).map_err(io)?;
-        for v in logits {
-            w.write_all(&v.to_le_bytes()).map_err(io)?;
-        }
-        w.flush().map_err(io)
+        file.write_all(&head).map_err(io)?;
+        file.write_all(&data).map_err(io)
     })
 }
 
@@ -101,6 +111,58 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// Reads and checks a header (magic, version, dtype); returns it with the data's checksum
+/// (None in version-1 caches).
+fn parse_header(bytes: &[u8], path: &Path) -> Result<(CacheHeader, Option<u32>)> {
+    let bad = |m: String| KdError::bad_file(path, m);
+    if bytes.len() < HEADER_LEN || &bytes[0..8] != MAGIC {
+        return Err(bad("not a kd logit cache (bad magic)".into()));
+    }
+    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
+    let version = u32_at(8);
+    if version != VERSION && version != 1 {
+        return Err(bad(format!(
+            "logit cache format version {version}, this kd reads version {VERSION}"
+        )));
+    }
+    if u32_at(12) != DTYPE_F32 {
+        return Err(bad(format!("unknown dtype code {}", u32_at(12))));
+    }
+    let rows = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")) as usize;
+    let classes = u32_at(24) as usize;
+    let fingerprint = u128::from_le_bytes(bytes[32..48].try_into().expect("16 bytes"));
+    let text = |start: usize, len: usize| {
+        String::from_utf8_lossy(&bytes[start..start + len.min(HEADER_LEN - start)]).into_owned()
+    };
+    let (teacher, run_id, checksum) = match version {
+        1 => (text(48, u32_at(28) as usize), None, None),
+        _ => (
+            text(ID_START, u32_at(28) as usize),
+            Some(text(56, (u32_at(52) as usize).min(MAX_RUN_ID_LEN))).filter(|s| !s.is_empty()),
+            Some(u32_at(48)),
+        ),
+    };
+    Ok((
+        CacheHeader {
+            rows,
+            classes,
+            fingerprint,
+            teacher,
+            run_id,
+        },
+        checksum,
+    ))
+}
+
+/// The header of the cache at `path` (reads 256 bytes; the data is not checked).
+pub fn read_header(path: &Path) -> Result<CacheHeader> {
+    let mut head = vec![0u8; HEADER_LEN];
+    let mut file = std::fs::File::open(path).map_err(|e| KdError::io(path, e))?;
+    let n = std::io::Read::read(&mut file, &mut head).map_err(|e| KdError::io(path, e))?;
+    head.truncate(n);
+    Ok(parse_header(&head, path)?.0)
 }
 
 /// A memory-mapped, validated logit cache.
@@ -118,24 +180,8 @@ impl LogitCache {
         // SAFETY: kd replaces caches by rename, never in place, so the mapping stays valid.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| KdError::io(path, e))?;
         let bad = |m: String| KdError::bad_file(path, m);
-        if map.len() < HEADER_LEN || &map[0..8] != MAGIC {
-            return Err(bad("not a kd logit cache (bad magic)".into()));
-        }
-        let u32_at = |o: usize| u32::from_le_bytes(map[o..o + 4].try_into().expect("4 bytes"));
-        let version = u32_at(8);
-        if version != VERSION {
-            return Err(bad(format!(
-                "logit cache format version {version}, this kd reads version {VERSION}"
-            )));
-        }
-        if u32_at(12) != DTYPE_F32 {
-            return Err(bad(format!("unknown dtype code {}", u32_at(12))));
-        }
-        let rows = u64::from_le_bytes(map[16..24].try_into().expect("8 bytes")) as usize;
-        let classes = u32_at(24) as usize;
-        let id_len = (u32_at(28) as usize).min(MAX_ID_LEN);
-        let fingerprint = u128::from_le_bytes(map[32..48].try_into().expect("16 bytes"));
-        let teacher = String::from_utf8_lossy(&map[48..48 + id_len]).into_owned();
+        let (header, checksum) = parse_header(&map, path)?;
+        let (rows, classes) = (header.rows, header.classes);
         let expected = rows
             .checked_mul(classes)
             .and_then(|n| n.checked_mul(4))
@@ -145,6 +191,14 @@ impl LogitCache {
                 "size {} bytes does not match {rows} rows × {classes} classes (truncated or corrupt)",
                 map.len()
             )));
+        }
+        if let Some(want) = checksum {
+            let got = crc32fast::hash(&map[HEADER_LEN..]);
+            if got != want {
+                return Err(bad(format!(
+                    "the logits do not match their checksum (CRC-32 {got:08x}, header says {want:08x}): the file was damaged after kd wrote it; re-run kd teach"
+                )));
+            }
         }
         // A diverged teacher would poison every distillation step: refuse it here, by row.
         let first_bad = map[HEADER_LEN..]
@@ -158,12 +212,7 @@ impl LogitCache {
         }
         Ok(Self {
             map,
-            header: CacheHeader {
-                rows,
-                classes,
-                fingerprint,
-                teacher,
-            },
+            header,
             path: path.to_path_buf(),
         })
     }
@@ -235,6 +284,7 @@ mod tests {
             classes: 3,
             fingerprint: fingerprint(&data),
             teacher: "teacher (roberta-base)".into(),
+            run_id: Some("0193ab-77".into()),
         };
         write(&path, &header, &logits).unwrap();
         let cache = LogitCache::open(&path).unwrap();
@@ -254,10 +304,16 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("truncated"));
-        // So is a NaN logit, by row.
-        let mut nan = bytes.clone();
-        nan[HEADER_LEN + 7 * 4..HEADER_LEN + 8 * 4].copy_from_slice(&f32::NAN.to_le_bytes());
-        std::fs::write(&cut, &nan).unwrap();
+        // So is a flipped byte, by its checksum.
+        let mut flipped = bytes.clone();
+        flipped[HEADER_LEN + 9] ^= 0x10;
+        std::fs::write(&cut, &flipped).unwrap();
+        let err = LogitCache::open(&cut).unwrap_err().to_string();
+        assert!(err.contains("cut.bin") && err.contains("checksum"), "{err}");
+        // And a NaN logit, by row (written with a valid checksum).
+        let mut nan = logits.clone();
+        nan[7] = f32::NAN;
+        write(&cut, &header, &nan).unwrap();
         let err = LogitCache::open(&cut).unwrap_err().to_string();
         assert!(err.contains("row 3") && err.contains("non-finite"), "{err}");
         assert!(write(&path, &header, &logits[..3]).is_err());

@@ -1,8 +1,8 @@
 //! `kd bench`: training-step and logit-caching throughput on real AG News texts, for a
 //! checkpoint folder or a randomly initialised model of a named shape. Prints the same figures as
 //! the PyTorch peer (`bench/peer_hf.py`), so the two can be compared in one run.
-use super::pipeline::tokenize_rows;
 use crate::data::formats::read_examples;
+use crate::data::tokenize_rows;
 use crate::data::{Batcher, TextTokenizer};
 use crate::error::{KdError, Result};
 use crate::model::checkpoint::TokenizerFiles;

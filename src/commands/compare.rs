@@ -1,8 +1,9 @@
 //! `kd compare`: evaluate run folders (or PEFT adapters) side by side on the test split.
-use super::evaluate::{evaluate_file, load_adapter, load_run, LoadedModel};
-use super::pipeline::write_json;
 use crate::data::{DataFiles, SplitFiles};
 use crate::error::{KdError, Result};
+use crate::run::folder::write_json;
+use crate::run::{load_adapter, load_run, LoadedModel};
+use crate::training::evaluate_file;
 use crate::training::metrics::{agreement, Evaluation};
 use crate::training::TrainSettings;
 use candle_core::{DType, Device};

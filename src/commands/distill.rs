@@ -1,12 +1,12 @@
 //! `kd distill`: train the student on the teacher's cached logits and the labels.
-use super::config::RunConfig;
-use super::pipeline::{
-    files, finish, fresh_model, prepare, save_trained, start_run_folder, Summary,
-};
+use super::pipeline::{finish, fresh_model, prepare};
 use crate::cache::LogitCache;
 use crate::error::{KdError, Result};
 use crate::model::params::{format_breakdown, trainable_breakdown};
-use crate::training::{train, MetricsLog, Objective};
+use crate::run::folder::{files, save_trained, start_metrics};
+use crate::run::load::check_one_run;
+use crate::run::{RunConfig, StagedRun, Summary};
+use crate::training::{train, Objective};
 
 /// Trains the student described by `cfg` (which must have a `[distill]` table).
 pub fn run(cfg: &RunConfig) -> Result<Summary> {
@@ -30,6 +30,7 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
     // The teacher is never run: its logits come from the memory-mapped cache.
     let cache_path = d.teacher.join(files::LOGITS);
     let cache = if d.alpha > 0.0 {
+        check_one_run(&d.teacher)?;
         let cache = LogitCache::open(&cache_path)?;
         cache.check_matches(&p.data.rows)?;
         if cache.header().classes != p.data.num_labels {
@@ -49,7 +50,7 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
 
     let model = fresh_model(cfg, &p)?;
     debug_assert_eq!(model.trainable_count(), count);
-    start_run_folder(cfg)?;
+    let run = StagedRun::begin(&cfg.out)?;
     tracing::info!(trainable = count, budget = d.budget, "student");
     let objective = match &cache {
         Some(cache) => Objective::Distill {
@@ -59,10 +60,10 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
         },
         None => Objective::Supervised,
     };
-    let mut log = MetricsLog::create(&cfg.out.join(files::METRICS))?;
+    let mut log = start_metrics(&run)?;
     let report = train(
         &model, &p.batcher, &p.data, &cfg.train, &objective, &mut log,
     )?;
-    save_trained(cfg, &model)?;
-    finish(cfg, &p, &model, &report, "student", None)
+    save_trained(cfg, &model, &run)?;
+    finish(cfg, &p, &model, &report, "student", None, run)
 }

@@ -1,14 +1,11 @@
-//! What the command line runs: one module per command, plus what they share.
+//! What the command line runs: one module per command, plus the steps teach and distill share.
 pub mod bench;
 pub mod compare;
-pub mod config;
 pub mod distill;
-pub mod evaluate;
 pub mod parity_dump;
 pub mod pipeline;
 pub mod predict;
 pub mod selftest;
 pub mod teach;
 
-pub use config::{DistillSettings, RunConfig};
-pub use pipeline::Summary;
+pub use crate::run::{DistillSettings, RunConfig, Summary};

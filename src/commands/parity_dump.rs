@@ -1,10 +1,10 @@
 //! `kd parity-dump` (hidden): logits and gradients for the first N rows of a dataset file as one
 //! padded batch, for comparison with HF transformers + PEFT by scripts/real_shape_parity.py. A
 //! subcommand rather than an example so that the shipped CUDA binary can run it on a GPU.
-use super::evaluate::load_adapter;
-use super::pipeline::tokenize_rows;
 use crate::data::formats::read_examples;
+use crate::data::tokenize_rows;
 use crate::error::Result;
+use crate::run::load_adapter;
 use crate::training::loss::cross_entropy;
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;

@@ -1,22 +1,12 @@
-//! What `kd teach` and `kd distill` share: preparing data and model, and finishing a run folder.
-use super::config::RunConfig;
-use super::evaluate::evaluate_file;
-use crate::data::{Batcher, DataFiles, Dataset, Example, TextTokenizer};
+//! The steps `kd teach` and `kd distill` share: preparing data and model, and finishing a run.
+use crate::data::{tokenize_rows, Batcher, DataFiles, Dataset, Example, TextTokenizer};
 use crate::device;
-use crate::error::{KdError, Result};
-use crate::model::{adapter, Checkpoint, TextClassifier};
-use crate::training::TrainReport;
+use crate::error::Result;
+use crate::model::{Checkpoint, TextClassifier};
+use crate::run::folder::{files, write_json};
+use crate::run::{RunConfig, StagedRun, Summary};
+use crate::training::{evaluate_examples, read_labelled, TrainReport};
 use candle_core::{DType, Device};
-use serde::Serialize;
-use std::path::Path;
-
-/// Names of the files in a run folder.
-pub mod files {
-    pub const CONFIG: &str = "config.toml";
-    pub const METRICS: &str = "metrics.jsonl";
-    pub const SUMMARY: &str = "summary.json";
-    pub const LOGITS: &str = "logits.bin";
-}
 
 /// Data, tokenizer and model, ready to train.
 pub struct Prepared {
@@ -27,22 +17,8 @@ pub struct Prepared {
     pub data: Dataset,
     pub tokenizer: TextTokenizer,
     pub batcher: Batcher,
-}
-
-/// Tokenizes rows into a batcher with the checkpoint's pad id.
-pub fn tokenize_rows(tokenizer: &TextTokenizer, rows: &[Example], pad_id: u32) -> Result<Batcher> {
-    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
-    let ids = tokenizer.encode_all(&texts)?;
-    Ok(Batcher::new(
-        ids,
-        rows.iter().map(|r| r.label).collect(),
-        pad_id,
-    ))
-}
-
-/// `--max-len`, capped by what the checkpoint's position table allows.
-pub fn effective_max_len(requested: usize, checkpoint: &Checkpoint) -> usize {
-    requested.min(checkpoint.config.max_tokens())
+    /// The test split's rows, read and checked before any training.
+    pub test: Option<Vec<Example>>,
 }
 
 /// Resolves device, checkpoint and data, and tokenizes the training rows.
@@ -58,9 +34,14 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared> {
         cfg.train.val_fraction,
         cfg.train.seed,
     )?;
-    let max_len = effective_max_len(cfg.train.max_len, &checkpoint);
+    let max_len = checkpoint.max_len(cfg.train.max_len);
     let tokenizer = TextTokenizer::load(&checkpoint.tokenizer, max_len)?;
     let batcher = tokenize_rows(&tokenizer, &data.rows, checkpoint.config.pad_id())?;
+    // A bad test split fails now, not after hours of training.
+    let test = match &files.test {
+        Some(split) => Some(read_labelled(split, data.num_labels)?),
+        None => None,
+    };
     tracing::info!(
         model = %cfg.model, train = data.train.len(), val = data.val.len(),
         classes = data.num_labels, ?device, ?dtype, "prepared"
@@ -73,6 +54,7 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared> {
         data,
         tokenizer,
         batcher,
+        test,
     })
 }
 
@@ -88,46 +70,8 @@ pub fn fresh_model(cfg: &RunConfig, p: &Prepared) -> Result<TextClassifier> {
     )
 }
 
-/// `summary.json`.
-#[derive(Debug, Serialize, serde::Deserialize, Clone)]
-pub struct Summary {
-    pub role: String,
-    pub model: String,
-    pub data: String,
-    pub device: String,
-    pub trainable_params: usize,
-    pub steps: usize,
-    /// The epoch whose weights the run kept (`best_epoch` in summaries before `--select`).
-    #[serde(alias = "best_epoch")]
-    pub kept_epoch: usize,
-    /// How it was chosen (`--select`) and why, in one line.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selection: Option<crate::training::selection::Decision>,
-    /// The kept epoch's validation NLL and accuracy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub val_loss: Option<f64>,
-    pub val_accuracy: Option<f64>,
-    pub test_accuracy: Option<f64>,
-    pub test_macro_f1: Option<f64>,
-    pub train_seconds: f64,
-    pub train_samples_per_s: f64,
-    pub train_tokens_per_s: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_samples_per_s: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alpha: Option<f64>,
-}
-
-/// Saves the trained adapter and the resolved config.toml (atomically, in that order), right
-/// after training: a run folder's config always describes its adapter.
-pub fn save_trained(cfg: &RunConfig, model: &TextClassifier) -> Result<()> {
-    adapter::save(model, &cfg.model, &cfg.out)?;
-    cfg.save(&cfg.out.join(files::CONFIG))
-}
-
-/// Evaluates on the test split when there is one and writes summary.json, the run's last file.
+/// Evaluates on the test split when there is one, writes summary.json (the run's last file) and
+/// commits the staged run: the run folder is replaced by the new run in one step.
 pub fn finish(
     cfg: &RunConfig,
     p: &Prepared,
@@ -135,18 +79,20 @@ pub fn finish(
     report: &TrainReport,
     role: &str,
     cache_samples_per_s: Option<f64>,
+    run: StagedRun,
 ) -> Result<Summary> {
-    let test = match &p.files.test {
-        Some(split) => Some(evaluate_file(
+    let test = match &p.test {
+        Some(rows) => Some(evaluate_examples(
             model,
             &p.tokenizer,
-            split,
+            rows,
             &p.checkpoint,
             &cfg.train,
         )?),
         None => None,
     };
     let summary = Summary {
+        run_id: Some(run.run_id().to_string()),
         role: role.into(),
         model: cfg.model.clone(),
         data: cfg.data.clone(),
@@ -170,18 +116,7 @@ pub fn finish(
             .map(|d| d.temperature),
         alpha: cfg.distill.as_ref().map(|d| d.alpha),
     };
-    write_json(&cfg.out.join(files::SUMMARY), &summary)?;
+    write_json(&run.dir().join(files::SUMMARY), &summary)?;
+    run.commit()?;
     Ok(summary)
-}
-
-/// Writes pretty JSON atomically.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).expect("serialisable");
-    crate::fsutil::write_bytes_atomic(path, text.as_bytes())
-}
-
-/// Creates the run folder. Its config.toml is written by [`save_trained`], with the adapter, so a
-/// run that fails never pairs a new config with an earlier run's adapter.
-pub fn start_run_folder(cfg: &RunConfig) -> Result<()> {
-    std::fs::create_dir_all(&cfg.out).map_err(|e| KdError::io(&cfg.out, e))
 }

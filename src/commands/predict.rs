@@ -1,8 +1,8 @@
 //! `kd predict`: label unlabelled rows with a trained run (or a PEFT adapter).
-use super::evaluate::LoadedModel;
-use super::pipeline::tokenize_rows;
 use crate::data::formats::read_examples;
+use crate::data::tokenize_rows;
 use crate::error::{KdError, Result};
+use crate::run::LoadedModel;
 use crate::training::metrics::argmax_rows;
 use crate::training::predict_logits;
 use std::io::Write;

@@ -1,20 +1,19 @@
 //! `kd teach`: fine-tune the teacher, then cache its logits over every training row.
-use super::config::RunConfig;
-use super::pipeline::{
-    files, finish, fresh_model, prepare, save_trained, start_run_folder, Summary,
-};
+use super::pipeline::{finish, fresh_model, prepare};
 use crate::cache::{self, CacheHeader};
 use crate::error::Result;
-use crate::training::{predict_logits, train, MetricsLog, Objective};
+use crate::run::folder::{files, save_trained, start_metrics};
+use crate::run::{RunConfig, StagedRun, Summary};
+use crate::training::{predict_logits, train, Objective};
 use std::time::Instant;
 
 /// Trains the teacher described by `cfg` and writes its run folder, `logits.bin` included.
 pub fn run(cfg: &RunConfig) -> Result<Summary> {
     let p = prepare(cfg)?;
     let model = fresh_model(cfg, &p)?;
-    start_run_folder(cfg)?;
+    let run = StagedRun::begin(&cfg.out)?;
     tracing::info!(trainable = model.trainable_count(), "teacher");
-    let mut log = MetricsLog::create(&cfg.out.join(files::METRICS))?;
+    let mut log = start_metrics(&run)?;
     let report = train(
         &model,
         &p.batcher,
@@ -23,7 +22,7 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
         &Objective::Supervised,
         &mut log,
     )?;
-    save_trained(cfg, &model)?;
+    save_trained(cfg, &model, &run)?;
 
     // One pass over every training row (validation slice included), stored in file order.
     let all: Vec<usize> = (0..p.data.rows.len()).collect();
@@ -35,12 +34,13 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
         classes: model.num_labels(),
         fingerprint: cache::fingerprint(&p.data.rows),
         teacher: format!("{} ({})", cfg.out.display(), cfg.model),
+        run_id: Some(run.run_id().to_string()),
     };
-    cache::write(&cfg.out.join(files::LOGITS), &header, &logits)?;
+    cache::write(&run.dir().join(files::LOGITS), &header, &logits)?;
     tracing::info!(
         rows = all.len(),
         samples_per_s = cache_rate,
         "cached teacher logits"
     );
-    finish(cfg, &p, &model, &report, "teacher", Some(cache_rate))
+    finish(cfg, &p, &model, &report, "teacher", Some(cache_rate), run)
 }

@@ -6,7 +6,7 @@ pub mod tokenize;
 
 pub use batching::{Batch, Batcher};
 pub use dataset::{DataFiles, Dataset, SplitFiles};
-pub use tokenize::TextTokenizer;
+pub use tokenize::{tokenize_rows, TextTokenizer};
 
 /// One row: a text and, for labelled data, its class index (0-based).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! Tokenizing with the model's own tokenizer, truncated to `--max-len`, never padded (batches
 //! are padded to their own longest row).
+use super::{Batcher, Example};
 use crate::error::{KdError, Result};
 use crate::model::checkpoint::TokenizerFiles;
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
@@ -69,4 +70,15 @@ fn byte_level_bpe(vocab: &std::path::Path, merges: &std::path::Path) -> Result<T
 fn bpe_vocab_id(bpe: &tokenizers::models::bpe::BPE, token: &str) -> Option<u32> {
     use tokenizers::Model;
     bpe.token_to_id(token)
+}
+
+/// Tokenizes rows into a batcher with the checkpoint's pad id.
+pub fn tokenize_rows(tokenizer: &TextTokenizer, rows: &[Example], pad_id: u32) -> Result<Batcher> {
+    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+    let ids = tokenizer.encode_all(&texts)?;
+    Ok(Batcher::new(
+        ids,
+        rows.iter().map(|r| r.label).collect(),
+        pad_id,
+    ))
 }

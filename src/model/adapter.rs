@@ -183,8 +183,17 @@ pub fn num_labels(weights: &HashMap<String, Tensor>, dir: &Path, kind: ModelKind
     Ok(bias.dim(0)?)
 }
 
-/// Writes the model's adapters and head as a PEFT adapter folder.
-pub fn save(model: &TextClassifier, base_model: &str, dir: &Path) -> Result<()> {
+/// The safetensors metadata key under which kd records the run that wrote an adapter.
+pub const RUN_ID_KEY: &str = "kd_run_id";
+
+/// Writes the model's adapters and head as a PEFT adapter folder; `run_id` goes into the
+/// weights file's metadata (PEFT ignores it; `format: pt` is what PEFT writes).
+pub fn save(
+    model: &TextClassifier,
+    base_model: &str,
+    dir: &Path,
+    run_id: Option<&str>,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| KdError::io(dir, e))?;
     let config = PeftConfig::from_spec(model.lora(), base_model, model.config().kind());
     let json = serde_json::to_string_pretty(&config).expect("serialisable");
@@ -194,7 +203,32 @@ pub fn save(model: &TextClassifier, base_model: &str, dir: &Path) -> Result<()> 
         .iter()
         .map(|nv| Ok((nv.name.clone(), nv.var.as_tensor().to_device(&Device::Cpu)?)))
         .collect::<candle_core::Result<_>>()?;
+    let mut metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    if let Some(id) = run_id {
+        metadata.insert(RUN_ID_KEY.into(), id.into());
+    }
     write_atomic(&dir.join(ADAPTER_WEIGHTS), |tmp| {
-        Ok(candle_core::safetensors::save(&tensors, tmp)?)
+        safetensors::serialize_to_file(&tensors, Some(metadata), tmp)
+            .map_err(|e| KdError::bad_file(tmp, e.to_string()))
     })
+}
+
+/// The run id recorded in `dir/adapter_model.safetensors`, if any (reads the header only).
+pub fn read_run_id(dir: &Path) -> Result<Option<String>> {
+    let path = dir.join(ADAPTER_WEIGHTS);
+    let mut file = std::fs::File::open(&path).map_err(|e| KdError::io(&path, e))?;
+    let mut len = [0u8; 8];
+    std::io::Read::read_exact(&mut file, &mut len).map_err(|e| KdError::io(&path, e))?;
+    let n = u64::from_le_bytes(len) as usize;
+    let size = file.metadata().map_err(|e| KdError::io(&path, e))?.len() as usize;
+    if n > size.saturating_sub(8) {
+        return Err(KdError::bad_file(&path, "truncated safetensors header"));
+    }
+    let mut header = vec![0u8; n];
+    std::io::Read::read_exact(&mut file, &mut header).map_err(|e| KdError::io(&path, e))?;
+    let json: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| KdError::bad_file(&path, format!("unreadable safetensors header: {e}")))?;
+    Ok(json["__metadata__"][RUN_ID_KEY]
+        .as_str()
+        .map(str::to_string))
 }

@@ -31,6 +31,11 @@ const FILES_HINT: &str =
     "pass a local folder with config.json, model.safetensors and tokenizer.json (or vocab.json + merges.txt)";
 
 impl Checkpoint {
+    /// `--max-len`, capped by what the checkpoint's position table allows.
+    pub fn max_len(&self, requested: usize) -> usize {
+        requested.min(self.config.max_tokens())
+    }
+
     /// Resolves `model`: a folder if one exists at that path, else a Hub id looked up in the
     /// local HF cache (works offline) and then downloaded with hf-hub.
     pub fn resolve(model: &str) -> Result<Self> {

@@ -1,5 +1,7 @@
-//! `metrics.jsonl`: one JSON object per line, every N steps and after every evaluation.
+//! What a run reports as it goes: `metrics.jsonl` (one JSON object per line, every N steps and
+//! after every evaluation) and progress bars.
 use crate::error::{KdError, Result};
+use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -34,4 +36,18 @@ impl MetricsLog {
         }
         Ok(())
     }
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress_bar(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
 }

@@ -1,4 +1,5 @@
 //! Training: losses, AdamW, the learning-rate schedule, the loop and metrics.
+pub mod inference;
 pub mod log;
 pub mod loss;
 pub mod metrics;
@@ -7,7 +8,8 @@ pub mod schedule;
 pub mod selection;
 pub mod trainer;
 
-pub use log::MetricsLog;
-pub use trainer::{
-    new_optimizer, predict_logits, train, train_step, Objective, TrainReport, TrainSettings,
+pub use inference::{
+    evaluate_examples, evaluate_file, predict_logits, read_labelled, FileEvaluation,
 };
+pub use log::MetricsLog;
+pub use trainer::{new_optimizer, train, train_step, Objective, TrainReport, TrainSettings};

@@ -1,5 +1,6 @@
-//! The training loop shared by `kd teach` and `kd distill`, and batched inference.
-use super::log::MetricsLog;
+//! The training loop shared by `kd teach` and `kd distill`.
+use super::inference::predict_logits;
+use super::log::{progress_bar, MetricsLog};
 use super::loss::{cross_entropy, distillation};
 use super::metrics::{argmax_rows, evaluate};
 use super::optimizer::{AdamW, AdamWConfig};
@@ -10,7 +11,6 @@ use crate::data::{Batch, Batcher, Dataset};
 use crate::error::{KdError, Result};
 use crate::model::TextClassifier;
 use candle_core::Tensor;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::json;
@@ -62,20 +62,6 @@ pub struct TrainReport {
     pub train_seconds: f64,
     pub train_samples_per_s: f64,
     pub train_tokens_per_s: f64,
-}
-
-/// A progress bar on stderr (hidden when stderr is not a terminal).
-pub fn progress_bar(len: usize, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(what.to_string());
-    bar
 }
 
 /// Trains `model`'s adapters and head on `data.train`, evaluating on `data.val` after every
@@ -255,34 +241,4 @@ pub fn train_step(
     opt.clip_grad_norm(&mut grads, s.max_grad_norm)?;
     opt.step(&grads, lr)?;
     Ok(loss.to_scalar::<f32>()? as f64)
-}
-
-/// Logits for `rows` (rows.len() × classes, in the order of `rows`), batched by length.
-pub fn predict_logits(
-    model: &TextClassifier,
-    batcher: &Batcher,
-    rows: &[usize],
-    batch_size: usize,
-    what: &str,
-) -> Result<Vec<f32>> {
-    let classes = model.num_labels();
-    let position: std::collections::HashMap<usize, usize> =
-        rows.iter().enumerate().map(|(k, &r)| (r, k)).collect();
-    let mut out = vec![0f32; rows.len() * classes];
-    let plan = batcher.eval_plan(rows, batch_size.max(1));
-    let bar = progress_bar(rows.len(), what);
-    let _no_grad = crate::model::grad_mode::no_grad();
-    for chunk in plan {
-        let batch = batcher.batch(&chunk);
-        let logits = model.forward(&batch, None)?;
-        let values = logits.flatten_all()?.to_vec1::<f32>()?;
-        for (j, &r) in batch.rows.iter().enumerate() {
-            let k = position[&r];
-            out[k * classes..(k + 1) * classes]
-                .copy_from_slice(&values[j * classes..(j + 1) * classes]);
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(out)
 }

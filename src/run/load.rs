@@ -1,15 +1,13 @@
-//! Loading trained models (run folders and PEFT adapter folders) and evaluating them on a file.
+//! Loading trained models: run folders and PEFT adapter folders.
 use super::config::RunConfig;
-use super::pipeline::{effective_max_len, files, tokenize_rows};
-use crate::data::{SplitFiles, TextTokenizer};
+use super::folder::{files, Summary};
+use crate::cache;
+use crate::data::TextTokenizer;
 use crate::error::{KdError, Result};
 use crate::model::head::Pooler;
 use crate::model::{adapter, Checkpoint, ModelKind, TextClassifier};
-use crate::training::metrics::{argmax_rows, evaluate, Evaluation};
-use crate::training::{predict_logits, TrainSettings};
 use candle_core::{DType, Device};
 use std::path::Path;
-use std::time::Instant;
 
 /// A trained model ready for inference.
 pub struct LoadedModel {
@@ -31,6 +29,7 @@ pub fn load_run(dir: &Path, device: &Device, dtype: DType) -> Result<LoadedModel
             files::CONFIG
         )));
     }
+    check_one_run(dir)?;
     let run = RunConfig::from_file(&config_path)?;
     let mut loaded = load_adapter(dir, Some(&run.model), device, dtype, run.train.max_len)?;
     loaded.run = Some(run);
@@ -81,7 +80,7 @@ pub fn load_adapter(
             format!("tensor `{extra}` matches no module of the model (check target_modules)"),
         ));
     }
-    let max_len = effective_max_len(max_len, &checkpoint);
+    let max_len = checkpoint.max_len(max_len);
     let tokenizer = TextTokenizer::load(&checkpoint.tokenizer, max_len)?;
     Ok(LoadedModel {
         model,
@@ -92,37 +91,42 @@ pub fn load_adapter(
     })
 }
 
-/// The outcome of evaluating a labelled file.
-pub struct FileEvaluation {
-    pub evaluation: Evaluation,
-    pub predicted: Vec<u32>,
-    pub samples_per_s: f64,
-}
-
-/// Evaluates `model` on every row of a labelled split (one file or the Hub's Parquet shards).
-pub fn evaluate_file(
-    model: &TextClassifier,
-    tokenizer: &TextTokenizer,
-    split: &SplitFiles,
-    checkpoint: &Checkpoint,
-    settings: &TrainSettings,
-) -> Result<FileEvaluation> {
-    let classes = model.num_labels();
-    let rows = split.read_checked(true, |r| {
-        let label = r.label.unwrap_or(0);
-        (label as usize >= classes)
-            .then(|| format!("label {label} but the model has {classes} classes"))
-    })?;
-    let batcher = tokenize_rows(tokenizer, &rows, checkpoint.config.pad_id())?;
-    let all: Vec<usize> = (0..rows.len()).collect();
-    let started = Instant::now();
-    let logits = predict_logits(model, &batcher, &all, settings.eval_batch_size, "test")?;
-    let samples_per_s = rows.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
-    let predicted = argmax_rows(&logits, classes);
-    let labels: Vec<u32> = rows.iter().map(|r| r.label.expect("labelled")).collect();
-    Ok(FileEvaluation {
-        evaluation: evaluate(&predicted, &labels, classes),
-        predicted,
-        samples_per_s,
-    })
+/// Refuses a run folder whose files come from different runs: summary.json, config.toml, the
+/// adapter and logits.bin each record their run's id, and all present must agree. Folders
+/// written before run ids (none recorded anywhere) load as they are.
+pub fn check_one_run(dir: &Path) -> Result<()> {
+    let mut ids: Vec<(&str, Option<String>)> = Vec::new();
+    let summary = dir.join(files::SUMMARY);
+    if summary.is_file() {
+        let text = std::fs::read_to_string(&summary).map_err(|e| KdError::io(&summary, e))?;
+        let s: Summary = serde_json::from_str(&text)
+            .map_err(|e| KdError::bad_file(&summary, format!("not a kd summary: {e}")))?;
+        ids.push((files::SUMMARY, s.run_id));
+    }
+    let config = dir.join(files::CONFIG);
+    if config.is_file() {
+        ids.push((files::CONFIG, RunConfig::from_file(&config)?.run_id));
+    }
+    if dir.join(adapter::ADAPTER_WEIGHTS).is_file() {
+        ids.push((adapter::ADAPTER_WEIGHTS, adapter::read_run_id(dir)?));
+    }
+    let logits = dir.join(files::LOGITS);
+    if logits.is_file() {
+        ids.push((files::LOGITS, cache::read_header(&logits)?.run_id));
+    }
+    let first = ids.first().map(|(_, id)| id.clone()).unwrap_or_default();
+    if ids.iter().all(|(_, id)| *id == first) {
+        return Ok(());
+    }
+    let parts: Vec<String> = ids
+        .iter()
+        .map(|(name, id)| format!("{name} {}", id.as_deref().unwrap_or("(none)")))
+        .collect();
+    Err(KdError::bad_file(
+        dir,
+        format!(
+            "its files come from different runs ({}): run the command again to rewrite the folder",
+            parts.join(", ")
+        ),
+    ))
 }

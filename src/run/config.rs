@@ -21,6 +21,9 @@ pub struct RunConfig {
     /// The frozen weights' dtype: auto (bf16 on CUDA, f32 on CPU), f32, bf16.
     #[serde(default = "auto")]
     pub dtype: String,
+    /// In a run folder's config.toml: the run that wrote it (see `summary.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     pub lora: LoraSpec,
     #[serde(default)]
     pub train: TrainSettings,

@@ -1,0 +1,91 @@
+//! Batched forward passes without gradients: caching a teacher's logits, evaluating, predicting.
+use super::log::progress_bar;
+use super::metrics::{argmax_rows, evaluate, Evaluation};
+use super::TrainSettings;
+use crate::data::Batcher;
+use crate::data::{tokenize_rows, Example, SplitFiles, TextTokenizer};
+use crate::error::Result;
+use crate::model::{Checkpoint, TextClassifier};
+use std::time::Instant;
+
+/// Logits for `rows` (rows.len() × classes, in the order of `rows`), batched by length.
+pub fn predict_logits(
+    model: &TextClassifier,
+    batcher: &Batcher,
+    rows: &[usize],
+    batch_size: usize,
+    what: &str,
+) -> Result<Vec<f32>> {
+    let classes = model.num_labels();
+    let position: std::collections::HashMap<usize, usize> =
+        rows.iter().enumerate().map(|(k, &r)| (r, k)).collect();
+    let mut out = vec![0f32; rows.len() * classes];
+    let plan = batcher.eval_plan(rows, batch_size.max(1));
+    let bar = progress_bar(rows.len(), what);
+    let _no_grad = crate::model::grad_mode::no_grad();
+    for chunk in plan {
+        let batch = batcher.batch(&chunk);
+        let logits = model.forward(&batch, None)?;
+        let values = logits.flatten_all()?.to_vec1::<f32>()?;
+        for (j, &r) in batch.rows.iter().enumerate() {
+            let k = position[&r];
+            out[k * classes..(k + 1) * classes]
+                .copy_from_slice(&values[j * classes..(j + 1) * classes]);
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// The outcome of evaluating a labelled file.
+pub struct FileEvaluation {
+    pub evaluation: Evaluation,
+    pub predicted: Vec<u32>,
+    pub samples_per_s: f64,
+}
+
+/// Reads every row of a labelled split (one file or the Hub's Parquet shards), refusing a label
+/// outside `0..classes` by file and row.
+pub fn read_labelled(split: &SplitFiles, classes: usize) -> Result<Vec<Example>> {
+    split.read_checked(true, |r| {
+        let label = r.label.unwrap_or(0);
+        (label as usize >= classes)
+            .then(|| format!("label {label} but the model has {classes} classes"))
+    })
+}
+
+/// Evaluates `model` on every row of a labelled split.
+pub fn evaluate_file(
+    model: &TextClassifier,
+    tokenizer: &TextTokenizer,
+    split: &SplitFiles,
+    checkpoint: &Checkpoint,
+    settings: &TrainSettings,
+) -> Result<FileEvaluation> {
+    let rows = read_labelled(split, model.num_labels())?;
+    evaluate_examples(model, tokenizer, &rows, checkpoint, settings)
+}
+
+/// Evaluates `model` on labelled rows (labels already checked against its classes).
+pub fn evaluate_examples(
+    model: &TextClassifier,
+    tokenizer: &TextTokenizer,
+    rows: &[Example],
+    checkpoint: &Checkpoint,
+    settings: &TrainSettings,
+) -> Result<FileEvaluation> {
+    let classes = model.num_labels();
+    let batcher = tokenize_rows(tokenizer, rows, checkpoint.config.pad_id())?;
+    let all: Vec<usize> = (0..rows.len()).collect();
+    let started = Instant::now();
+    let logits = predict_logits(model, &batcher, &all, settings.eval_batch_size, "test")?;
+    let samples_per_s = rows.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let predicted = argmax_rows(&logits, classes);
+    let labels: Vec<u32> = rows.iter().map(|r| r.label.expect("labelled")).collect();
+    Ok(FileEvaluation {
+        evaluation: evaluate(&predicted, &labels, classes),
+        predicted,
+        samples_per_s,
+    })
+}
