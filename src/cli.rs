@@ -134,6 +134,12 @@ pub struct TrainArgs {
     /// Dataset folder with train.*/test.* or Hub id (e.g. fancyzhx/ag_news)
     #[arg(long)]
     pub data: Option<String>,
+    /// Unlabelled file (a transfer set; repeatable): CSV with "title","description" or one text
+    /// column, JSONL without `label`, Parquet; .gz too. `kd teach` scores these rows into its
+    /// cache; `kd distill` (with the same files) trains on them with T²·KL alone, and on labelled
+    /// rows with α·T²·KL + (1−α)·CE; an epoch is one pass over both
+    #[arg(long)]
+    pub unlabelled: Vec<PathBuf>,
     /// Run folder to write
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -287,6 +293,9 @@ impl TrainArgs {
         set!(self.model => cfg.model);
         set!(self.data => cfg.data);
         set!(self.out => cfg.out);
+        if !self.unlabelled.is_empty() {
+            cfg.unlabelled = self.unlabelled.clone();
+        }
         set!(self.device => cfg.device);
         set!(self.dtype => cfg.dtype);
         set!(self.epochs => cfg.train.epochs);

@@ -42,7 +42,7 @@ fn teach_distill_compare_predict() {
     )
     .unwrap();
     assert_eq!(cache.header().rows, data.rows.len());
-    cache.check_matches(&data.rows).unwrap();
+    cache.check_matches(&data.rows, &[], &[]).unwrap();
     let batcher =
         tokenize_rows(&run.tokenizer, &data.rows, run.checkpoint.config.pad_id()).unwrap();
     let all: Vec<usize> = (0..data.rows.len()).collect();

@@ -122,7 +122,7 @@ fn hub_ids_download_into_the_hf_cache() {
     );
     // Both training shards, in order: the cache's fingerprint is that of the CSV's 60 rows.
     let cache = kd::cache::LogitCache::open(&Path::new(&w.p("online")).join("logits.bin")).unwrap();
-    cache.check_matches(&train).unwrap();
+    cache.check_matches(&train, &[], &[]).unwrap();
 
     // Offline, from the cache alone (the endpoint now points nowhere).
     let offline = [

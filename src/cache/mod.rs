@@ -1,5 +1,6 @@
 //! The teacher's logit cache, `logits.bin`: a fixed 256-byte header, then row-major
-//! little-endian f32 logits, one row per training row in file order. Read through a memory map,
+//! little-endian f32 logits, one row per training row in file order (the labelled rows, then the
+//! unlabelled rows of a transfer set). Read through a memory map,
 //! so that distillation touches only the rows of each batch.
 //!
 //! Header layout (little-endian), format version 2:
@@ -11,11 +12,13 @@
 //! | 16..24  | rows                                         |
 //! | 24..28  | classes                                      |
 //! | 28..32  | length of the teacher id in bytes            |
-//! | 32..48  | fingerprint of the training rows (FNV-1a 128)|
+//! | 32..48  | fingerprint of the labelled rows (FNV-1a 128)|
 //! | 48..52  | CRC-32 of the logits (every byte after 256)  |
 //! | 52..56  | length of the run id in bytes                |
 //! | 56..88  | run id of the teacher run, zero padded       |
-//! | 88..256 | teacher id, UTF-8, zero padded               |
+//! | 88..96  | labelled rows (the first ones)               |
+//! | 96..112 | fingerprint of the unlabelled rows           |
+//! | 112..256| teacher id, UTF-8, zero padded               |
 //!
 //! Version 1 (no checksum, no run id, teacher id at 48..256) is still read.
 use crate::data::Example;
@@ -30,17 +33,22 @@ const VERSION: u32 = 2;
 const DTYPE_F32: u32 = 0;
 /// Size of the fixed header; also keeps the f32 data aligned.
 pub const HEADER_LEN: usize = 256;
-const ID_START: usize = 88;
+const ID_START: usize = 112;
 const MAX_ID_LEN: usize = HEADER_LEN - ID_START;
 const MAX_RUN_ID_LEN: usize = 32;
 
 /// What the header says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheHeader {
+    /// Every row: the labelled ones, then the unlabelled ones.
     pub rows: usize,
     pub classes: usize,
-    /// Fingerprint of the training rows' texts and labels, in file order.
+    /// Fingerprint of the labelled rows' texts and labels, in file order.
     pub fingerprint: u128,
+    /// How many of the rows are labelled.
+    pub labelled: usize,
+    /// Fingerprint of the unlabelled rows' texts, in order.
+    pub unlabelled_fingerprint: u128,
     /// The teacher's identity (its run folder and base model).
     pub teacher: String,
     /// The run that wrote the cache (None in version-1 caches).
@@ -96,6 +104,8 @@ pub fn write(path: &Path, header: &CacheHeader, logits: &[f32]) -> Result<()> {
     head[48..52].copy_from_slice(&crc32fast::hash(&data).to_le_bytes());
     head[52..56].copy_from_slice(&(run_id.len() as u32).to_le_bytes());
     head[56..56 + run_id.len()].copy_from_slice(run_id.as_bytes());
+    head[88..96].copy_from_slice(&(header.labelled as u64).to_le_bytes());
+    head[96..112].copy_from_slice(&header.unlabelled_fingerprint.to_le_bytes());
     head[ID_START..ID_START + id.len()].copy_from_slice(id.as_bytes());
     write_atomic(path, |tmp| {
         let mut file = std::fs::File::create(tmp).map_err(|e| KdError::io(tmp, e))?;
@@ -136,24 +146,36 @@ fn parse_header(bytes: &[u8], path: &Path) -> Result<(CacheHeader, Option<u32>)>
     let text = |start: usize, len: usize| {
         String::from_utf8_lossy(&bytes[start..start + len.min(HEADER_LEN - start)]).into_owned()
     };
-    let (teacher, run_id, checksum) = match version {
-        1 => (text(48, u32_at(28) as usize), None, None),
-        _ => (
-            text(ID_START, u32_at(28) as usize),
-            Some(text(56, (u32_at(52) as usize).min(MAX_RUN_ID_LEN))).filter(|s| !s.is_empty()),
-            Some(u32_at(48)),
-        ),
-    };
-    Ok((
-        CacheHeader {
+    let header = match version {
+        1 => CacheHeader {
             rows,
             classes,
             fingerprint,
-            teacher,
-            run_id,
+            labelled: rows,
+            unlabelled_fingerprint: self::fingerprint(&[]),
+            teacher: text(48, u32_at(28) as usize),
+            run_id: None,
         },
-        checksum,
-    ))
+        _ => CacheHeader {
+            rows,
+            classes,
+            fingerprint,
+            labelled: u64::from_le_bytes(bytes[88..96].try_into().expect("8 bytes")) as usize,
+            unlabelled_fingerprint: u128::from_le_bytes(
+                bytes[96..112].try_into().expect("16 bytes"),
+            ),
+            teacher: text(ID_START, u32_at(28) as usize),
+            run_id: Some(text(56, (u32_at(52) as usize).min(MAX_RUN_ID_LEN)))
+                .filter(|s| !s.is_empty()),
+        },
+    };
+    if header.labelled > rows {
+        return Err(bad(format!(
+            "{} labelled rows of {rows} (corrupt header)",
+            header.labelled
+        )));
+    }
+    Ok((header, (version > 1).then(|| u32_at(48))))
 }
 
 /// The header of the cache at `path` (reads 256 bytes; the data is not checked).
@@ -242,19 +264,53 @@ impl LogitCache {
         rows.iter().flat_map(|&i| self.row(i)).collect()
     }
 
-    /// Refuses a cache made from other training rows, naming both fingerprints.
-    pub fn check_matches(&self, rows: &[Example]) -> Result<()> {
-        let current = fingerprint(rows);
-        if self.header.rows != rows.len() || self.header.fingerprint != current {
+    /// Refuses a cache made from other rows: the labelled rows must be those the teacher scored
+    /// (naming both fingerprints), and unlabelled rows, when given, those it scored too (naming
+    /// the files). A student may leave out the unlabelled rows a teacher scored.
+    pub fn check_matches(
+        &self,
+        labelled: &[Example],
+        unlabelled: &[Example],
+        unlabelled_files: &[PathBuf],
+    ) -> Result<()> {
+        let h = &self.header;
+        let current = fingerprint(labelled);
+        if h.labelled != labelled.len() || h.fingerprint != current {
             return Err(KdError::FingerprintMismatch {
                 path: self.path.clone(),
-                cached: format!(
-                    "{} ({} rows)",
-                    fingerprint_hex(self.header.fingerprint),
-                    self.header.rows
-                ),
-                current: format!("{} ({} rows)", fingerprint_hex(current), rows.len()),
+                cached: format!("{} ({} rows)", fingerprint_hex(h.fingerprint), h.labelled),
+                current: format!("{} ({} rows)", fingerprint_hex(current), labelled.len()),
             });
+        }
+        if unlabelled.is_empty() {
+            return Ok(());
+        }
+        let files: Vec<String> = unlabelled_files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let scored = h.rows - h.labelled;
+        if scored == 0 {
+            return Err(KdError::bad_file(
+                &self.path,
+                format!(
+                    "the teacher scored no unlabelled rows, but --unlabelled {} was given: score them with `kd teach --unlabelled` (or leave them out)",
+                    files.join(" ")
+                ),
+            ));
+        }
+        let current = fingerprint(unlabelled);
+        if scored != unlabelled.len() || h.unlabelled_fingerprint != current {
+            return Err(KdError::bad_file(
+                &self.path,
+                format!(
+                    "the unlabelled rows of {} ({} rows, fingerprint {}) are not those the teacher scored ({scored} rows, fingerprint {}): pass the same files, in the same order",
+                    files.join(", "),
+                    unlabelled.len(),
+                    fingerprint_hex(current),
+                    fingerprint_hex(h.unlabelled_fingerprint)
+                ),
+            ));
         }
         Ok(())
     }
@@ -283,6 +339,8 @@ mod tests {
             rows: 5,
             classes: 3,
             fingerprint: fingerprint(&data),
+            labelled: 5,
+            unlabelled_fingerprint: fingerprint(&[]),
             teacher: "teacher (roberta-base)".into(),
             run_id: Some("0193ab-77".into()),
         };
@@ -291,10 +349,13 @@ mod tests {
         assert_eq!(cache.header(), &header);
         assert_eq!(cache.gather(&[0, 1, 2, 3, 4]), logits);
         assert_eq!(cache.row(4), &logits[12..15]);
-        cache.check_matches(&data).unwrap();
+        cache.check_matches(&data, &[], &[]).unwrap();
         let mut other = data.clone();
         other[2].label = Some(0);
-        let err = cache.check_matches(&other).unwrap_err().to_string();
+        let err = cache
+            .check_matches(&other, &[], &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&fingerprint_hex(fingerprint(&data))), "{err}");
         // A truncated file is refused, and a failed write leaves the old cache intact.
         let bytes = std::fs::read(&path).unwrap();

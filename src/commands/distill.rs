@@ -32,7 +32,8 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
     let cache = if d.alpha > 0.0 {
         check_one_run(&d.teacher)?;
         let cache = LogitCache::open(&cache_path)?;
-        cache.check_matches(&p.data.rows)?;
+        let (labelled, unlabelled) = p.data.parts();
+        cache.check_matches(labelled, unlabelled, &p.data.unlabelled_files)?;
         if cache.header().classes != p.data.num_labels {
             return Err(KdError::bad_file(
                 &cache_path,

@@ -28,9 +28,10 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared> {
     let dtype = device::weight_dtype(&cfg.dtype, &device)?;
     let checkpoint = Checkpoint::resolve(&cfg.model)?;
     let files = DataFiles::resolve(&cfg.data)?;
-    let data = Dataset::load(
+    let data = Dataset::load_with_unlabelled(
         files.train_split()?,
         files.validation.as_ref(),
+        &cfg.unlabelled,
         cfg.train.val_fraction,
         cfg.train.seed,
     )?;
@@ -44,6 +45,7 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared> {
     };
     tracing::info!(
         model = %cfg.model, train = data.train.len(), val = data.val.len(),
+        unlabelled = data.unlabelled.len(),
         classes = data.num_labels, ?device, ?dtype, "prepared"
     );
     Ok(Prepared {

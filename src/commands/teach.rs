@@ -1,4 +1,5 @@
-//! `kd teach`: fine-tune the teacher, then cache its logits over every training row.
+//! `kd teach`: fine-tune the teacher, then cache its logits over every training row and every
+//! unlabelled row.
 use super::pipeline::{finish, fresh_model, prepare};
 use crate::cache::{self, CacheHeader};
 use crate::error::Result;
@@ -24,7 +25,7 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
     )?;
     save_trained(cfg, &model, &run)?;
 
-    // One pass over every training row (validation slice included), stored in file order.
+    // One pass over every row (validation and unlabelled rows included), stored in file order.
     let all: Vec<usize> = (0..p.data.rows.len()).collect();
     let started = Instant::now();
     let logits = predict_logits(&model, &p.batcher, &all, cfg.train.eval_batch_size, "cache")?;
@@ -32,7 +33,9 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
     let header = CacheHeader {
         rows: all.len(),
         classes: model.num_labels(),
-        fingerprint: cache::fingerprint(&p.data.rows),
+        fingerprint: cache::fingerprint(p.data.parts().0),
+        labelled: p.data.labelled,
+        unlabelled_fingerprint: cache::fingerprint(p.data.parts().1),
         teacher: format!("{} ({})", cfg.out.display(), cfg.model),
         run_id: Some(run.run_id().to_string()),
     };

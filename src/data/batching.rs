@@ -12,13 +12,20 @@ pub struct Batch {
     pub attention_mask: Vec<u32>,
     pub batch_size: usize,
     pub seq_len: usize,
-    /// Labels, when the rows are labelled.
+    /// One label per row; 0 stands in for an unlabelled row (see `labelled`).
     pub labels: Vec<u32>,
+    /// Whether each row has a label (unlabelled rows are a distillation transfer set).
+    pub labelled: Vec<bool>,
     /// Which dataset rows these are.
     pub rows: Vec<usize>,
 }
 
 impl Batch {
+    /// Whether every row has a label.
+    pub fn all_labelled(&self) -> bool {
+        self.labelled.iter().all(|&l| l)
+    }
+
     /// Real (non-padding) tokens in the batch.
     pub fn real_tokens(&self) -> usize {
         self.attention_mask.iter().filter(|&&m| m == 1).count()
@@ -96,7 +103,8 @@ impl Batcher {
             attention_mask,
             batch_size: rows.len(),
             seq_len,
-            labels: rows.iter().filter_map(|&i| self.labels[i]).collect(),
+            labels: rows.iter().map(|&i| self.labels[i].unwrap_or(0)).collect(),
+            labelled: rows.iter().map(|&i| self.labels[i].is_some()).collect(),
             rows: rows.to_vec(),
         }
     }

@@ -172,17 +172,24 @@ fn hub_dataset_dir(id: &str) -> std::result::Result<PathBuf, String> {
     dir.ok_or_else(|| format!("`{id}` has no train/test Parquet files"))
 }
 
-/// A labelled training set with its validation rows, plus the number of classes.
+/// A labelled training set with its validation rows and, for distillation, unlabelled rows (a
+/// transfer set), plus the number of classes.
 #[derive(Clone, Debug)]
 pub struct Dataset {
     /// Every row, in file order: the training split's, then the validation split's when the
-    /// dataset has one (the logit cache follows this order).
+    /// dataset has one, then the unlabelled files' (the logit cache follows this order).
     pub rows: Vec<Example>,
+    /// How many of `rows` are labelled (they come first).
+    pub labelled: usize,
     /// Indices into `rows` used for training.
     pub train: Vec<usize>,
     /// Indices into `rows` used to choose the kept epoch: the validation split, or a stratified
     /// slice of the training split.
     pub val: Vec<usize>,
+    /// Indices into `rows` of the unlabelled rows (`labelled..rows.len()`).
+    pub unlabelled: Vec<usize>,
+    /// The unlabelled files, in order.
+    pub unlabelled_files: Vec<PathBuf>,
     /// Number of classes (largest label + 1).
     pub num_labels: usize,
     /// The files the rows came from (the validation split's after the training split's).
@@ -196,6 +203,18 @@ impl Dataset {
     pub fn load(
         files: &SplitFiles,
         validation: Option<&SplitFiles>,
+        val_fraction: f64,
+        seed: u64,
+    ) -> Result<Self> {
+        Self::load_with_unlabelled(files, validation, &[], val_fraction, seed)
+    }
+
+    /// [`Dataset::load`], then the rows of `unlabelled` files (a transfer set; labels in them,
+    /// if any, are not used).
+    pub fn load_with_unlabelled(
+        files: &SplitFiles,
+        validation: Option<&SplitFiles>,
+        unlabelled: &[PathBuf],
         val_fraction: f64,
         seed: u64,
     ) -> Result<Self> {
@@ -236,8 +255,19 @@ impl Dataset {
                 (train, val, files.clone())
             }
         };
+        let labelled = rows.len();
+        for path in unlabelled {
+            let part = super::formats::read_examples(path, false)?;
+            if part.iter().any(|r| r.label.is_some()) {
+                tracing::info!(file = %path.display(), "labels in an unlabelled file are not used");
+            }
+            rows.extend(part.into_iter().map(|r| Example { label: None, ..r }));
+        }
         Ok(Self {
+            unlabelled: (labelled..rows.len()).collect(),
+            unlabelled_files: unlabelled.to_vec(),
             rows,
+            labelled,
             train,
             val,
             num_labels,
@@ -245,9 +275,14 @@ impl Dataset {
         })
     }
 
-    /// The label of row `i` (all training rows are labelled).
+    /// The label of row `i` (a training or validation row: those are labelled).
     pub fn label(&self, i: usize) -> u32 {
         self.rows[i].label.expect("training rows are labelled")
+    }
+
+    /// The labelled rows (training and validation), then the unlabelled rows.
+    pub fn parts(&self) -> (&[Example], &[Example]) {
+        self.rows.split_at(self.labelled)
     }
 }
 

@@ -13,6 +13,10 @@ pub struct RunConfig {
     pub model: String,
     /// A dataset folder or a Hub id.
     pub data: String,
+    /// Unlabelled files (a transfer set): the teacher scores them into its cache and the student
+    /// learns from those logits alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unlabelled: Vec<PathBuf>,
     /// The run folder.
     pub out: PathBuf,
     /// cpu, cuda, cuda:N or auto.
@@ -96,6 +100,11 @@ impl RunConfig {
             }
             if d.temperature <= 0.0 {
                 return fail(format!("--temperature {} must be positive", d.temperature));
+            }
+            if d.alpha == 0.0 && !self.unlabelled.is_empty() {
+                return fail(
+                    "--alpha 0 trains on the labels alone: unlabelled rows need the teacher's logits (drop --unlabelled or raise --alpha)".into(),
+                );
             }
         }
         Ok(())

@@ -1,7 +1,7 @@
 //! The training loop shared by `kd teach` and `kd distill`.
 use super::inference::predict_logits;
 use super::log::{progress_bar, MetricsLog};
-use super::loss::{cross_entropy, distillation};
+use super::loss::{cross_entropy, distillation_mixed};
 use super::metrics::{argmax_rows, evaluate};
 use super::optimizer::{AdamW, AdamWConfig};
 use super::schedule::{warmup_cosine, warmup_steps};
@@ -42,7 +42,8 @@ pub struct TrainSettings {
 pub enum Objective<'a> {
     /// Cross-entropy with the labels (the teacher).
     Supervised,
-    /// α·T²·KL(teacher ‖ student) + (1−α)·CE, teacher logits read from the cache.
+    /// α·T²·KL(teacher ‖ student) + (1−α)·CE on labelled rows and T²·KL alone on unlabelled
+    /// rows, teacher logits read from the cache.
     Distill {
         cache: &'a LogitCache,
         temperature: f64,
@@ -79,7 +80,13 @@ pub fn train(
             "epochs and batch size must be at least 1".into(),
         ));
     }
-    let per_epoch = data.train.len().div_ceil(s.batch_size);
+    // Distillation also learns from the unlabelled rows (the teacher scored them); an epoch is
+    // one pass over both.
+    let rows: Vec<usize> = match objective {
+        Objective::Supervised => data.train.clone(),
+        Objective::Distill { .. } => data.train.iter().chain(&data.unlabelled).copied().collect(),
+    };
+    let per_epoch = rows.len().div_ceil(s.batch_size);
     let total = s
         .max_steps
         .map_or(per_epoch * s.epochs, |m| m.min(per_epoch * s.epochs));
@@ -99,7 +106,7 @@ pub fn train(
     while step < total {
         epoch += 1;
         let mut window = (0f64, 0usize); // loss sum, steps since last log
-        for rows in batcher.training_plan(&data.train, s.batch_size, &mut rng) {
+        for rows in batcher.training_plan(&rows, s.batch_size, &mut rng) {
             if step == total {
                 break;
             }
@@ -219,7 +226,14 @@ pub fn train_step(
     let logits = model.forward(batch, Some(rng))?;
     let labels = Tensor::from_slice(&batch.labels, batch.batch_size, device)?;
     let loss = match objective {
-        Objective::Supervised => cross_entropy(&logits, &labels, s.label_smoothing)?,
+        Objective::Supervised => {
+            if !batch.all_labelled() {
+                return Err(KdError::Config(
+                    "unlabelled rows can only be learnt from a teacher's logits".into(),
+                ));
+            }
+            cross_entropy(&logits, &labels, s.label_smoothing)?
+        }
         Objective::Distill {
             cache,
             temperature,
@@ -227,10 +241,11 @@ pub fn train_step(
         } => {
             let shape = (batch.batch_size, model.num_labels());
             let teacher = Tensor::from_vec(cache.gather(&batch.rows), shape, device)?;
-            distillation(
+            distillation_mixed(
                 &logits,
                 &teacher,
                 &labels,
+                &batch.labelled,
                 *temperature,
                 *alpha,
                 s.label_smoothing,
