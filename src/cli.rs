@@ -2,6 +2,7 @@
 use clap::{Args, Parser, Subcommand};
 use kd::commands::RunConfig;
 use kd::model::TargetModules;
+use kd::training::{Shard, CACHE_CHUNK_ROWS};
 use std::path::PathBuf;
 
 /// The teacher and student configs shipped in configs/, used when no --config is given and
@@ -41,6 +42,13 @@ pub enum Command {
     /// Refuses a student whose trainable parameters are not under --budget, with a per-module
     /// breakdown, and a logits.bin made from other training rows.
     Distill(DistillArgs),
+    /// Score (more) unlabelled rows with a finished teacher, without retraining it.
+    ///
+    /// Keeps the labelled rows' logits and replaces the teacher's unlabelled rows with those of
+    /// --unlabelled, in one step. Large transfer sets: run `--shard i/N` for i = 0..N-1 anywhere
+    /// (a SLURM array, a Kubernetes Job), each writing TEACHER.cache-parts/part-i-of-N.bin, then
+    /// `--merge` (same --unlabelled): the result equals a single process's, bit for bit.
+    Cache(CacheArgs),
     /// Evaluate run folders (or PEFT adapters) on the test split, side by side.
     Compare(CompareArgs),
     /// Label unlabelled rows with a trained run; writes row,label,logit_*,prob_* as CSV.
@@ -216,6 +224,49 @@ pub struct DistillArgs {
     /// The student must have fewer trainable parameters than this
     #[arg(long)]
     pub budget: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct CacheArgs {
+    /// The teacher's run folder
+    pub teacher: PathBuf,
+    /// Unlabelled file to score (repeatable; formats as for kd teach --unlabelled)
+    #[arg(long, required = true)]
+    pub unlabelled: Vec<PathBuf>,
+    /// Score only every N-th chunk, starting at chunk i, into a part file (i/N, 0 ≤ i < N)
+    #[arg(long, value_parser = parse_shard, conflicts_with = "merge")]
+    pub shard: Option<Shard>,
+    /// Join the part files of a sharded pass into the teacher's cache
+    #[arg(long)]
+    pub merge: bool,
+    /// Rows per caching chunk (must be the same for every shard and the merge)
+    #[arg(long, default_value_t = CACHE_CHUNK_ROWS, hide = true)]
+    pub chunk_rows: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+}
+
+/// Parses `i/N` with 0 ≤ i < N.
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}`: expected i/N, e.g. 0/4"))?;
+    let (index, count): (usize, usize) = (
+        i.trim()
+            .parse()
+            .map_err(|_| format!("`{i}` is not a number"))?,
+        n.trim()
+            .parse()
+            .map_err(|_| format!("`{n}` is not a number"))?,
+    );
+    if index >= count {
+        return Err(format!("shard {index}/{count}: i must be below N"));
+    }
+    Ok(Shard { index, count })
 }
 
 #[derive(Args)]

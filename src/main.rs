@@ -57,6 +57,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let s = commands::distill::run(&cfg)?;
             print_summary(&cfg.out, &s);
         }
+        Command::Cache(args) => {
+            let (dev, dtype) = device::select_with_dtype(&args.device, &args.dtype)?;
+            let req = commands::cache::CacheRequest {
+                teacher: args.teacher,
+                unlabelled: args.unlabelled,
+                shard: args.shard,
+                merge: args.merge,
+                chunk_rows: args.chunk_rows,
+                batch_size: args.batch_size,
+                device: dev,
+                dtype,
+            };
+            println!("{}", commands::cache::run(&req)?);
+        }
         Command::Compare(args) => {
             let (dev, dtype) = device::select_with_dtype(&args.device, &args.dtype)?;
             let req = compare::CompareRequest {

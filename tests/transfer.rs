@@ -2,7 +2,7 @@
 //! student learns from them with the KD term alone, and files that differ are refused.
 mod common;
 
-use common::world::{fails, ok, summary, World};
+use common::world::{fails, kd, ok, summary, World};
 use std::path::Path;
 
 /// `n` unlabelled rows ("title","description") in `dir/name`.
@@ -56,4 +56,57 @@ fn teacher_scores_unlabelled_rows_and_the_student_learns_from_them() {
         "{err}"
     );
     assert!(!Path::new(&w.p("s3")).exists() && !Path::new(&w.p("s5")).exists());
+}
+
+#[test]
+fn kd_cache_scores_a_transfer_set_and_shards_merge_to_the_same_bits() {
+    let w = World::new(80, 20);
+    let u = write_unlabelled(&w, "u.csv", 50, 21);
+    ok(w.teach("t", &["--max-steps", "3"]));
+    let t = w.p("t");
+    let cache = |extra: &[&str]| {
+        let args = [
+            &[
+                "cache",
+                t.as_str(),
+                "--unlabelled",
+                &u,
+                "--chunk-rows",
+                "8",
+                "--device",
+                "cpu",
+            ],
+            extra,
+        ]
+        .concat();
+        kd(&args, &[])
+    };
+    let labelled_before = std::fs::read(Path::new(&t).join("logits.bin")).unwrap();
+    ok(cache(&[]));
+    let single = std::fs::read(Path::new(&t).join("logits.bin")).unwrap();
+    let header = kd::cache::read_header(&Path::new(&t).join("logits.bin")).unwrap();
+    assert_eq!((header.labelled, header.rows), (80, 130));
+    // The labelled rows' logits are kept as they were.
+    let h = kd::cache::HEADER_LEN;
+    assert_eq!(single[h..h + 80 * 16], labelled_before[h..]);
+    let config = std::fs::read_to_string(Path::new(&t).join("config.toml")).unwrap();
+    assert!(config.contains("u.csv"), "{config}");
+    ok(w.distill("t", "s", &["--unlabelled", &u, "--max-steps", "2"]));
+
+    // Three shards (seven chunks of 8 rows: 3 + 2 + 2) merge into the same file.
+    for i in 0..3 {
+        let shard = format!("{i}/3");
+        ok(cache(&["--shard", &shard]));
+    }
+    let parts = w.dir.path().join("t.cache-parts");
+    std::fs::rename(parts.join("part-2-of-3.bin"), w.dir.path().join("held")).unwrap();
+    let err = fails(cache(&["--merge"]));
+    assert!(
+        err.contains("part-2-of-3.bin") && err.contains("--shard 2/3"),
+        "{err}"
+    );
+    std::fs::rename(w.dir.path().join("held"), parts.join("part-2-of-3.bin")).unwrap();
+    ok(cache(&["--merge"]));
+    assert!(std::fs::read(Path::new(&t).join("logits.bin")).unwrap() == single);
+    assert!(!parts.exists(), "the parts are removed once merged");
 }

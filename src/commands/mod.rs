@@ -1,5 +1,6 @@
 //! What the command line runs: one module per command, plus the steps teach and distill share.
 pub mod bench;
+pub mod cache;
 pub mod compare;
 pub mod distill;
 pub mod parity_dump;

@@ -5,7 +5,7 @@ use crate::cache::{self, CacheHeader};
 use crate::error::Result;
 use crate::run::folder::{files, save_trained, start_metrics};
 use crate::run::{RunConfig, StagedRun, Summary};
-use crate::training::{predict_logits, train, Objective};
+use crate::training::{cache_logits, train, Objective, Shard, CACHE_CHUNK_ROWS};
 use std::time::Instant;
 
 /// Trains the teacher described by `cfg` and writes its run folder, `logits.bin` included.
@@ -28,7 +28,14 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
     // One pass over every row (validation and unlabelled rows included), stored in file order.
     let all: Vec<usize> = (0..p.data.rows.len()).collect();
     let started = Instant::now();
-    let logits = predict_logits(&model, &p.batcher, &all, cfg.train.eval_batch_size, "cache")?;
+    let logits = cache_logits(
+        &model,
+        &p.batcher,
+        &all,
+        cfg.train.eval_batch_size,
+        CACHE_CHUNK_ROWS,
+        Shard::ALL,
+    )?;
     let cache_rate = all.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
     let header = CacheHeader {
         rows: all.len(),

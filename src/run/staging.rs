@@ -68,6 +68,22 @@ impl StagedRun {
         })
     }
 
+    /// Like [`StagedRun::begin`], for a change to a finished run (`kd cache`): the staging
+    /// folder starts as a copy of the target (hard links: files are only ever replaced by
+    /// rename, never written in place) and the run keeps its id.
+    pub fn begin_update(target: &Path, run_id: &str) -> Result<Self> {
+        let mut run = Self::begin(target)?;
+        for entry in std::fs::read_dir(target).map_err(|e| KdError::io(target, e))? {
+            let entry = entry.map_err(|e| KdError::io(target, e))?;
+            let dest = run.staging.join(entry.file_name());
+            if std::fs::hard_link(entry.path(), &dest).is_err() {
+                std::fs::copy(entry.path(), &dest).map_err(|e| KdError::io(&dest, e))?;
+            }
+        }
+        run.run_id = run_id.to_string();
+        Ok(run)
+    }
+
     /// Where the run's files are written until [`StagedRun::commit`].
     pub fn dir(&self) -> &Path {
         &self.staging

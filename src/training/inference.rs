@@ -38,6 +38,48 @@ pub fn predict_logits(
     Ok(out)
 }
 
+/// Rows per caching chunk. The caching pass batches each chunk of rows on its own, so a chunk's
+/// logits do not depend on the rows outside it: N processes that each score every N-th chunk
+/// (`kd cache --shard i/N`) produce, merged, the very bits one process does.
+pub const CACHE_CHUNK_ROWS: usize = 4096;
+
+/// Which chunks of a caching pass one process scores: shard `index` of `count` takes chunks
+/// `index`, `index + count`, … (all chunks for 0 of 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole pass.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Whether chunk `k` belongs to this shard.
+    pub fn owns(&self, k: usize) -> bool {
+        k % self.count == self.index
+    }
+}
+
+/// The caching pass: logits of `rows`, chunk by chunk (`chunk_rows` rows each, batched by
+/// length within the chunk), for the chunks `shard` owns, concatenated in chunk order.
+pub fn cache_logits(
+    model: &TextClassifier,
+    batcher: &Batcher,
+    rows: &[usize],
+    batch_size: usize,
+    chunk_rows: usize,
+    shard: Shard,
+) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    for (k, chunk) in rows.chunks(chunk_rows.max(1)).enumerate() {
+        if shard.owns(k) {
+            out.extend(predict_logits(model, batcher, chunk, batch_size, "cache")?);
+        }
+    }
+    Ok(out)
+}
+
 /// The outcome of evaluating a labelled file.
 pub struct FileEvaluation {
     pub evaluation: Evaluation,

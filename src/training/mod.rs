@@ -9,7 +9,8 @@ pub mod selection;
 pub mod trainer;
 
 pub use inference::{
-    evaluate_examples, evaluate_file, predict_logits, read_labelled, FileEvaluation,
+    cache_logits, evaluate_examples, evaluate_file, predict_logits, read_labelled, FileEvaluation,
+    Shard, CACHE_CHUNK_ROWS,
 };
 pub use log::MetricsLog;
 pub use trainer::{new_optimizer, train, train_step, Objective, TrainReport, TrainSettings};
