@@ -212,9 +212,11 @@ pub struct TrainArgs {
 pub struct DistillArgs {
     #[command(flatten)]
     pub train: TrainArgs,
-    /// The teacher's run folder (its logits.bin is memory-mapped)
+    /// The teacher's run folder (its logits.bin is memory-mapped). Repeat it to distil from an
+    /// ensemble: the mean of the teachers' probabilities at temperature T (teachers may have
+    /// other backbones and tokenizers than the student; their caches must hold the same rows)
     #[arg(long)]
-    pub teacher: Option<PathBuf>,
+    pub teacher: Vec<PathBuf>,
     /// Softmax temperature T of the KD term
     #[arg(long)]
     pub temperature: Option<f64>,

@@ -42,8 +42,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .distill
                 .as_mut()
                 .context("the student config has no [distill] table")?;
-            if let Some(t) = &args.teacher {
-                d.teacher = t.clone();
+            if !args.teacher.is_empty() {
+                d.teacher = args.teacher.clone();
             }
             if let Some(t) = args.temperature {
                 d.temperature = t;

@@ -110,3 +110,43 @@ fn kd_cache_scores_a_transfer_set_and_shards_merge_to_the_same_bits() {
     assert!(std::fs::read(Path::new(&t).join("logits.bin")).unwrap() == single);
     assert!(!parts.exists(), "the parts are removed once merged");
 }
+
+#[test]
+fn a_student_learns_from_an_ensemble_of_teachers_with_other_backbones() {
+    let w = World::new(80, 20);
+    let u = write_unlabelled(&w, "u.csv", 32, 31);
+    ok(w.teach("rt", &["--unlabelled", &u, "--max-steps", "3"]));
+    let bert = w.p("bert");
+    ok(w.run_training(
+        "teach",
+        &bert,
+        "data",
+        "bt",
+        &["--unlabelled", &u, "--max-steps", "3"],
+        &[],
+    ));
+    let bt = w.p("bt");
+    ok(w.distill(
+        "rt",
+        "s",
+        &["--teacher", &bt, "--unlabelled", &u, "--max-steps", "3"],
+    ));
+    let config = std::fs::read_to_string(Path::new(&w.p("s")).join("config.toml")).unwrap();
+    assert!(config.contains("rt") && config.contains("bt"), "{config}");
+    // A teacher that scored other unlabelled rows cannot join the ensemble.
+    let other = write_unlabelled(&w, "o.csv", 32, 32);
+    ok(w.run_training(
+        "teach",
+        &bert,
+        "data",
+        "ot",
+        &["--unlabelled", &other, "--max-steps", "3"],
+        &[],
+    ));
+    let ot = w.p("ot");
+    let err = fails(w.distill("rt", "s2", &["--teacher", &ot, "--unlabelled", &u]));
+    assert!(
+        err.contains("ot") && err.contains("not those the teacher scored"),
+        "{err}"
+    );
+}

@@ -27,39 +27,40 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
         });
     }
 
-    // The teacher is never run: its logits come from the memory-mapped cache.
-    let cache_path = d.teacher.join(files::LOGITS);
-    let cache = if d.alpha > 0.0 {
-        check_one_run(&d.teacher)?;
-        let cache = LogitCache::open(&cache_path)?;
-        let (labelled, unlabelled) = p.data.parts();
-        cache.check_matches(labelled, unlabelled, &p.data.unlabelled_files)?;
-        if cache.header().classes != p.data.num_labels {
-            return Err(KdError::bad_file(
-                &cache_path,
-                format!(
-                    "{} classes, the data has {}",
-                    cache.header().classes,
-                    p.data.num_labels
-                ),
-            ));
+    // The teachers are never run: their logits come from the memory-mapped caches.
+    let mut caches = Vec::new();
+    if d.alpha > 0.0 {
+        for teacher in &d.teacher {
+            check_one_run(teacher)?;
+            let cache = LogitCache::open(&teacher.join(files::LOGITS))?;
+            let (labelled, unlabelled) = p.data.parts();
+            cache.check_matches(labelled, unlabelled, &p.data.unlabelled_files)?;
+            if cache.header().classes != p.data.num_labels {
+                return Err(KdError::bad_file(
+                    cache.path(),
+                    format!(
+                        "{} classes, the data has {}",
+                        cache.header().classes,
+                        p.data.num_labels
+                    ),
+                ));
+            }
+            caches.push(cache);
         }
-        Some(cache)
-    } else {
-        None
-    };
+    }
 
     let model = fresh_model(cfg, &p)?;
     debug_assert_eq!(model.trainable_count(), count);
     let run = StagedRun::begin(&cfg.out)?;
     tracing::info!(trainable = count, budget = d.budget, "student");
-    let objective = match &cache {
-        Some(cache) => Objective::Distill {
-            cache,
+    let objective = if caches.is_empty() {
+        Objective::Supervised
+    } else {
+        Objective::Distill {
+            teachers: &caches,
             temperature: d.temperature,
             alpha: d.alpha,
-        },
-        None => Objective::Supervised,
+        }
     };
     let mut log = start_metrics(&run)?;
     let report = train(

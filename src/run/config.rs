@@ -39,13 +39,31 @@ pub struct RunConfig {
 /// The `[distill]` table.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DistillSettings {
-    /// The teacher's run folder (its logits.bin is read).
-    pub teacher: PathBuf,
+    /// The teacher's run folder (its logits.bin is read), or several: the student then learns
+    /// from their ensemble (the mean of their probabilities at temperature T).
+    #[serde(deserialize_with = "one_or_many")]
+    pub teacher: Vec<PathBuf>,
     pub temperature: f64,
     /// Weight of the KD term; 0 trains on the labels alone.
     pub alpha: f64,
     /// The student must have fewer trainable parameters than this.
     pub budget: usize,
+}
+
+/// `teacher = "a"` or `teacher = ["a", "b"]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 fn auto() -> String {
@@ -100,6 +118,9 @@ impl RunConfig {
             }
             if d.temperature <= 0.0 {
                 return fail(format!("--temperature {} must be positive", d.temperature));
+            }
+            if d.alpha > 0.0 && d.teacher.is_empty() {
+                return fail("name a teacher run folder (--teacher DIR)".into());
             }
             if d.alpha == 0.0 && !self.unlabelled.is_empty() {
                 return fail(

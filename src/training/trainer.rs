@@ -45,7 +45,8 @@ pub enum Objective<'a> {
     /// α·T²·KL(teacher ‖ student) + (1−α)·CE on labelled rows and T²·KL alone on unlabelled
     /// rows, teacher logits read from the cache.
     Distill {
-        cache: &'a LogitCache,
+        /// One cache per teacher; several are distilled from as their ensemble.
+        teachers: &'a [LogitCache],
         temperature: f64,
         alpha: f64,
     },
@@ -235,12 +236,13 @@ pub fn train_step(
             cross_entropy(&logits, &labels, s.label_smoothing)?
         }
         Objective::Distill {
-            cache,
+            teachers,
             temperature,
             alpha,
         } => {
             let shape = (batch.batch_size, model.num_labels());
-            let teacher = Tensor::from_vec(cache.gather(&batch.rows), shape, device)?;
+            let logits_of_teachers = crate::cache::ensemble(teachers, &batch.rows, *temperature);
+            let teacher = Tensor::from_vec(logits_of_teachers, shape, device)?;
             distillation_mixed(
                 &logits,
                 &teacher,
