@@ -178,6 +178,10 @@ pub struct TrainArgs {
     /// the last epoch's by more than one standard error (paired over rows) [default: loss]
     #[arg(long, value_enum)]
     pub select: Option<kd::training::selection::Select>,
+    /// After training, fit a softmax temperature on the validation rows (temperature scaling:
+    /// accuracy unchanged, probabilities calibrated); predict and compare use it
+    #[arg(long)]
+    pub calibrate: bool,
     /// Label smoothing of the cross-entropy term
     #[arg(long)]
     pub label_smoothing: Option<f64>,
@@ -358,6 +362,9 @@ impl TrainArgs {
         set!(self.seed => cfg.train.seed);
         set!(self.val_fraction => cfg.train.val_fraction);
         set!(self.select => cfg.train.select);
+        if self.calibrate {
+            cfg.train.calibrate = true;
+        }
         set!(self.label_smoothing => cfg.train.label_smoothing);
         set!(self.warmup_ratio => cfg.train.warmup_ratio);
         set!(self.lora_r => cfg.lora.r);

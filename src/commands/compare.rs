@@ -3,6 +3,7 @@ use crate::data::{DataFiles, SplitFiles};
 use crate::error::{KdError, Result};
 use crate::run::folder::write_json;
 use crate::run::{load_adapter, load_run, LoadedModel};
+use crate::training::calibration::Calibration;
 use crate::training::evaluate_file;
 use crate::training::metrics::{agreement, Evaluation};
 use crate::training::TrainSettings;
@@ -34,6 +35,11 @@ pub struct RunResult {
     pub eval_samples_per_s: f64,
     #[serde(flatten)]
     pub evaluation: Evaluation,
+    /// The run's calibrated softmax temperature, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibrated_temperature: Option<f64>,
+    /// NLL, Brier score and ECE of its probabilities (at its temperature).
+    pub calibration: Calibration,
 }
 
 /// Agreement (same argmax) of two runs.
@@ -104,12 +110,15 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
             &settings,
         )?;
         tracing::info!(run = %name, accuracy = fe.evaluation.accuracy, "evaluated");
+        let calibration = fe.calibration(m.temperature);
         predictions.push(fe.predicted);
         runs.push(RunResult {
             run: name.clone(),
             model: m.checkpoint.id.clone(),
             trainable_params: m.model.trainable_count(),
             eval_samples_per_s: fe.samples_per_s,
+            calibrated_temperature: (m.temperature != 1.0).then_some(m.temperature),
+            calibration,
             evaluation: fe.evaluation,
         });
     }
@@ -134,8 +143,8 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
 pub fn render_table(c: &Comparison) -> String {
     let mut s = format!("test split: {}\n", c.test_split.describe());
     s.push_str(&format!(
-        "{:<28} {:>9} {:>9} {:>12} {:>10}  {}\n",
-        "run", "accuracy", "macro-F1", "trainable", "eval/s", "per-class F1"
+        "{:<28} {:>9} {:>9} {:>7} {:>7} {:>7} {:>12} {:>10}  {}\n",
+        "run", "accuracy", "macro-F1", "NLL", "Brier", "ECE", "trainable", "eval/s", "per-class F1"
     ));
     for r in &c.runs {
         let f1: Vec<String> = r
@@ -145,10 +154,13 @@ pub fn render_table(c: &Comparison) -> String {
             .map(|p| format!("{:.3}", p.f1))
             .collect();
         s.push_str(&format!(
-            "{:<28} {:>8.2}% {:>9.4} {:>12} {:>10.1}  {}\n",
+            "{:<28} {:>8.2}% {:>9.4} {:>7.4} {:>7.4} {:>7.4} {:>12} {:>10.1}  {}\n",
             r.run,
             100.0 * r.evaluation.accuracy,
             r.evaluation.macro_f1,
+            r.calibration.nll,
+            r.calibration.brier,
+            r.calibration.ece,
             r.trainable_params,
             r.eval_samples_per_s,
             f1.join(" ")

@@ -1,11 +1,12 @@
 //! The steps `kd teach` and `kd distill` share: preparing data and model, and finishing a run.
 use crate::data::{tokenize_rows, Batcher, DataFiles, Dataset, Example, TextTokenizer};
 use crate::device;
-use crate::error::Result;
+use crate::error::{KdError, Result};
 use crate::model::{Checkpoint, TextClassifier};
 use crate::run::folder::{files, write_json};
 use crate::run::{RunConfig, StagedRun, Summary};
-use crate::training::{evaluate_examples, read_labelled, TrainReport};
+use crate::training::calibration::fit_temperature;
+use crate::training::{evaluate_examples, predict_logits, read_labelled, TrainReport};
 use candle_core::{DType, Device};
 
 /// Data, tokenizer and model, ready to train.
@@ -38,6 +39,11 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared> {
     let max_len = checkpoint.max_len(cfg.train.max_len);
     let tokenizer = TextTokenizer::load(&checkpoint.tokenizer, max_len)?;
     let batcher = tokenize_rows(&tokenizer, &data.rows, checkpoint.config.pad_id())?;
+    if cfg.train.calibrate && data.val.is_empty() {
+        return Err(KdError::Config(
+            "--calibrate fits a temperature on validation rows, and there are none".into(),
+        ));
+    }
     // A bad test split fails now, not after hours of training.
     let test = match &files.test {
         Some(split) => Some(read_labelled(split, data.num_labels)?),
@@ -93,6 +99,22 @@ pub fn finish(
         )?),
         None => None,
     };
+    // Temperature scaling on the validation rows of the kept model.
+    let temperature = if cfg.train.calibrate {
+        let logits = predict_logits(
+            model,
+            &p.batcher,
+            &p.data.val,
+            cfg.train.eval_batch_size,
+            "calibrate",
+        )?;
+        let labels: Vec<u32> = p.data.val.iter().map(|&i| p.data.label(i)).collect();
+        let t = fit_temperature(&logits, &labels, model.num_labels());
+        tracing::info!(temperature = t, "calibrated on the validation rows");
+        Some(t)
+    } else {
+        None
+    };
     let summary = Summary {
         run_id: Some(run.run_id().to_string()),
         role: role.into(),
@@ -107,6 +129,14 @@ pub fn finish(
         val_accuracy: report.val_accuracy,
         test_accuracy: test.as_ref().map(|t| t.evaluation.accuracy),
         test_macro_f1: test.as_ref().map(|t| t.evaluation.macro_f1),
+        calibrated_temperature: temperature,
+        test_calibration: test
+            .as_ref()
+            .map(|t| t.calibration(temperature.unwrap_or(1.0))),
+        test_calibration_before: test
+            .as_ref()
+            .filter(|_| temperature.is_some())
+            .map(|t| t.calibration(1.0)),
         train_seconds: report.train_seconds,
         train_samples_per_s: report.train_samples_per_s,
         train_tokens_per_s: report.train_tokens_per_s,

@@ -3,12 +3,14 @@ use crate::data::formats::read_examples;
 use crate::data::tokenize_rows;
 use crate::error::{KdError, Result};
 use crate::run::LoadedModel;
+use crate::training::calibration::probabilities;
 use crate::training::metrics::argmax_rows;
 use crate::training::predict_logits;
 use std::io::Write;
 use std::path::Path;
 
-/// Writes `row,label,logit_0..logit_K,prob_0..prob_K` for every row of `input`, in input order.
+/// Writes `row,label,logit_0..logit_K,prob_0..prob_K` for every row of `input`, in input order
+/// (probabilities at the run's calibrated temperature, if it has one).
 /// Returns the number of rows written.
 pub fn run(loaded: &LoadedModel, input: &Path, output: &Path, batch_size: usize) -> Result<usize> {
     let rows = read_examples(input, false)?;
@@ -31,7 +33,10 @@ pub fn run(loaded: &LoadedModel, input: &Path, output: &Path, batch_size: usize)
         )
         .map_err(io)?;
         for (i, row) in logits.chunks(k).enumerate() {
-            let probs = softmax(row);
+            let probs: Vec<f32> = probabilities(row, loaded.temperature)
+                .into_iter()
+                .map(|p| p as f32)
+                .collect();
             let fmt = |v: &[f32]| {
                 v.iter()
                     .map(|x| format!("{x:.6}"))
@@ -43,11 +48,4 @@ pub fn run(loaded: &LoadedModel, input: &Path, output: &Path, batch_size: usize)
         w.flush().map_err(io)
     })?;
     Ok(rows.len())
-}
-
-fn softmax(row: &[f32]) -> Vec<f32> {
-    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    exps.iter().map(|e| e / sum).collect()
 }

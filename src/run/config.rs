@@ -85,6 +85,7 @@ impl Default for TrainSettings {
             seed: 42,
             val_fraction: 0.05,
             select: Default::default(),
+            calibrate: false,
             log_every: 50,
             eval_batch_size: 128,
         }
@@ -110,6 +111,12 @@ impl RunConfig {
         }
         if !(0.0..1.0).contains(&t.label_smoothing) || !(0.0..=1.0).contains(&t.warmup_ratio) {
             return fail("label_smoothing must be in [0, 1) and warmup_ratio in [0, 1]".into());
+        }
+        if t.calibrate && t.val_fraction == 0.0 {
+            return fail(
+                "--calibrate fits a temperature on validation rows: --val-fraction 0 leaves none"
+                    .into(),
+            );
         }
         self.lora.validate().map_err(KdError::Config)?;
         if let Some(d) = &self.distill {

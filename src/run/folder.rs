@@ -3,6 +3,7 @@ use super::config::RunConfig;
 use super::staging::StagedRun;
 use crate::error::Result;
 use crate::model::{adapter, TextClassifier};
+use crate::training::calibration::Calibration;
 use crate::training::MetricsLog;
 use serde::Serialize;
 use std::path::Path;
@@ -40,6 +41,15 @@ pub struct Summary {
     pub val_accuracy: Option<f64>,
     pub test_accuracy: Option<f64>,
     pub test_macro_f1: Option<f64>,
+    /// The softmax temperature fitted on the validation rows (`--calibrate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrated_temperature: Option<f64>,
+    /// Test NLL, Brier and ECE at the calibrated temperature (at 1 without one) ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_calibration: Option<Calibration>,
+    /// ... and at 1, before calibration (with `--calibrate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_calibration_before: Option<Calibration>,
     pub train_seconds: f64,
     pub train_samples_per_s: f64,
     pub train_tokens_per_s: f64,

@@ -17,6 +17,8 @@ pub struct LoadedModel {
     /// The run's config, when loaded from a run folder.
     pub run: Option<RunConfig>,
     pub max_len: usize,
+    /// The softmax temperature of its probabilities: the run's calibrated one, else 1.
+    pub temperature: f64,
 }
 
 /// Loads a run folder (`config.toml` + the PEFT adapter files kd writes).
@@ -33,6 +35,9 @@ pub fn load_run(dir: &Path, device: &Device, dtype: DType) -> Result<LoadedModel
     let run = RunConfig::from_file(&config_path)?;
     let mut loaded = load_adapter(dir, Some(&run.model), device, dtype, run.train.max_len)?;
     loaded.run = Some(run);
+    if let Some(summary) = read_summary(dir)? {
+        loaded.temperature = summary.calibrated_temperature.unwrap_or(1.0);
+    }
     Ok(loaded)
 }
 
@@ -88,6 +93,7 @@ pub fn load_adapter(
         checkpoint,
         run: None,
         max_len,
+        temperature: 1.0,
     })
 }
 
@@ -96,11 +102,7 @@ pub fn load_adapter(
 /// written before run ids (none recorded anywhere) load as they are.
 pub fn check_one_run(dir: &Path) -> Result<()> {
     let mut ids: Vec<(&str, Option<String>)> = Vec::new();
-    let summary = dir.join(files::SUMMARY);
-    if summary.is_file() {
-        let text = std::fs::read_to_string(&summary).map_err(|e| KdError::io(&summary, e))?;
-        let s: Summary = serde_json::from_str(&text)
-            .map_err(|e| KdError::bad_file(&summary, format!("not a kd summary: {e}")))?;
+    if let Some(s) = read_summary(dir)? {
         ids.push((files::SUMMARY, s.run_id));
     }
     let config = dir.join(files::CONFIG);
@@ -129,4 +131,16 @@ pub fn check_one_run(dir: &Path) -> Result<()> {
             parts.join(", ")
         ),
     ))
+}
+
+/// `dir/summary.json`, when there is one.
+pub fn read_summary(dir: &Path) -> Result<Option<Summary>> {
+    let path = dir.join(files::SUMMARY);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| KdError::io(&path, e))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| KdError::bad_file(&path, format!("not a kd summary: {e}")))
 }

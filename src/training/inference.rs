@@ -1,4 +1,5 @@
 //! Batched forward passes without gradients: caching a teacher's logits, evaluating, predicting.
+use super::calibration::{calibration, Calibration};
 use super::log::progress_bar;
 use super::metrics::{argmax_rows, evaluate, Evaluation};
 use super::TrainSettings;
@@ -84,7 +85,22 @@ pub fn cache_logits(
 pub struct FileEvaluation {
     pub evaluation: Evaluation,
     pub predicted: Vec<u32>,
+    /// Row-major logits and the labels, for calibration scores.
+    pub logits: Vec<f32>,
+    pub labels: Vec<u32>,
     pub samples_per_s: f64,
+}
+
+impl FileEvaluation {
+    /// NLL, Brier and ECE of the probabilities at `temperature`.
+    pub fn calibration(&self, temperature: f64) -> Calibration {
+        calibration(
+            &self.logits,
+            &self.labels,
+            self.evaluation.per_class.len(),
+            temperature,
+        )
+    }
 }
 
 /// Reads every row of a labelled split (one file or the Hub's Parquet shards), refusing a label
@@ -128,6 +144,8 @@ pub fn evaluate_examples(
     Ok(FileEvaluation {
         evaluation: evaluate(&predicted, &labels, classes),
         predicted,
+        logits,
+        labels,
         samples_per_s,
     })
 }

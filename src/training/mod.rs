@@ -1,4 +1,5 @@
 //! Training: losses, AdamW, the learning-rate schedule, the loop and metrics.
+pub mod calibration;
 pub mod inference;
 pub mod log;
 pub mod loss;

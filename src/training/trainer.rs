@@ -34,6 +34,10 @@ pub struct TrainSettings {
     /// How the kept epoch is chosen (absent in configs written before `--select` existed).
     #[serde(default)]
     pub select: Select,
+    /// Fit a softmax temperature on the validation rows after training (temperature scaling);
+    /// `kd predict` and `kd compare` then use it.
+    #[serde(default)]
+    pub calibrate: bool,
     pub log_every: usize,
     pub eval_batch_size: usize,
 }
