@@ -42,6 +42,13 @@ pub enum Command {
     /// Refuses a student whose trainable parameters are not under --budget, with a per-module
     /// breakdown, and a logits.bin made from other training rows.
     Distill(DistillArgs),
+    /// Train one student per point of a T × α × seed grid from one teacher cache.
+    ///
+    /// The data is prepared and tokenized once; each point is a run folder OUT/T{t}_a{α}_s{seed}
+    /// (OUT/a0_s{seed} for α = 0); a rerun skips finished points. Writes OUT/sweep.json and
+    /// OUT/sweep.md: accuracy and macro-F1 per (T, α) as mean ± sd over seeds, and the paired
+    /// difference against α = 0 of the same seed (mean ± standard error).
+    Sweep(SweepArgs),
     /// Score (more) unlabelled rows with a finished teacher, without retraining it.
     ///
     /// Keeps the labelled rows' logits and replaces the teacher's unlabelled rows with those of
@@ -230,6 +237,27 @@ pub struct DistillArgs {
     /// The student must have fewer trainable parameters than this
     #[arg(long)]
     pub budget: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// The teacher's run folder (repeat for an ensemble)
+    #[arg(long)]
+    pub teacher: Vec<PathBuf>,
+    /// The student must have fewer trainable parameters than this
+    #[arg(long)]
+    pub budget: Option<usize>,
+    /// Temperatures, comma-separated, e.g. 1,2,4,8
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub temperature: Vec<f64>,
+    /// KD weights α, comma-separated, e.g. 0,0.5,0.9 (0 = labels alone, the paired baseline)
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub alpha: Vec<f64>,
+    /// Seeds, comma-separated, e.g. 0,1,2,3
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub seeds: Vec<u64>,
 }
 
 #[derive(Args)]

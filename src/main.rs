@@ -38,24 +38,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Distill(args) => {
             let mut cfg = base_config(args.train.config.as_ref(), "student", DEFAULT_STUDENT)?;
             args.train.apply(&mut cfg);
-            let d = cfg
-                .distill
-                .as_mut()
-                .context("the student config has no [distill] table")?;
-            if !args.teacher.is_empty() {
-                d.teacher = args.teacher.clone();
-            }
+            let d = distill_settings(&mut cfg, &args.teacher, args.budget)?;
             if let Some(t) = args.temperature {
                 d.temperature = t;
             }
             if let Some(a) = args.alpha {
                 d.alpha = a;
             }
-            if let Some(b) = args.budget {
-                d.budget = b;
-            }
             let s = commands::distill::run(&cfg)?;
             print_summary(&cfg.out, &s);
+        }
+        Command::Sweep(args) => {
+            let mut cfg = base_config(args.train.config.as_ref(), "student", DEFAULT_STUDENT)?;
+            args.train.apply(&mut cfg);
+            distill_settings(&mut cfg, &args.teacher, args.budget)?;
+            let out = args.train.out.clone().unwrap_or_else(|| "sweep".into());
+            let req = commands::sweep::SweepRequest {
+                base: cfg,
+                temperatures: args.temperature,
+                alphas: args.alpha,
+                seeds: args.seeds,
+                out: out.clone(),
+            };
+            let s = commands::sweep::run(&req)?;
+            print!("{}", commands::sweep::render(&s));
+            println!(
+                "trained {} of {} runs; wrote {}",
+                s.trained,
+                s.points.iter().map(|p| p.runs.len()).sum::<usize>(),
+                out.join("sweep.json").display()
+            );
         }
         Command::Cache(args) => {
             let (dev, dtype) = device::select_with_dtype(&args.device, &args.dtype)?;
@@ -168,6 +180,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The student config's [distill] table with --teacher and --budget applied.
+fn distill_settings<'a>(
+    cfg: &'a mut kd::run::RunConfig,
+    teacher: &[std::path::PathBuf],
+    budget: Option<usize>,
+) -> anyhow::Result<&'a mut kd::run::DistillSettings> {
+    let d = cfg
+        .distill
+        .as_mut()
+        .context("the student config has no [distill] table")?;
+    if !teacher.is_empty() {
+        d.teacher = teacher.to_vec();
+    }
+    if let Some(b) = budget {
+        d.budget = b;
+    }
+    Ok(d)
 }
 
 fn print_summary(out: &std::path::Path, s: &commands::Summary) {

@@ -150,3 +150,70 @@ fn a_student_learns_from_an_ensemble_of_teachers_with_other_backbones() {
         "{err}"
     );
 }
+
+#[test]
+fn a_sweep_trains_each_point_once_and_pairs_against_alpha_zero() {
+    let w = World::new(80, 20);
+    ok(w.teach("t", &["--max-steps", "2"]));
+    let (bert, data, t, out) = (w.p("bert"), w.p("data"), w.p("t"), w.p("sw"));
+    let sweep = || {
+        kd(
+            &[
+                "sweep",
+                "--model",
+                &bert,
+                "--data",
+                &data,
+                "--teacher",
+                &t,
+                "--out",
+                &out,
+                "--device",
+                "cpu",
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "16",
+                "--max-len",
+                "32",
+                "--lora-r",
+                "4",
+                "--lora-alpha",
+                "16",
+                "--temperature",
+                "1,2",
+                "--alpha",
+                "0,0.5",
+                "--seeds",
+                "1,2",
+            ],
+            &[],
+        )
+    };
+    let stdout = ok(sweep());
+    assert!(stdout.contains("trained 6 of 6 runs"), "{stdout}");
+    let json = |p: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(Path::new(&out).join(p)).unwrap()).unwrap()
+    };
+    let s = json("sweep.json");
+    let points = s["points"].as_array().unwrap();
+    assert_eq!(points.len(), 3, "α=0 once, then T=1 and T=2 at α=0.5");
+    assert!(points[0]["temperature"].is_null() && points[0]["vs_alpha0_mean"].is_null());
+    // The paired difference is the mean of per-seed differences.
+    let acc = |run: &str| {
+        summary(&Path::new(&out).join(run))["test_accuracy"]
+            .as_f64()
+            .unwrap()
+    };
+    let want = ((acc("T2_a0.5_s1") - acc("a0_s1")) + (acc("T2_a0.5_s2") - acc("a0_s2"))) / 2.0;
+    assert!((points[2]["vs_alpha0_mean"].as_f64().unwrap() - want).abs() < 1e-12);
+    assert!(std::fs::read_to_string(Path::new(&out).join("sweep.md"))
+        .unwrap()
+        .contains("| 2 | 0.5 |"));
+    // Interrupted: one point is missing. The rerun trains it alone.
+    let kept = summary(&Path::new(&out).join("T1_a0.5_s1"))["run_id"].clone();
+    std::fs::remove_dir_all(Path::new(&out).join("T2_a0.5_s2")).unwrap();
+    let stdout = ok(sweep());
+    assert!(stdout.contains("trained 1 of 6 runs"), "{stdout}");
+    assert_eq!(summary(&Path::new(&out).join("T1_a0.5_s1"))["run_id"], kept);
+}

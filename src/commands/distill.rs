@@ -1,5 +1,5 @@
 //! `kd distill`: train the student on the teacher's cached logits and the labels.
-use super::pipeline::{finish, fresh_model, prepare};
+use super::pipeline::{finish, fresh_model, prepare, Prepared};
 use crate::cache::LogitCache;
 use crate::error::{KdError, Result};
 use crate::model::params::{format_breakdown, trainable_breakdown};
@@ -10,11 +10,18 @@ use crate::training::{train, Objective};
 
 /// Trains the student described by `cfg` (which must have a `[distill]` table).
 pub fn run(cfg: &RunConfig) -> Result<Summary> {
+    let p = prepare(cfg)?;
+    run_prepared(cfg, &p)
+}
+
+/// [`run`] on data already prepared (`kd sweep` prepares once for all its points; the
+/// validation rows are those of the preparation).
+pub fn run_prepared(cfg: &RunConfig, p: &Prepared) -> Result<Summary> {
+    cfg.validate()?;
     let d = cfg
         .distill
         .as_ref()
         .ok_or_else(|| KdError::Config("a student config needs a [distill] table".into()))?;
-    let p = prepare(cfg)?;
 
     // Refuse an over-budget student before any weights are touched.
     let breakdown = trainable_breakdown(&p.checkpoint.config, &cfg.lora, p.data.num_labels);
@@ -49,7 +56,7 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
         }
     }
 
-    let model = fresh_model(cfg, &p)?;
+    let model = fresh_model(cfg, p)?;
     debug_assert_eq!(model.trainable_count(), count);
     let run = StagedRun::begin(&cfg.out)?;
     tracing::info!(trainable = count, budget = d.budget, "student");
@@ -67,5 +74,5 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
         &model, &p.batcher, &p.data, &cfg.train, &objective, &mut log,
     )?;
     save_trained(cfg, &model, &run)?;
-    finish(cfg, &p, &model, &report, "student", None, run)
+    finish(cfg, p, &model, &report, "student", None, run)
 }

@@ -7,6 +7,7 @@ pub mod parity_dump;
 pub mod pipeline;
 pub mod predict;
 pub mod selftest;
+pub mod sweep;
 pub mod teach;
 
 pub use crate::run::{DistillSettings, RunConfig, Summary};

@@ -5,6 +5,7 @@
 //! a coin toss. So the kept epoch is the last one unless the chosen score (validation NLL by
 //! default) is better at an earlier epoch by more than one standard error of the paired,
 //! per-row difference, on a slice of at least [`MIN_VALIDATION_ROWS`] rows.
+use super::metrics::{mean, sample_sd};
 use serde::{Deserialize, Serialize};
 
 /// A validation slice smaller than this never overrides the last epoch.
@@ -176,19 +177,12 @@ impl EpochSelector {
     }
 }
 
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
-}
-
-/// The standard error of the mean of `v` (sample standard deviation / √n).
+/// The standard error of the mean of `v` (infinite for fewer than two values).
 fn standard_error(v: &[f64]) -> f64 {
-    let n = v.len();
-    if n < 2 {
+    if v.len() < 2 {
         return f64::INFINITY;
     }
-    let m = mean(v);
-    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64;
-    (var / n as f64).sqrt()
+    sample_sd(v) / (v.len() as f64).sqrt()
 }
 
 #[cfg(test)]

@@ -1,0 +1,192 @@
+//! `kd sweep`: one student per point of a temperature × α × seed grid, from one teacher cache,
+//! with the data prepared and tokenized once. Each point is a run folder `OUT/T{t}_a{α}_s{seed}`
+//! (`OUT/a0_s{seed}` for α = 0, where T plays no part); a rerun skips finished points. Writes
+//! `OUT/sweep.json` and `OUT/sweep.md`: test accuracy and macro-F1 per (T, α) as mean ± standard
+//! deviation over seeds, and each point's paired difference against α = 0 with the same seed.
+use super::distill::run_prepared;
+use super::pipeline::prepare;
+use crate::error::{KdError, Result};
+use crate::run::folder::write_json;
+use crate::run::load::{check_one_run, read_summary};
+use crate::run::{RunConfig, Summary};
+use crate::training::metrics::{mean, sample_sd as sd};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// The grid and where it goes.
+pub struct SweepRequest {
+    /// The student's configuration (with its [distill] table); T, α, seed and out are set per point.
+    pub base: RunConfig,
+    pub temperatures: Vec<f64>,
+    pub alphas: Vec<f64>,
+    pub seeds: Vec<u64>,
+    pub out: PathBuf,
+}
+
+/// One (T, α) over the seeds.
+#[derive(Debug, Serialize)]
+pub struct SweepPoint {
+    pub temperature: Option<f64>,
+    pub alpha: f64,
+    /// Per seed: (seed, test accuracy, macro-F1).
+    pub runs: Vec<(u64, f64, f64)>,
+    pub accuracy_mean: f64,
+    pub accuracy_sd: f64,
+    pub macro_f1_mean: f64,
+    pub macro_f1_sd: f64,
+    /// Mean over seeds of (this point − α=0 with the same seed), test accuracy, and its
+    /// standard error (None for α = 0 itself, or without an α = 0 point).
+    pub vs_alpha0_mean: Option<f64>,
+    pub vs_alpha0_se: Option<f64>,
+}
+
+/// The whole sweep, as written to sweep.json.
+#[derive(Debug, Serialize)]
+pub struct Sweep {
+    pub points: Vec<SweepPoint>,
+    /// Points trained by this invocation (the others were already finished).
+    pub trained: usize,
+}
+
+/// Trains the missing points and summarises all of them.
+pub fn run(req: &SweepRequest) -> Result<Sweep> {
+    if req.temperatures.is_empty() || req.alphas.is_empty() || req.seeds.is_empty() {
+        return Err(KdError::Config(
+            "kd sweep needs --temperature, --alpha and --seeds, each with at least one value"
+                .into(),
+        ));
+    }
+    let mut grid: Vec<(Option<f64>, f64)> = Vec::new();
+    for &alpha in &req.alphas {
+        if alpha == 0.0 {
+            grid.push((None, 0.0));
+        } else {
+            grid.extend(req.temperatures.iter().map(|&t| (Some(t), alpha)));
+        }
+    }
+    // Check every point's settings before any training.
+    let points: Vec<Vec<RunConfig>> = grid
+        .iter()
+        .map(|&(t, alpha)| {
+            req.seeds
+                .iter()
+                .map(|&seed| point_config(req, t, alpha, seed))
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<_>>()?;
+    let prepared = prepare(&req.base)?;
+    let mut trained = 0;
+    let mut results: Vec<Vec<Summary>> = Vec::new();
+    for configs in &points {
+        let mut per_seed = Vec::new();
+        for cfg in configs {
+            let finished = match read_summary(&cfg.out)? {
+                Some(s) => {
+                    check_one_run(&cfg.out)?;
+                    Some(s)
+                }
+                None => None,
+            };
+            let summary = match finished {
+                Some(s) => s,
+                None => {
+                    tracing::info!(point = %cfg.out.display(), "training");
+                    trained += 1;
+                    run_prepared(cfg, &prepared)?
+                }
+            };
+            per_seed.push(summary);
+        }
+        results.push(per_seed);
+    }
+    let alpha0 = grid.iter().position(|&(_, a)| a == 0.0);
+    let accuracy = |s: &Summary| s.test_accuracy.unwrap_or(f64::NAN);
+    let summarise = |k: usize| -> SweepPoint {
+        let (t, alpha) = grid[k];
+        let acc: Vec<f64> = results[k].iter().map(accuracy).collect();
+        let f1: Vec<f64> = results[k]
+            .iter()
+            .map(|s| s.test_macro_f1.unwrap_or(f64::NAN))
+            .collect();
+        let paired = alpha0.filter(|&z| z != k).map(|z| {
+            let d: Vec<f64> = acc
+                .iter()
+                .zip(&results[z])
+                .map(|(a, s0)| a - accuracy(s0))
+                .collect();
+            (mean(&d), sd(&d) / (d.len() as f64).sqrt())
+        });
+        SweepPoint {
+            temperature: t,
+            alpha,
+            runs: req
+                .seeds
+                .iter()
+                .zip(acc.iter().zip(&f1))
+                .map(|(&s, (&a, &f))| (s, a, f))
+                .collect(),
+            accuracy_mean: mean(&acc),
+            accuracy_sd: sd(&acc),
+            macro_f1_mean: mean(&f1),
+            macro_f1_sd: sd(&f1),
+            vs_alpha0_mean: paired.map(|p| p.0),
+            vs_alpha0_se: paired.map(|p| p.1),
+        }
+    };
+    let sweep = Sweep {
+        points: (0..grid.len()).map(summarise).collect(),
+        trained,
+    };
+    write_json(&req.out.join("sweep.json"), &sweep)?;
+    crate::fsutil::write_bytes_atomic(&req.out.join("sweep.md"), render(&sweep).as_bytes())?;
+    Ok(sweep)
+}
+
+/// The student config of one point.
+fn point_config(req: &SweepRequest, t: Option<f64>, alpha: f64, seed: u64) -> Result<RunConfig> {
+    let mut cfg = req.base.clone();
+    let d = cfg
+        .distill
+        .as_mut()
+        .ok_or_else(|| KdError::Config("a student config needs a [distill] table".into()))?;
+    d.alpha = alpha;
+    if let Some(t) = t {
+        d.temperature = t;
+    }
+    cfg.train.seed = seed;
+    let name = match t {
+        Some(t) => format!("T{t}_a{alpha}_s{seed}"),
+        None => format!("a0_s{seed}"),
+    };
+    cfg.out = req.out.join(name);
+    if alpha == 0.0 {
+        // The labels-alone points learn nothing from unlabelled rows.
+        cfg.unlabelled.clear();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// sweep.md: one row per (T, α).
+pub fn render(s: &Sweep) -> String {
+    let mut md = String::from(
+        "| T | α | test accuracy (mean ± sd) | macro-F1 (mean ± sd) | − α=0, paired (mean ± se) | seeds |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for p in &s.points {
+        let t = p.temperature.map_or("–".to_string(), |t| t.to_string());
+        let vs = match (p.vs_alpha0_mean, p.vs_alpha0_se) {
+            (Some(m), Some(se)) => format!("{:+.2} ± {:.2} pt", 100.0 * m, 100.0 * se),
+            _ => "–".into(),
+        };
+        md.push_str(&format!(
+            "| {t} | {} | {:.2} ± {:.2}% | {:.4} ± {:.4} | {vs} | {} |\n",
+            p.alpha,
+            100.0 * p.accuracy_mean,
+            100.0 * p.accuracy_sd,
+            p.macro_f1_mean,
+            p.macro_f1_sd,
+            p.runs.len()
+        ));
+    }
+    md
+}
