@@ -189,6 +189,10 @@ pub struct TrainArgs {
     /// accuracy unchanged, probabilities calibrated); predict and compare use it
     #[arg(long)]
     pub calibrate: bool,
+    /// Number of classes (labels 0..K−1); by default the training split's largest label + 1,
+    /// every class needing training rows
+    #[arg(long)]
+    pub num_labels: Option<usize>,
     /// Label smoothing of the cross-entropy term
     #[arg(long)]
     pub label_smoothing: Option<f64>,
@@ -347,8 +351,9 @@ pub struct PredictArgs {
     pub device: String,
     #[arg(long, default_value = "auto")]
     pub dtype: String,
-    #[arg(long, default_value_t = 128)]
-    pub max_len: usize,
+    /// Truncate rows to this many tokens [default: the run's own, 128 for --adapter]
+    #[arg(long)]
+    pub max_len: Option<usize>,
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
 }
@@ -390,6 +395,9 @@ impl TrainArgs {
         set!(self.seed => cfg.train.seed);
         set!(self.val_fraction => cfg.train.val_fraction);
         set!(self.select => cfg.train.select);
+        if self.num_labels.is_some() {
+            cfg.train.num_labels = self.num_labels;
+        }
         if self.calibrate {
             cfg.train.calibrate = true;
         }

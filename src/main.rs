@@ -45,6 +45,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(a) = args.alpha {
                 d.alpha = a;
             }
+            anyhow::ensure!(
+                !(args.temperature.is_some() && d.alpha == 0.0),
+                "--temperature has no effect with --alpha 0 (labels alone)"
+            );
             let s = commands::distill::run(&cfg)?;
             print_summary(&cfg.out, &s);
         }
@@ -101,13 +105,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Predict(args) => {
             let (dev, dtype) = device::select_with_dtype(&args.device, &args.dtype)?;
-            let loaded = match (&args.run, &args.adapter) {
+            let mut loaded = match (&args.run, &args.adapter) {
                 (Some(run), None) => kd::run::load_run(run, &dev, dtype)?,
-                (None, Some(a)) => {
-                    kd::run::load_adapter(a, args.model.as_deref(), &dev, dtype, args.max_len)?
-                }
+                (None, Some(a)) => kd::run::load_adapter(
+                    a,
+                    args.model.as_deref(),
+                    &dev,
+                    dtype,
+                    args.max_len.unwrap_or(128),
+                )?,
                 _ => anyhow::bail!("name a run folder, or --adapter DIR (with --model)"),
             };
+            if let Some(max_len) = args.max_len {
+                loaded.set_max_len(max_len)?;
+            }
             let n = predict::run(&loaded, &args.input, &args.output, args.batch_size)?;
             println!("wrote {n} predictions to {}", args.output.display());
         }

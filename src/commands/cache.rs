@@ -52,6 +52,7 @@ pub fn run(req: &CacheRequest) -> Result<String> {
         &req.unlabelled,
         config.train.val_fraction,
         config.train.seed,
+        config.train.num_labels,
     )?;
     let cache_path = req.teacher.join(files::LOGITS);
     let old = LogitCache::open(&cache_path)?;

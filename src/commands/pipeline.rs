@@ -35,6 +35,7 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared> {
         &cfg.unlabelled,
         cfg.train.val_fraction,
         cfg.train.seed,
+        cfg.train.num_labels,
     )?;
     let max_len = checkpoint.max_len(cfg.train.max_len);
     let tokenizer = TextTokenizer::load(&checkpoint.tokenizer, max_len)?;

@@ -1,6 +1,7 @@
 //! Locating a dataset (a folder or a Hub id), loading its splits, and holding out a stratified
 //! validation slice of the training rows.
 use super::formats::{read_examples, EXTENSIONS};
+use super::labels::class_count;
 use super::Example;
 use crate::error::{KdError, Result};
 use rand::rngs::StdRng;
@@ -190,7 +191,7 @@ pub struct Dataset {
     pub unlabelled: Vec<usize>,
     /// The unlabelled files, in order.
     pub unlabelled_files: Vec<PathBuf>,
-    /// Number of classes (largest label + 1).
+    /// Number of classes (declared, or the largest label + 1; every class has training rows).
     pub num_labels: usize,
     /// The files the rows came from (the validation split's after the training split's).
     pub files: SplitFiles,
@@ -206,17 +207,19 @@ impl Dataset {
         val_fraction: f64,
         seed: u64,
     ) -> Result<Self> {
-        Self::load_with_unlabelled(files, validation, &[], val_fraction, seed)
+        Self::load_with_unlabelled(files, validation, &[], val_fraction, seed, None)
     }
 
     /// [`Dataset::load`], then the rows of `unlabelled` files (a transfer set; labels in them,
-    /// if any, are not used).
+    /// if any, are not used). `num_labels` declares the class count (else the training split's
+    /// largest label + 1; see [`class_count`]).
     pub fn load_with_unlabelled(
         files: &SplitFiles,
         validation: Option<&SplitFiles>,
         unlabelled: &[PathBuf],
         val_fraction: f64,
         seed: u64,
+        num_labels: Option<usize>,
     ) -> Result<Self> {
         if !(0.0..1.0).contains(&val_fraction) {
             return Err(KdError::Config(format!(
@@ -224,10 +227,7 @@ impl Dataset {
             )));
         }
         let mut rows = files.read(true)?;
-        let num_labels = rows.iter().filter_map(|r| r.label).max().unwrap_or(0) as usize + 1;
-        if num_labels < 2 {
-            return Err(KdError::bad_file(&files.0[0], "fewer than two classes"));
-        }
+        let num_labels = class_count(&rows, files, num_labels)?;
         let (train, val, files) = match validation.filter(|_| val_fraction > 0.0) {
             Some(split) => {
                 let extra = split.read_checked(true, |r| {

@@ -2,6 +2,7 @@
 pub mod batching;
 pub mod dataset;
 pub mod formats;
+pub mod labels;
 pub mod tokenize;
 
 pub use batching::{Batch, Batcher};

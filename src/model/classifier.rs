@@ -48,6 +48,7 @@ impl TextClassifier {
         let vb =
             unsafe { VarBuilder::from_mmaped_safetensors(&[&checkpoint.weights], dtype, device)? };
         let vb = checkpoint_root(vb);
+        check_fits(&vb, checkpoint, lora)?;
         // The two pooler refusals of `load_pooler`, as errors about the user's choice.
         if lora.pooler == Pooler::Frozen {
             if checkpoint.config.kind() == ModelKind::Roberta {
@@ -190,6 +191,44 @@ impl TextClassifier {
     pub fn device(&self) -> &Device {
         &self.device
     }
+}
+
+/// Refuses what would otherwise train silently wrong: LoRA targets or layers that match no
+/// module (the head alone would train), and weights holding more layers than config.json says
+/// (the extra layers would be dropped).
+fn check_fits(vb: &VarBuilder, checkpoint: &Checkpoint, lora: &LoraSpec) -> Result<()> {
+    let cfg = &checkpoint.config;
+    let layers = cfg.num_hidden_layers;
+    if let Some(bad) = lora.layers.iter().flatten().find(|&&l| l >= layers) {
+        return Err(KdError::Config(format!(
+            "--layers {bad}: the model has {layers} layers (0..{})",
+            layers - 1
+        )));
+    }
+    let adapted = super::params::trainable_breakdown(cfg, lora, 2)
+        .iter()
+        .filter(|m| m.module.contains(".encoder.layer."))
+        .count();
+    if adapted == 0 {
+        let names: Vec<&str> = cfg.linear_modules().iter().map(|m| m.0).collect();
+        return Err(KdError::Config(format!(
+            "LoRA targets {:?} match no module of this model (its linear modules: {})",
+            lora.targets,
+            names.join(", ")
+        )));
+    }
+    if vb.contains_tensor(&format!(
+        "encoder.layer.{layers}.attention.self.query.weight"
+    )) {
+        return Err(KdError::bad_file(
+            &checkpoint.weights,
+            format!(
+                "holds encoder layer {layers} and beyond, but {} says num_hidden_layers = {layers}",
+                checkpoint.config_path.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 const NO_POOLER_TO_FREEZE: &str =

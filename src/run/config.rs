@@ -86,6 +86,7 @@ impl Default for TrainSettings {
             val_fraction: 0.05,
             select: Default::default(),
             calibrate: false,
+            num_labels: None,
             log_every: 50,
             eval_batch_size: 128,
         }
@@ -103,6 +104,9 @@ impl RunConfig {
     pub fn validate(&self) -> Result<()> {
         let t = &self.train;
         let fail = |m: String| Err(KdError::Config(m));
+        if t.max_steps == Some(0) {
+            return fail("--max-steps 0 would write an untrained model".into());
+        }
         if t.batch_size == 0 || t.epochs == 0 || t.max_len < 2 {
             return fail("epochs, batch_size must be ≥ 1 and max_len ≥ 2".into());
         }
@@ -123,8 +127,13 @@ impl RunConfig {
             if !(0.0..=1.0).contains(&d.alpha) {
                 return fail(format!("--alpha {} must be in [0, 1]", d.alpha));
             }
-            if d.temperature <= 0.0 {
-                return fail(format!("--temperature {} must be positive", d.temperature));
+            // Past T = 100 the soft targets are uniform to f32 precision and T² overflows the
+            // loss long before 1e30.
+            if !(d.temperature > 0.0 && d.temperature <= 100.0) {
+                return fail(format!(
+                    "--temperature {} is not in (0, 100]",
+                    d.temperature
+                ));
             }
             if d.alpha > 0.0 && d.teacher.is_empty() {
                 return fail("name a teacher run folder (--teacher DIR)".into());

@@ -21,6 +21,16 @@ pub struct LoadedModel {
     pub temperature: f64,
 }
 
+impl LoadedModel {
+    /// Truncates inputs to `max_len` tokens (capped by the checkpoint's positions) instead of
+    /// the length the model was loaded with.
+    pub fn set_max_len(&mut self, max_len: usize) -> Result<()> {
+        self.max_len = self.checkpoint.max_len(max_len);
+        self.tokenizer = TextTokenizer::load(&self.checkpoint.tokenizer, self.max_len)?;
+        Ok(())
+    }
+}
+
 /// Loads a run folder (`config.toml` + the PEFT adapter files kd writes).
 pub fn load_run(dir: &Path, device: &Device, dtype: DType) -> Result<LoadedModel> {
     let config_path = dir.join(files::CONFIG);

@@ -34,6 +34,9 @@ pub struct TrainSettings {
     /// How the kept epoch is chosen (absent in configs written before `--select` existed).
     #[serde(default)]
     pub select: Select,
+    /// The number of classes, when the data does not say (labels must be 0..K−1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_labels: Option<usize>,
     /// Fit a softmax temperature on the validation rows after training (temperature scaling);
     /// `kd predict` and `kd compare` then use it.
     #[serde(default)]

@@ -1,0 +1,142 @@
+//! How many classes a dataset has, checked before anything is sized by it: labels must be
+//! 0..K−1, with K declared (`--num-labels`) or else the training split's largest label + 1, and
+//! every class must have training rows. A stray label (a 9 among 1–4 in AG News CSV, a JSONL
+//! label of 1000000) is refused naming its file and row, not turned into extra classes.
+use super::{Example, SplitFiles};
+use crate::error::{KdError, Result};
+
+/// The class count of `rows` (read from `files`), or the error naming the row at fault.
+pub fn class_count(rows: &[Example], files: &SplitFiles, declared: Option<usize>) -> Result<usize> {
+    let labels = || rows.iter().filter_map(|r| r.label);
+    let k = match declared {
+        Some(k) => {
+            if k < 2 {
+                return Err(KdError::Config(format!(
+                    "--num-labels {k}: a classifier needs at least two classes"
+                )));
+            }
+            if labels().any(|l| l as usize >= k) {
+                return refuse_row(
+                    files,
+                    |l| l as usize >= k,
+                    &format!("outside the {k} classes of --num-labels"),
+                );
+            }
+            k
+        }
+        None => labels().max().map_or(0, |m| m as usize + 1),
+    };
+    if k < 2 {
+        return Err(KdError::bad_file(
+            &files.paths()[0],
+            "fewer than two classes",
+        ));
+    }
+    // Count per class without allocating K slots for a K that may be absurd: sort the labels.
+    let mut seen: Vec<u32> = labels().collect();
+    seen.sort_unstable();
+    seen.dedup();
+    if seen.len() == k {
+        return Ok(k);
+    }
+    let missing: Vec<usize> = (0..k)
+        .filter(|c| seen.binary_search(&(*c as u32)).is_err())
+        .take(k.min(5))
+        .collect();
+    let names = missing
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if declared.is_none() {
+        // The largest label made the gap: name the first row carrying a label above the gap.
+        let first_gap = missing[0] as u32;
+        return refuse_row(
+            files,
+            |l| l > first_gap,
+            &format!(
+                "classes {names}{} have no training rows below it: a stray label? (pass --num-labels if the data really has {k} classes)",
+                if seen.len() + missing.len() < k { ", …" } else { "" }
+            ),
+        );
+    }
+    Err(KdError::bad_file(
+        &files.paths()[0],
+        format!("class(es) {names} of {k} have no training rows"),
+    ))
+}
+
+/// Re-reads `files` to name the first row whose label matches `bad` (only on the error path).
+fn refuse_row(files: &SplitFiles, bad: impl Fn(u32) -> bool, why: &str) -> Result<usize> {
+    let err = files
+        .read_checked(true, |r| {
+            let l = r.label?;
+            bad(l).then(|| format!("label {l} {why}"))
+        })
+        .err();
+    Err(err.unwrap_or_else(|| KdError::bad_file(&files.paths()[0], why.to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(dir: &std::path::Path, name: &str, lines: &str) -> SplitFiles {
+        let path = dir.join(name);
+        std::fs::write(&path, lines).unwrap();
+        SplitFiles::single(&path)
+    }
+
+    #[test]
+    fn stray_and_missing_labels_are_refused_by_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = file(
+            dir.path(),
+            "ok.csv",
+            "\"1\",\"a\",\"b\"\n\"2\",\"a\",\"b\"\n\"3\",\"a\",\"b\"\n",
+        );
+        assert_eq!(class_count(&ok.read(true).unwrap(), &ok, None).unwrap(), 3);
+        assert_eq!(
+            class_count(&ok.read(true).unwrap(), &ok, Some(3)).unwrap(),
+            3
+        );
+        // A stray 9 among 1..3 (CSV classes are 1-based: label 8).
+        let stray = file(
+            dir.path(),
+            "train.csv",
+            "\"1\",\"a\",\"b\"\n\"2\",\"a\",\"b\"\n\"9\",\"a\",\"b\"\n\"3\",\"a\",\"b\"\n",
+        );
+        let err = class_count(&stray.read(true).unwrap(), &stray, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("train.csv, row 3") && err.contains("label 8") && err.contains("stray"),
+            "{err}"
+        );
+        // Declared: a label outside, and a class without rows.
+        let err = class_count(&ok.read(true).unwrap(), &ok, Some(2))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ok.csv, row 3") && err.contains("--num-labels"),
+            "{err}"
+        );
+        let err = class_count(&ok.read(true).unwrap(), &ok, Some(5))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("3, 4 of 5 have no training rows"), "{err}");
+        // A huge label is refused without sizing anything by it.
+        let huge = file(
+            dir.path(),
+            "huge.csv",
+            "\"1\",\"a\",\"b\"\n\"1000001\",\"a\",\"b\"\n",
+        );
+        let err = class_count(&huge.read(true).unwrap(), &huge, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("row 2") && err.contains("label 1000000"),
+            "{err}"
+        );
+    }
+}
