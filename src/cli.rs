@@ -193,6 +193,17 @@ pub struct TrainArgs {
     /// every class needing training rows
     #[arg(long)]
     pub num_labels: Option<usize>,
+    /// Checkpoint every N optimizer steps [default: every 5 minutes of training, and every epoch].
+    /// An interrupted run (Ctrl-C, SIGTERM, a crash, kill -9) resumes when the same command is run
+    /// again, and ends with the bits an uninterrupted run ends with
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Start over, discarding what an interrupted run left
+    #[arg(long)]
+    pub fresh: bool,
+    /// Rows per chunk of the teacher's caching pass (kept as each is scored)
+    #[arg(long, hide = true)]
+    pub cache_chunk_rows: Option<usize>,
     /// Label smoothing of the cross-entropy term
     #[arg(long)]
     pub label_smoothing: Option<f64>,
@@ -395,6 +406,11 @@ impl TrainArgs {
         set!(self.seed => cfg.train.seed);
         set!(self.val_fraction => cfg.train.val_fraction);
         set!(self.select => cfg.train.select);
+        if self.checkpoint_every.is_some() {
+            cfg.train.checkpoint_every = self.checkpoint_every;
+        }
+        cfg.train.fresh = self.fresh;
+        set!(self.cache_chunk_rows => cfg.train.cache_chunk_rows);
         if self.num_labels.is_some() {
             cfg.train.num_labels = self.num_labels;
         }

@@ -51,6 +51,10 @@ pub enum KdError {
         breakdown: String,
     },
 
+    /// SIGINT or SIGTERM: the work stopped at a step boundary with a checkpoint.
+    #[error("interrupted during {what}; the checkpoint is saved: run the same command again to resume (--fresh starts over)")]
+    Interrupted { what: String },
+
     /// Another process is writing the same run folder.
     #[error("{path} is being written by another kd process ({holder}): wait for it to finish or choose another --out")]
     Busy { path: PathBuf, holder: String },

@@ -20,9 +20,21 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Ctrl-C / SIGTERM: finish the current step, write a checkpoint, exit 130. A second one
+    // stops at once (the last checkpoint still resumes).
+    let _ = ctrlc::set_handler(|| {
+        if kd::training::state::stop_requested() {
+            std::process::exit(130);
+        }
+        eprintln!("stopping after the current step (again to stop now)…");
+        kd::training::state::request_stop();
+    });
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        let interrupted = e
+            .downcast_ref::<kd::KdError>()
+            .is_some_and(|k| matches!(k, kd::KdError::Interrupted { .. }));
+        std::process::exit(if interrupted { 130 } else { 1 });
     }
 }
 

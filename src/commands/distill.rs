@@ -3,10 +3,10 @@ use super::pipeline::{finish, fresh_model, prepare, Prepared};
 use crate::cache::LogitCache;
 use crate::error::{KdError, Result};
 use crate::model::params::{format_breakdown, trainable_breakdown};
-use crate::run::folder::{files, save_trained, start_metrics};
+use crate::run::folder::{files, open_run, save_trained, OpenRun};
 use crate::run::load::check_one_run;
-use crate::run::{RunConfig, StagedRun, Summary};
-use crate::training::{train, Objective};
+use crate::run::{RunConfig, Summary};
+use crate::training::{train, Objective, Progress};
 
 /// Trains the student described by `cfg` (which must have a `[distill]` table).
 pub fn run(cfg: &RunConfig) -> Result<Summary> {
@@ -58,7 +58,12 @@ pub fn run_prepared(cfg: &RunConfig, p: &Prepared) -> Result<Summary> {
 
     let model = fresh_model(cfg, p)?;
     debug_assert_eq!(model.trainable_count(), count);
-    let run = StagedRun::begin(&cfg.out)?;
+    let OpenRun {
+        run,
+        mut log,
+        mut checkpoints,
+        resume,
+    } = open_run(cfg, &p.data.rows, &model)?;
     tracing::info!(trainable = count, budget = d.budget, "student");
     let objective = if caches.is_empty() {
         Objective::Supervised
@@ -69,9 +74,13 @@ pub fn run_prepared(cfg: &RunConfig, p: &Prepared) -> Result<Summary> {
             alpha: d.alpha,
         }
     };
-    let mut log = start_metrics(&run)?;
+    let progress = Progress {
+        log: &mut log,
+        checkpoints: &mut checkpoints,
+        resume,
+    };
     let report = train(
-        &model, &p.batcher, &p.data, &cfg.train, &objective, &mut log,
+        &model, &p.batcher, &p.data, &cfg.train, &objective, progress,
     )?;
     save_trained(cfg, &model, &run)?;
     finish(cfg, p, &model, &report, "student", None, run)

@@ -3,39 +3,54 @@
 use super::pipeline::{finish, fresh_model, prepare};
 use crate::cache::{self, CacheHeader};
 use crate::error::Result;
-use crate::run::folder::{files, save_trained, start_metrics};
-use crate::run::{RunConfig, StagedRun, Summary};
-use crate::training::{cache_logits, train, Objective, Shard, CACHE_CHUNK_ROWS};
+use crate::run::checkpoints::cache_in_chunks;
+use crate::run::folder::{files, open_run, save_trained, OpenRun};
+use crate::run::{RunConfig, Summary};
+use crate::training::inference::cache_chunk;
+use crate::training::{train, Objective, Progress};
 use std::time::Instant;
 
 /// Trains the teacher described by `cfg` and writes its run folder, `logits.bin` included.
 pub fn run(cfg: &RunConfig) -> Result<Summary> {
     let p = prepare(cfg)?;
     let model = fresh_model(cfg, &p)?;
-    let run = StagedRun::begin(&cfg.out)?;
+    let OpenRun {
+        run,
+        mut log,
+        mut checkpoints,
+        resume,
+    } = open_run(cfg, &p.data.rows, &model)?;
     tracing::info!(trainable = model.trainable_count(), "teacher");
-    let mut log = start_metrics(&run)?;
+    let progress = Progress {
+        log: &mut log,
+        checkpoints: &mut checkpoints,
+        resume,
+    };
     let report = train(
         &model,
         &p.batcher,
         &p.data,
         &cfg.train,
         &Objective::Supervised,
-        &mut log,
+        progress,
     )?;
     save_trained(cfg, &model, &run)?;
 
-    // One pass over every row (validation and unlabelled rows included), stored in file order.
+    // One pass over every row (validation and unlabelled rows included), stored in file order,
+    // chunk by chunk: an interrupted pass resumes at the first chunk it had not finished.
     let all: Vec<usize> = (0..p.data.rows.len()).collect();
+    let chunk_rows = cfg.train.cache_chunk_rows.max(1);
     let started = Instant::now();
-    let logits = cache_logits(
-        &model,
-        &p.batcher,
-        &all,
-        cfg.train.eval_batch_size,
-        CACHE_CHUNK_ROWS,
-        Shard::ALL,
-    )?;
+    let logits = cache_in_chunks(run.dir(), all.len().div_ceil(chunk_rows), |k| {
+        cache_chunk(
+            &model,
+            &p.batcher,
+            &all,
+            cfg.train.eval_batch_size,
+            chunk_rows,
+            k,
+        )
+    })?;
     let cache_rate = all.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
     let header = CacheHeader {
         rows: all.len(),

@@ -87,6 +87,9 @@ impl Default for TrainSettings {
             select: Default::default(),
             calibrate: false,
             num_labels: None,
+            checkpoint_every: None,
+            fresh: false,
+            cache_chunk_rows: crate::training::CACHE_CHUNK_ROWS,
             log_every: 50,
             eval_batch_size: 128,
         }

@@ -1,10 +1,12 @@
 //! What a run folder is: its file names, the summary, and writing its files.
+use super::checkpoints::{settings_key, RunCheckpoints};
 use super::config::RunConfig;
 use super::staging::StagedRun;
+use crate::data::Example;
 use crate::error::Result;
 use crate::model::{adapter, TextClassifier};
 use crate::training::calibration::Calibration;
-use crate::training::MetricsLog;
+use crate::training::{MetricsLog, TrainState};
 use serde::Serialize;
 use std::path::Path;
 
@@ -72,11 +74,41 @@ pub fn save_trained(cfg: &RunConfig, model: &TextClassifier, run: &StagedRun) ->
     recorded.save(&run.dir().join(files::CONFIG))
 }
 
-/// Starts the staged run's metrics.jsonl, whose first line names the run.
-pub fn start_metrics(run: &StagedRun) -> Result<MetricsLog> {
-    let mut log = MetricsLog::create(&run.dir().join(files::METRICS))?;
-    log.write(serde_json::json!({ "run_id": run.run_id() }))?;
-    Ok(log)
+/// A training run's folder, opened: the staged run, its metrics log, its checkpoints, and the
+/// state of the interrupted run it continues, if any.
+pub struct OpenRun {
+    pub run: StagedRun,
+    pub log: MetricsLog,
+    pub checkpoints: RunCheckpoints,
+    pub resume: Option<TrainState>,
+}
+
+/// Starts the run of `cfg` into its staged folder, or continues the interrupted one found there
+/// (unless `--fresh`) when it was made with the same settings and `data` rows.
+pub fn open_run(cfg: &RunConfig, data: &[Example], model: &TextClassifier) -> Result<OpenRun> {
+    let (run, kept) = StagedRun::begin_resumable(&cfg.out, !cfg.train.fresh)?;
+    let key = settings_key(
+        cfg,
+        &crate::cache::fingerprint_hex(crate::cache::fingerprint(data)),
+    );
+    let names = model.trainable().iter().map(|nv| nv.name.clone()).collect();
+    let checkpoints = RunCheckpoints::new(run.dir(), key, names, cfg.train.checkpoint_every);
+    let resume = if kept { checkpoints.load()? } else { None };
+    let metrics = run.dir().join(files::METRICS);
+    let log = match &resume {
+        Some(st) => MetricsLog::resume(&metrics, st.metrics_len)?,
+        None => {
+            let mut log = MetricsLog::create(&metrics)?;
+            log.write(serde_json::json!({ "run_id": run.run_id() }))?;
+            log
+        }
+    };
+    Ok(OpenRun {
+        run,
+        log,
+        checkpoints,
+        resume,
+    })
 }
 
 /// Writes pretty JSON atomically.

@@ -1,6 +1,7 @@
 //! What a run folder is: its configuration, its files and summary, and loading a finished run
 //! (or a PEFT adapter folder) for inference. Commands sequence their steps; this room owns the
 //! folder.
+pub mod checkpoints;
 pub mod config;
 pub mod folder;
 pub mod load;

@@ -12,6 +12,7 @@
 //! On Linux the target is swapped with the staging folder by `renameat2(RENAME_EXCHANGE)`, one
 //! atomic step; elsewhere (or on a file system without it) by two renames through
 //! `.teacher.kd-old`, which the next run puts back if a crash fell between the two.
+use super::checkpoints::is_resume_file;
 use crate::error::{KdError, Result};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Write};
@@ -32,6 +33,12 @@ impl StagedRun {
     /// Locks `target` for this process (refusing at once if another holds it), clears what an
     /// interrupted run left, and creates an empty staging folder.
     pub fn begin(target: &Path) -> Result<Self> {
+        Ok(Self::begin_resumable(target, false)?.0)
+    }
+
+    /// [`StagedRun::begin`], but with `resume` a staging folder that holds an interrupted run's
+    /// checkpoint is kept, with its run id; the bool says whether one was.
+    pub fn begin_resumable(target: &Path, resume: bool) -> Result<(Self, bool)> {
         let name = target
             .file_name()
             .ok_or_else(|| KdError::Config(format!("{}: not a folder name", target.display())))?
@@ -54,18 +61,28 @@ impl StagedRun {
             }
         }
         check_replaceable(target)?;
-        if staging.exists() {
-            remove_dir(&staging)?;
-        }
-        std::fs::create_dir(&staging).map_err(|e| KdError::io(&staging, e))?;
-        Ok(Self {
+        let id_file = staging.join(RUN_ID_FILE);
+        let kept = resume && holds_resume_files(&staging) && id_file.is_file();
+        let run_id = if kept {
+            std::fs::read_to_string(&id_file).map_err(|e| KdError::io(&id_file, e))?
+        } else {
+            if staging.exists() {
+                remove_dir(&staging)?;
+            }
+            std::fs::create_dir(&staging).map_err(|e| KdError::io(&staging, e))?;
+            let id = new_run_id();
+            crate::fsutil::write_bytes_atomic(&id_file, id.as_bytes())?;
+            id
+        };
+        let run = Self {
             target: target.to_path_buf(),
             staging,
             old,
-            run_id: new_run_id(),
+            run_id,
             _lock: lock,
             committed: false,
-        })
+        };
+        Ok((run, kept))
     }
 
     /// Like [`StagedRun::begin`], for a change to a finished run (`kd cache`): the staging
@@ -103,6 +120,14 @@ impl StagedRun {
     /// (a README, notes) are carried over by hard link first.
     pub fn commit(mut self) -> Result<()> {
         let staging = self.staging.clone();
+        for entry in std::fs::read_dir(&staging).map_err(|e| KdError::io(&staging, e))? {
+            let name = entry.map_err(|e| KdError::io(&staging, e))?.file_name();
+            let name = name.to_string_lossy();
+            if name == RUN_ID_FILE || is_resume_file(&name) {
+                let path = staging.join(&*name);
+                std::fs::remove_file(&path).map_err(|e| KdError::io(&path, e))?;
+            }
+        }
         sync_dir_files(&staging)?;
         if self.target.exists() {
             carry_foreign_files(&self.target, &staging)?;
@@ -127,12 +152,24 @@ impl StagedRun {
 }
 
 impl Drop for StagedRun {
-    /// A run that failed leaves no staging folder behind; the target was never touched.
+    /// A run that failed leaves no staging folder behind, unless it holds a checkpoint to resume
+    /// from (an interrupted run); the target was never touched either way.
     fn drop(&mut self) {
-        if !self.committed {
+        if !self.committed && !holds_resume_files(&self.staging) {
             let _ = std::fs::remove_dir_all(&self.staging);
         }
     }
+}
+
+/// The staging folder's record of its run id (removed at commit).
+const RUN_ID_FILE: &str = ".run_id";
+
+fn holds_resume_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .any(|e| is_resume_file(&e.file_name().to_string_lossy()))
+    })
 }
 
 /// The files a run writes; anything else in a run folder belongs to the user.

@@ -73,12 +73,28 @@ pub fn cache_logits(
     shard: Shard,
 ) -> Result<Vec<f32>> {
     let mut out = Vec::new();
-    for (k, chunk) in rows.chunks(chunk_rows.max(1)).enumerate() {
+    for k in 0..rows.len().div_ceil(chunk_rows.max(1)) {
         if shard.owns(k) {
-            out.extend(predict_logits(model, batcher, chunk, batch_size, "cache")?);
+            out.extend(cache_chunk(
+                model, batcher, rows, batch_size, chunk_rows, k,
+            )?);
         }
     }
     Ok(out)
+}
+
+/// Chunk `k` of the caching pass over `rows`.
+pub fn cache_chunk(
+    model: &TextClassifier,
+    batcher: &Batcher,
+    rows: &[usize],
+    batch_size: usize,
+    chunk_rows: usize,
+    k: usize,
+) -> Result<Vec<f32>> {
+    let chunk_rows = chunk_rows.max(1);
+    let chunk = &rows[k * chunk_rows..((k + 1) * chunk_rows).min(rows.len())];
+    predict_logits(model, batcher, chunk, batch_size, "cache")
 }
 
 /// The outcome of evaluating a labelled file.

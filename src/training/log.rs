@@ -5,10 +5,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// An append-only metrics log (truncated when a run starts).
+/// An append-only metrics log.
 pub struct MetricsLog {
     file: Option<std::fs::File>,
     path: PathBuf,
+    /// Bytes written so far.
+    len: u64,
 }
 
 impl MetricsLog {
@@ -18,7 +20,28 @@ impl MetricsLog {
         Ok(Self {
             file: Some(file),
             path: path.to_path_buf(),
+            len: 0,
         })
+    }
+
+    /// Reopens the log of an interrupted run, cut back to the `len` bytes its checkpoint saw.
+    pub fn resume(path: &Path, len: u64) -> Result<Self> {
+        let io = |e| KdError::io(path, e);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io)?;
+        file.set_len(len).map_err(io)?;
+        let mut log = Self {
+            file: Some(file),
+            path: path.to_path_buf(),
+            len,
+        };
+        if let Some(f) = &mut log.file {
+            use std::io::Seek;
+            f.seek(std::io::SeekFrom::Start(len)).map_err(io)?;
+        }
+        Ok(log)
     }
 
     /// A log that writes nothing (library use, tests).
@@ -26,15 +49,29 @@ impl MetricsLog {
         Self {
             file: None,
             path: PathBuf::new(),
+            len: 0,
         }
     }
 
     /// Appends one record.
     pub fn write(&mut self, record: serde_json::Value) -> Result<()> {
         if let Some(f) = &mut self.file {
-            writeln!(f, "{record}").map_err(|e| KdError::io(&self.path, e))?;
+            let line = format!("{record}\n");
+            f.write_all(line.as_bytes())
+                .map_err(|e| KdError::io(&self.path, e))?;
+            self.len += line.len() as u64;
         }
         Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 

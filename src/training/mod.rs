@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod optimizer;
 pub mod schedule;
 pub mod selection;
+pub mod state;
 pub mod trainer;
 
 pub use inference::{
@@ -14,4 +15,7 @@ pub use inference::{
     Shard, CACHE_CHUNK_ROWS,
 };
 pub use log::MetricsLog;
-pub use trainer::{new_optimizer, train, train_step, Objective, TrainReport, TrainSettings};
+pub use state::{Checkpoints, NoCheckpoints, TrainState};
+pub use trainer::{
+    new_optimizer, train, train_step, Objective, Progress, TrainReport, TrainSettings,
+};

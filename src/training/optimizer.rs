@@ -67,6 +67,38 @@ impl AdamW {
 
     /// Scales the gradients so that their global L2 norm is at most `max_norm` (torch's
     /// `clip_grad_norm_`, including its 1e-6), returning the norm before clipping.
+    /// The step count and copies of the first and second moments, in parameter order.
+    pub fn state(&self) -> Result<(i32, Vec<Tensor>, Vec<Tensor>)> {
+        let m = self
+            .slots
+            .iter()
+            .map(|s| s.m.copy())
+            .collect::<Result<_>>()?;
+        let v = self
+            .slots
+            .iter()
+            .map(|s| s.v.copy())
+            .collect::<Result<_>>()?;
+        Ok((self.step, m, v))
+    }
+
+    /// Continues from a saved [`AdamW::state`].
+    pub fn restore(&mut self, step: i32, m: &[Tensor], v: &[Tensor]) -> Result<()> {
+        if m.len() != self.slots.len() || v.len() != self.slots.len() {
+            candle_core::bail!(
+                "optimizer state for {} tensors, the model has {}",
+                m.len(),
+                self.slots.len()
+            );
+        }
+        for ((s, m), v) in self.slots.iter_mut().zip(m).zip(v) {
+            s.m = m.to_device(s.m.device())?.to_dtype(s.m.dtype())?;
+            s.v = v.to_device(s.v.device())?.to_dtype(s.v.dtype())?;
+        }
+        self.step = step;
+        Ok(())
+    }
+
     pub fn clip_grad_norm(&self, grads: &mut GradStore, max_norm: f64) -> Result<f64> {
         // One reduction on the device and one read, not a host sync per tensor.
         let mut squares = Vec::new();

@@ -35,7 +35,7 @@ impl Select {
 }
 
 /// One epoch's validation scores, kept per row so that two epochs can be compared row by row.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EpochScores {
     pub epoch: usize,
     /// −log p(label) per row.
@@ -109,6 +109,11 @@ pub struct EpochSelector {
 impl EpochSelector {
     pub fn new(rule: Select) -> Self {
         Self { rule, best: None }
+    }
+
+    /// Continues with the best epoch of an interrupted run.
+    pub fn remember(&mut self, best: Option<&EpochScores>) {
+        self.best = best.cloned();
     }
 
     /// Records an epoch's scores; true when it is the best so far (the caller then keeps a copy

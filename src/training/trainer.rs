@@ -6,13 +6,14 @@ use super::metrics::{argmax_rows, evaluate};
 use super::optimizer::{AdamW, AdamWConfig};
 use super::schedule::{warmup_cosine, warmup_steps};
 use super::selection::{Decision, EpochScores, EpochSelector, Select};
+use super::state::{fault_point, rng_for, stop_point, stop_requested, Checkpoints, TrainState};
 use crate::cache::LogitCache;
 use crate::data::{Batch, Batcher, Dataset};
 use crate::error::{KdError, Result};
 use crate::model::TextClassifier;
 use candle_core::Tensor;
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::Rng;
 use serde_json::json;
 use std::time::Instant;
 
@@ -34,6 +35,15 @@ pub struct TrainSettings {
     /// How the kept epoch is chosen (absent in configs written before `--select` existed).
     #[serde(default)]
     pub select: Select,
+    /// Checkpoint every N steps (default: every 5 minutes of training, and every epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<usize>,
+    /// Start over even where an interrupted run left a checkpoint (never saved).
+    #[serde(skip)]
+    pub fresh: bool,
+    /// Rows per chunk of the caching pass (each chunk is kept as soon as it is scored).
+    #[serde(default = "default_chunk_rows")]
+    pub cache_chunk_rows: usize,
     /// The number of classes, when the data does not say (labels must be 0..K−1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_labels: Option<usize>,
@@ -43,6 +53,10 @@ pub struct TrainSettings {
     pub calibrate: bool,
     pub log_every: usize,
     pub eval_batch_size: usize,
+}
+
+fn default_chunk_rows() -> usize {
+    super::inference::CACHE_CHUNK_ROWS
 }
 
 /// What the loss compares the model's logits with.
@@ -73,16 +87,32 @@ pub struct TrainReport {
     pub train_tokens_per_s: f64,
 }
 
-/// Trains `model`'s adapters and head on `data.train`, evaluating on `data.val` after every
-/// epoch; at the end the model holds the epoch [`EpochSelector`] keeps.
+/// Where a training run reports and keeps its state: the metrics log, the checkpoints, and the
+/// state to resume from (None for a fresh run).
+pub struct Progress<'a> {
+    pub log: &'a mut MetricsLog,
+    pub checkpoints: &'a mut dyn Checkpoints,
+    pub resume: Option<TrainState>,
+}
+
+/// Trains `model`'s adapters and head on `data.train` (and, distilling, `data.unlabelled`),
+/// evaluating on `data.val` after every epoch; at the end the model holds the epoch
+/// [`EpochSelector`] keeps. Resumed from a [`TrainState`], it ends with the bits an
+/// uninterrupted run ends with. Stops at a step boundary, checkpointed, when asked
+/// ([`super::state::request_stop`]).
 pub fn train(
     model: &TextClassifier,
     batcher: &Batcher,
     data: &Dataset,
     s: &TrainSettings,
     objective: &Objective,
-    log: &mut MetricsLog,
+    progress: Progress,
 ) -> Result<TrainReport> {
+    let Progress {
+        log,
+        checkpoints,
+        resume,
+    } = progress;
     if s.batch_size == 0 || s.epochs == 0 {
         return Err(KdError::Config(
             "epochs and batch size must be at least 1".into(),
@@ -100,84 +130,152 @@ pub fn train(
         .map_or(per_epoch * s.epochs, |m| m.min(per_epoch * s.epochs));
     let warmup = warmup_steps(total, s.warmup_ratio);
     let mut opt = new_optimizer(model, s)?;
-    let mut rng = StdRng::seed_from_u64(s.seed);
-    // GPU dropout masks come from the device's generator (the CPU's from `rng`).
-    if !model.device().is_cpu() {
-        model.device().set_seed(s.seed)?;
-    }
-    let bar = progress_bar(total, "train");
-    let (mut step, mut seconds, mut samples, mut tokens) = (0usize, 0f64, 0usize, 0usize);
     let mut selector = EpochSelector::new(s.select);
-    let mut best: Option<(EpochScores, Vec<Tensor>)> = None;
-    let mut last: Option<EpochScores> = None;
-    let mut epoch = 0;
-    while step < total {
+    let mut st = match resume {
+        Some(st) => {
+            for (nv, t) in model.trainable().iter().zip(&st.params) {
+                nv.var.set(t)?;
+            }
+            opt.restore(st.adam_step, &st.adam_m, &st.adam_v)?;
+            selector.remember(st.best.as_ref().map(|b| &b.0));
+            tracing::info!(step = st.step, total, "resuming");
+            st
+        }
+        None => TrainState {
+            step: 0,
+            params: Vec::new(),
+            adam_step: 0,
+            adam_m: Vec::new(),
+            adam_v: Vec::new(),
+            best: None,
+            last: None,
+            window: (0.0, 0),
+            seconds: 0.0,
+            samples: 0,
+            tokens: 0,
+            metrics_len: 0,
+        },
+    };
+    let bar = progress_bar(total, "train");
+    bar.inc(st.step as u64);
+    let mut epoch = st.step / per_epoch.max(1);
+    while st.step < total {
+        // The epoch's plan is a function of (seed, epoch): a resumed run skips the batches done.
+        let done_in_epoch = st.step - epoch * per_epoch;
         epoch += 1;
-        let mut window = (0f64, 0usize); // loss sum, steps since last log
-        for rows in batcher.training_plan(&rows, s.batch_size, &mut rng) {
-            if step == total {
+        let mut plan_rng = rng_for(s.seed, 1, epoch);
+        let plan = batcher.training_plan(&rows, s.batch_size, &mut plan_rng);
+        for rows in plan.into_iter().skip(done_in_epoch) {
+            if st.step == total {
                 break;
             }
+            let step = st.step;
             let started = Instant::now();
             let batch = batcher.batch(&rows);
             let lr = s.lr * warmup_cosine(step, warmup, total);
+            let mut rng = rng_for(s.seed, 2, step);
+            // GPU dropout masks come from the device's generator (the CPU's from `rng`).
+            if !model.device().is_cpu() {
+                model.device().set_seed(rng.random())?;
+            }
             let loss = train_step(model, &batch, objective, &mut opt, lr, s, &mut rng)?;
             if !loss.is_finite() {
                 return Err(KdError::Config(format!(
                     "the loss became {loss} at step {step}: lower --lr"
                 )));
             }
-            seconds += started.elapsed().as_secs_f64();
-            samples += batch.batch_size;
-            tokens += batch.real_tokens();
-            step += 1;
-            window = (window.0 + loss, window.1 + 1);
+            st.seconds += started.elapsed().as_secs_f64();
+            st.samples += batch.batch_size;
+            st.tokens += batch.real_tokens();
+            st.step += 1;
+            st.window = (st.window.0 + loss, st.window.1 + 1);
             bar.inc(1);
             bar.set_message(format!(
                 "epoch {epoch} loss {loss:.4} lr {lr:.2e} {:.1} samples/s",
-                samples as f64 / seconds
+                st.samples as f64 / st.seconds
             ));
-            if step % s.log_every.max(1) == 0 || step == total {
+            if st.step % s.log_every.max(1) == 0 || st.step == total {
                 log.write(json!({
-                    "step": step, "epoch": epoch, "loss": window.0 / window.1 as f64, "lr": lr,
-                    "samples_per_s": samples as f64 / seconds,
-                    "tokens_per_s": tokens as f64 / seconds,
+                    "step": st.step, "epoch": epoch, "loss": st.window.0 / st.window.1 as f64,
+                    "lr": lr, "samples_per_s": st.samples as f64 / st.seconds,
+                    "tokens_per_s": st.tokens as f64 / st.seconds,
                 }))?;
-                window = (0.0, 0);
+                st.window = (0.0, 0);
+            }
+            let epoch_end = st.step == total || st.step % per_epoch == 0;
+            stop_point(st.step);
+            let stop = stop_requested();
+            // The epoch's last step is checkpointed after its validation, below.
+            if !epoch_end && (stop || checkpoints.due(st.step, false)) {
+                save_state(model, &opt, &mut st, log, checkpoints)?;
+            }
+            fault_point("KD_FAULT_AFTER_STEP", st.step);
+            if stop && !epoch_end {
+                return Err(KdError::Interrupted {
+                    what: format!("training at step {} of {total}", st.step),
+                });
             }
         }
         if !data.val.is_empty() {
-            let scores = validate(model, batcher, data, s, epoch, step, log)?;
+            let scores = validate(model, batcher, data, s, epoch, st.step, log)?;
             if selector.observe(&scores) {
-                let snapshot = model
-                    .trainable()
-                    .iter()
-                    .map(|nv| nv.var.as_tensor().copy())
-                    .collect::<candle_core::Result<Vec<_>>>()?;
-                best = Some((scores.clone(), snapshot));
+                st.best = Some((scores.clone(), copy_params(model)?));
             }
-            last = Some(scores);
+            st.last = Some(scores);
+        }
+        let stop = stop_requested();
+        if stop || checkpoints.due(st.step, true) {
+            save_state(model, &opt, &mut st, log, checkpoints)?;
+        }
+        fault_point("KD_FAULT_AFTER_EPOCH", epoch);
+        if stop {
+            return Err(KdError::Interrupted {
+                what: format!("training after epoch {epoch} (step {} of {total})", st.step),
+            });
         }
     }
     bar.finish_and_clear();
-    let selection = selector.decide(last.as_ref(), epoch);
+    let selection = selector.decide(st.last.as_ref(), epoch);
     tracing::info!(epoch = selection.epoch, "kept: {}", selection.reason);
-    let mut kept = last;
-    if let Some((scores, snapshot)) = best.filter(|(b, _)| b.epoch == selection.epoch) {
+    let mut kept = st.last;
+    if let Some((scores, snapshot)) = st.best.filter(|(b, _)| b.epoch == selection.epoch) {
         for (nv, t) in model.trainable().iter().zip(snapshot) {
             nv.var.set(&t)?;
         }
         kept = Some(scores);
     }
     Ok(TrainReport {
-        steps: step,
+        steps: st.step,
         selection,
         val_loss: kept.as_ref().map(EpochScores::loss),
         val_accuracy: kept.as_ref().map(EpochScores::accuracy),
-        train_seconds: seconds,
-        train_samples_per_s: samples as f64 / seconds.max(1e-9),
-        train_tokens_per_s: tokens as f64 / seconds.max(1e-9),
+        train_seconds: st.seconds,
+        train_samples_per_s: st.samples as f64 / st.seconds.max(1e-9),
+        train_tokens_per_s: st.tokens as f64 / st.seconds.max(1e-9),
     })
+}
+
+/// Copies of the trainable tensors (a snapshot that later steps do not change).
+fn copy_params(model: &TextClassifier) -> Result<Vec<Tensor>> {
+    Ok(model
+        .trainable()
+        .iter()
+        .map(|nv| nv.var.as_tensor().copy())
+        .collect::<candle_core::Result<Vec<_>>>()?)
+}
+
+/// Fills `st` with the model's and optimizer's current tensors and hands it to `checkpoints`.
+fn save_state(
+    model: &TextClassifier,
+    opt: &AdamW,
+    st: &mut TrainState,
+    log: &MetricsLog,
+    checkpoints: &mut dyn Checkpoints,
+) -> Result<()> {
+    st.params = copy_params(model)?;
+    (st.adam_step, st.adam_m, st.adam_v) = opt.state()?;
+    st.metrics_len = log.len();
+    checkpoints.save(st)
 }
 
 /// Scores the validation rows after `epoch`, logs them and returns them per row.

@@ -1,0 +1,97 @@
+//! What a training run is at a step boundary, so that it can stop and go on to the same bits.
+//!
+//! Randomness is a function of (seed, step): each epoch's batch plan is drawn from an RNG seeded
+//! by (seed, epoch) and each step's dropout from one seeded by (seed, step), on the CPU and on a
+//! GPU alike. So the state to keep is the step, the weights, AdamW's moments, the epoch selector's
+//! memory and the log's counters; no RNG state needs saving. The training loop hands this state to
+//! a [`Checkpoints`] implementation (the run folder's, in `run/checkpoints.rs`), which decides
+//! where and when it is written.
+use super::selection::EpochScores;
+use crate::error::Result;
+use candle_core::Tensor;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Everything the loop needs to continue after `step` steps.
+#[derive(Clone, Debug)]
+pub struct TrainState {
+    /// Optimizer steps taken.
+    pub step: usize,
+    /// The trainable tensors, in `TextClassifier::trainable` order.
+    pub params: Vec<Tensor>,
+    /// AdamW's step count and first and second moments, in the same order.
+    pub adam_step: i32,
+    pub adam_m: Vec<Tensor>,
+    pub adam_v: Vec<Tensor>,
+    /// The best epoch so far (its scores and weights) and the last epoch's scores.
+    pub best: Option<(EpochScores, Vec<Tensor>)>,
+    pub last: Option<EpochScores>,
+    /// Loss sum and steps since the last metrics line; training seconds, samples and tokens.
+    pub window: (f64, usize),
+    pub seconds: f64,
+    pub samples: usize,
+    pub tokens: usize,
+    /// Bytes of metrics.jsonl written so far (a resumed log is cut back to this).
+    pub metrics_len: u64,
+}
+
+/// Where training state goes. `due` is asked after every step (`epoch_end` after the epoch's
+/// validation too); when it says yes the loop builds the state and calls `save`.
+pub trait Checkpoints {
+    fn due(&mut self, step: usize, epoch_end: bool) -> bool;
+    fn save(&mut self, state: &TrainState) -> Result<()>;
+}
+
+/// Training without checkpoints (tests, benchmarks, library use).
+pub struct NoCheckpoints;
+
+impl Checkpoints for NoCheckpoints {
+    fn due(&mut self, _: usize, _: bool) -> bool {
+        false
+    }
+    fn save(&mut self, _: &TrainState) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// An RNG for one purpose: `tag` 1 = an epoch's batch plan (index = epoch), 2 = a step's dropout
+/// (index = step).
+pub fn rng_for(seed: u64, tag: u64, index: usize) -> StdRng {
+    StdRng::seed_from_u64(seed ^ (tag << 56) ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Asks running work to stop at the next step boundary (SIGINT/SIGTERM handler).
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Whether a stop was asked for.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// For the resume tests: `KD_STOP_AFTER_STEP=N` asks for a stop after step N, as SIGINT would.
+pub fn stop_point(step: usize) {
+    if std::env::var("KD_STOP_AFTER_STEP")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        == Some(step)
+    {
+        request_stop();
+    }
+}
+
+/// A fault for the resume tests: `KD_FAULT_AFTER_STEP=N` kills the process (abort, as a SIGKILL
+/// would: no destructor runs) right after step N and its checkpoint, if one was due.
+pub fn fault_point(var: &str, at: usize) {
+    if std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        == Some(at)
+    {
+        std::process::abort();
+    }
+}
