@@ -49,7 +49,7 @@ pub enum Command {
     /// OUT/sweep.md: accuracy and macro-F1 per (T, α) as mean ± sd over seeds, and the paired
     /// difference against α = 0 of the same seed (mean ± standard error).
     Sweep(SweepArgs),
-    /// Score (more) unlabelled rows with a finished teacher, without retraining it.
+    /// Score unlabelled rows with a finished teacher, without retraining it.
     ///
     /// Keeps the labelled rows' logits and replaces the teacher's unlabelled rows with those of
     /// --unlabelled, in one step. Large transfer sets: run `--shard i/N` for i = 0..N-1 anywhere
@@ -289,7 +289,8 @@ pub struct CacheArgs {
     #[arg(long)]
     pub merge: bool,
     /// Rows per caching chunk (must be the same for every shard and the merge)
-    #[arg(long, default_value_t = CACHE_CHUNK_ROWS, hide = true)]
+    #[arg(long, default_value_t = CACHE_CHUNK_ROWS, hide = true,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub chunk_rows: usize,
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,

@@ -94,6 +94,10 @@ fn distill_flags_that_do_nothing_or_overflow_are_refused() {
     let err = fails(w.distill("t", "s", &["--alpha", "0", "--temperature", "4"]));
     assert!(err.contains("no effect with --alpha 0"), "{err}");
     assert!(!Path::new(&w.p("s")).exists());
+    // A student written over its teacher would delete the logits it learns from.
+    let err = fails(w.distill("t", "t", &[]));
+    assert!(err.contains("is the teacher's run folder"), "{err}");
+    assert!(Path::new(&w.p("t")).join("logits.bin").is_file());
 }
 
 #[test]

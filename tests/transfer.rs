@@ -216,4 +216,39 @@ fn a_sweep_trains_each_point_once_and_pairs_against_alpha_zero() {
     let stdout = ok(sweep());
     assert!(stdout.contains("trained 1 of 6 runs"), "{stdout}");
     assert_eq!(summary(&Path::new(&out).join("T1_a0.5_s1"))["run_id"], kept);
+    // Other settings (a longer run) are not taken for finished points.
+    let (model, teacher) = (w.p("bert"), w.p("t"));
+    let longer = kd(
+        &[
+            "sweep",
+            "--model",
+            &model,
+            "--data",
+            &data,
+            "--teacher",
+            &teacher,
+            "--out",
+            &out,
+            "--device",
+            "cpu",
+            "--max-steps",
+            "3",
+            "--batch-size",
+            "16",
+            "--max-len",
+            "32",
+            "--lora-r",
+            "4",
+            "--lora-alpha",
+            "16",
+            "--temperature",
+            "1,2",
+            "--alpha",
+            "0,0.5",
+            "--seeds",
+            "1,2",
+        ],
+        &[],
+    );
+    assert!(ok(longer).contains("trained 6 of 6 runs"));
 }

@@ -1,4 +1,5 @@
-//! `kd cache`: score (more) unlabelled rows with a finished teacher, without retraining it.
+//! `kd cache`: score unlabelled rows with a finished teacher, without retraining it (they
+//! replace the unlabelled rows it scored before).
 //!
 //! The labelled rows' logits are kept from the teacher's cache; the unlabelled rows are scored
 //! chunk by chunk. `--shard i/N` scores every N-th chunk into a part file beside the teacher
@@ -36,11 +37,18 @@ pub fn run(req: &CacheRequest) -> Result<String> {
             "kd cache needs --unlabelled FILE (the rows to score)".into(),
         ));
     }
-    check_one_run(&req.teacher)?;
-    let config = RunConfig::from_file(&req.teacher.join(files::CONFIG))?;
+    let teacher = std::fs::canonicalize(&req.teacher).map_err(|e| KdError::io(&req.teacher, e))?;
+    // Shards run side by side and only read the teacher; the single pass and the merge change
+    // it, so they hold its lock from before they read it to the commit.
+    let staged = match req.shard {
+        Some(_) => None,
+        None => Some(StagedRun::begin_update(&teacher)?),
+    };
+    check_one_run(&teacher)?;
+    let config = RunConfig::from_file(&teacher.join(files::CONFIG))?;
     let run_id = config.run_id.clone().ok_or_else(|| {
         KdError::bad_file(
-            &req.teacher,
+            &teacher,
             "was written before run ids: run kd teach again to add unlabelled rows to it",
         )
     })?;
@@ -54,7 +62,7 @@ pub fn run(req: &CacheRequest) -> Result<String> {
         config.train.seed,
         config.train.num_labels,
     )?;
-    let cache_path = req.teacher.join(files::LOGITS);
+    let cache_path = teacher.join(files::LOGITS);
     let old = LogitCache::open(&cache_path)?;
     let (labelled, unlabelled) = data.parts();
     old.check_matches(labelled, &[], &[])?;
@@ -67,11 +75,11 @@ pub fn run(req: &CacheRequest) -> Result<String> {
         teacher: old.header().teacher.clone(),
         run_id: Some(run_id.clone()),
     };
-    let parts = parts_dir(&req.teacher);
+    let parts = parts_dir(&teacher);
     let scored = if req.merge {
         merge_parts(&parts, &header, req.chunk_rows)?
     } else {
-        let loaded = load_run(&req.teacher, &req.device, req.dtype)?;
+        let loaded = load_run(&teacher, &req.device, req.dtype)?;
         let batcher = tokenize_rows(
             &loaded.tokenizer,
             unlabelled,
@@ -109,7 +117,7 @@ pub fn run(req: &CacheRequest) -> Result<String> {
     all.extend(scored);
     drop(old);
     // Replace logits.bin and record the files in config.toml, as one change to the run folder.
-    let staged = StagedRun::begin_update(&req.teacher, &run_id)?;
+    let staged = staged.expect("locked unless sharded");
     cache::write(&staged.dir().join(files::LOGITS), &header, &all)?;
     let recorded = RunConfig {
         unlabelled: req.unlabelled.clone(),

@@ -34,6 +34,20 @@ pub fn run_prepared(cfg: &RunConfig, p: &Prepared) -> Result<Summary> {
         });
     }
 
+    // Writing the student over a teacher would delete the logits it learns from.
+    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    if let Some(t) = d
+        .teacher
+        .iter()
+        .find(|t| canonical(t).is_some() && canonical(t) == canonical(&cfg.out))
+    {
+        return Err(KdError::Config(format!(
+            "--out {} is the teacher's run folder {}: choose another --out",
+            cfg.out.display(),
+            t.display()
+        )));
+    }
+
     // The teachers are never run: their logits come from the memory-mapped caches.
     let mut caches = Vec::new();
     if d.alpha > 0.0 {

@@ -6,7 +6,7 @@ use crate::model::{Checkpoint, TextClassifier};
 use crate::run::folder::{files, write_json};
 use crate::run::{RunConfig, StagedRun, Summary};
 use crate::training::calibration::fit_temperature;
-use crate::training::{evaluate_examples, predict_logits, read_labelled, TrainReport};
+use crate::training::{evaluate_examples, predict_logits, TrainReport};
 use candle_core::{DType, Device};
 
 /// Data, tokenizer and model, ready to train.
@@ -47,7 +47,7 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared> {
     }
     // A bad test split fails now, not after hours of training.
     let test = match &files.test {
-        Some(split) => Some(read_labelled(split, data.num_labels)?),
+        Some(split) => Some(split.read_labelled(data.num_labels)?),
         None => None,
     };
     tracing::info!(

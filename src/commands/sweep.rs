@@ -6,10 +6,11 @@
 use super::distill::run_prepared;
 use super::pipeline::prepare;
 use crate::error::{KdError, Result};
+use crate::run::checkpoints::settings_key;
 use crate::run::folder::write_json;
 use crate::run::load::{check_one_run, read_summary};
 use crate::run::{RunConfig, Summary};
-use crate::training::metrics::{mean, sample_sd as sd};
+use crate::training::metrics::{mean, sample_sd};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -31,9 +32,10 @@ pub struct SweepPoint {
     /// Per seed: (seed, test accuracy, macro-F1).
     pub runs: Vec<(u64, f64, f64)>,
     pub accuracy_mean: f64,
-    pub accuracy_sd: f64,
+    /// Sample standard deviations over seeds (None with one seed).
+    pub accuracy_sd: Option<f64>,
     pub macro_f1_mean: f64,
-    pub macro_f1_sd: f64,
+    pub macro_f1_sd: Option<f64>,
     /// Mean over seeds of (this point − α=0 with the same seed), test accuracy, and its
     /// standard error (None for α = 0 itself, or without an α = 0 point).
     pub vs_alpha0_mean: Option<f64>,
@@ -80,12 +82,14 @@ pub fn run(req: &SweepRequest) -> Result<Sweep> {
     for configs in &points {
         let mut per_seed = Vec::new();
         for cfg in configs {
+            // A point is finished when its folder holds a whole run of these very settings (a
+            // sweep rerun with another teacher, data or grid retrains it).
             let finished = match read_summary(&cfg.out)? {
-                Some(s) => {
+                Some(s) if same_settings(cfg)? => {
                     check_one_run(&cfg.out)?;
                     Some(s)
                 }
-                None => None,
+                _ => None,
             };
             let summary = match finished {
                 Some(s) => s,
@@ -114,7 +118,7 @@ pub fn run(req: &SweepRequest) -> Result<Sweep> {
                 .zip(&results[z])
                 .map(|(a, s0)| a - accuracy(s0))
                 .collect();
-            (mean(&d), sd(&d) / (d.len() as f64).sqrt())
+            (mean(&d), spread(&d).map(|s| s / (d.len() as f64).sqrt()))
         });
         SweepPoint {
             temperature: t,
@@ -126,11 +130,11 @@ pub fn run(req: &SweepRequest) -> Result<Sweep> {
                 .map(|(&s, (&a, &f))| (s, a, f))
                 .collect(),
             accuracy_mean: mean(&acc),
-            accuracy_sd: sd(&acc),
+            accuracy_sd: spread(&acc),
             macro_f1_mean: mean(&f1),
-            macro_f1_sd: sd(&f1),
+            macro_f1_sd: spread(&f1),
             vs_alpha0_mean: paired.map(|p| p.0),
-            vs_alpha0_se: paired.map(|p| p.1),
+            vs_alpha0_se: paired.and_then(|p| p.1),
         }
     };
     let sweep = Sweep {
@@ -140,6 +144,16 @@ pub fn run(req: &SweepRequest) -> Result<Sweep> {
     write_json(&req.out.join("sweep.json"), &sweep)?;
     crate::fsutil::write_bytes_atomic(&req.out.join("sweep.md"), render(&sweep).as_bytes())?;
     Ok(sweep)
+}
+
+/// Whether the run folder of `cfg` was trained with the settings of `cfg`.
+fn same_settings(cfg: &RunConfig) -> Result<bool> {
+    let path = cfg.out.join(crate::run::files::CONFIG);
+    if !path.is_file() {
+        return Ok(false);
+    }
+    let saved = RunConfig::from_file(&path)?;
+    Ok(settings_key(&saved, "") == settings_key(cfg, ""))
 }
 
 /// The student config of one point.
@@ -174,19 +188,29 @@ pub fn render(s: &Sweep) -> String {
     );
     for p in &s.points {
         let t = p.temperature.map_or("–".to_string(), |t| t.to_string());
-        let vs = match (p.vs_alpha0_mean, p.vs_alpha0_se) {
-            (Some(m), Some(se)) => format!("{:+.2} ± {:.2} pt", 100.0 * m, 100.0 * se),
-            _ => "–".into(),
+        let pm = |v: Option<f64>, scale: f64, digits: usize| {
+            v.map_or(" ± n/a".to_string(), |v| {
+                format!(" ± {:.*}", digits, scale * v)
+            })
+        };
+        let vs = match p.vs_alpha0_mean {
+            Some(m) => format!("{:+.2}{} pt", 100.0 * m, pm(p.vs_alpha0_se, 100.0, 2)),
+            None => "–".into(),
         };
         md.push_str(&format!(
-            "| {t} | {} | {:.2} ± {:.2}% | {:.4} ± {:.4} | {vs} | {} |\n",
+            "| {t} | {} | {:.2}{}% | {:.4}{} | {vs} | {} |\n",
             p.alpha,
             100.0 * p.accuracy_mean,
-            100.0 * p.accuracy_sd,
+            pm(p.accuracy_sd, 100.0, 2),
             p.macro_f1_mean,
-            p.macro_f1_sd,
+            pm(p.macro_f1_sd, 1.0, 4),
             p.runs.len()
         ));
     }
     md
+}
+
+/// The sample standard deviation, or None for fewer than two values (one seed has no spread).
+fn spread(v: &[f64]) -> Option<f64> {
+    (v.len() > 1).then(|| sample_sd(v))
 }

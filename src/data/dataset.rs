@@ -68,6 +68,19 @@ impl SplitFiles {
         Ok(rows)
     }
 
+    /// Every row, each labelled with a class in `0..classes` (refused by file and row else).
+    pub fn read_labelled(&self, classes: usize) -> Result<Vec<Example>> {
+        self.read_checked(true, |r| {
+            let label = r.label.unwrap_or(0);
+            (label as usize >= classes).then(|| {
+                format!(
+                    "label {label} is outside the {classes} classes (0..{})",
+                    classes - 1
+                )
+            })
+        })
+    }
+
     /// The first file, and how many shards follow it.
     pub fn describe(&self) -> String {
         match self.0.len() {
@@ -193,8 +206,6 @@ pub struct Dataset {
     pub unlabelled_files: Vec<PathBuf>,
     /// Number of classes (declared, or the largest label + 1; every class has training rows).
     pub num_labels: usize,
-    /// The files the rows came from (the validation split's after the training split's).
-    pub files: SplitFiles,
 }
 
 impl Dataset {
@@ -228,32 +239,26 @@ impl Dataset {
         }
         let mut rows = files.read(true)?;
         let num_labels = class_count(&rows, files, num_labels)?;
-        let (train, val, files) = match validation.filter(|_| val_fraction > 0.0) {
+        // A validation split's rows are always among the labelled rows (so a teacher's cache
+        // holds them whatever --val-fraction each run used); with --val-fraction 0 they are not
+        // used to choose an epoch.
+        let (train, val) = match validation {
             Some(split) => {
-                let extra = split.read_checked(true, |r| {
-                    let label = r.label.unwrap_or(0);
-                    (label as usize >= num_labels).then(|| {
-                        format!("label {label}, but the training split has {num_labels} classes")
-                    })
-                })?;
+                let extra = split.read_labelled(num_labels)?;
                 let n = rows.len();
                 tracing::info!(
                     file = %split.describe(), rows = extra.len(),
-                    "validation split (--val-fraction not used)"
+                    "validation split (--val-fraction does not cut train)"
                 );
                 rows.extend(extra);
-                let mut paths = files.0.clone();
-                paths.extend(split.0.iter().cloned());
-                (
-                    (0..n).collect(),
-                    (n..rows.len()).collect(),
-                    SplitFiles(paths),
-                )
+                let val = if val_fraction > 0.0 {
+                    (n..rows.len()).collect()
+                } else {
+                    Vec::new()
+                };
+                ((0..n).collect(), val)
             }
-            None => {
-                let (train, val) = stratified_split(&rows, num_labels, val_fraction, seed);
-                (train, val, files.clone())
-            }
+            None => stratified_split(&rows, num_labels, val_fraction, seed),
         };
         let labelled = rows.len();
         for path in unlabelled {
@@ -271,7 +276,6 @@ impl Dataset {
             train,
             val,
             num_labels,
-            files,
         })
     }
 

@@ -122,6 +122,15 @@ pub fn check_one_run(dir: &Path) -> Result<()> {
     if dir.join(adapter::ADAPTER_WEIGHTS).is_file() {
         ids.push((adapter::ADAPTER_WEIGHTS, adapter::read_run_id(dir)?));
     }
+    let metrics = dir.join(files::METRICS);
+    if let Ok(file) = std::fs::File::open(&metrics) {
+        let mut first = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(file), &mut first);
+        let id = serde_json::from_str::<serde_json::Value>(&first)
+            .ok()
+            .and_then(|v| v["run_id"].as_str().map(str::to_string));
+        ids.push((files::METRICS, id));
+    }
     let logits = dir.join(files::LOGITS);
     if logits.is_file() {
         ids.push((files::LOGITS, cache::read_header(&logits)?.run_id));

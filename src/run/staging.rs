@@ -87,9 +87,19 @@ impl StagedRun {
 
     /// Like [`StagedRun::begin`], for a change to a finished run (`kd cache`): the staging
     /// folder starts as a copy of the target (hard links: files are only ever replaced by
-    /// rename, never written in place) and the run keeps its id.
-    pub fn begin_update(target: &Path, run_id: &str) -> Result<Self> {
+    /// rename, never written in place) and the run keeps the id its config.toml records, read
+    /// under the lock.
+    pub fn begin_update(target: &Path) -> Result<Self> {
         let mut run = Self::begin(target)?;
+        let config = target.join(super::folder::files::CONFIG);
+        let run_id = super::config::RunConfig::from_file(&config)?
+            .run_id
+            .ok_or_else(|| {
+                KdError::bad_file(
+                    target,
+                    "was written before run ids: run kd teach again to change it",
+                )
+            })?;
         for entry in std::fs::read_dir(target).map_err(|e| KdError::io(target, e))? {
             let entry = entry.map_err(|e| KdError::io(target, e))?;
             let dest = run.staging.join(entry.file_name());
@@ -104,11 +114,6 @@ impl StagedRun {
     /// Where the run's files are written until [`StagedRun::commit`].
     pub fn dir(&self) -> &Path {
         &self.staging
-    }
-
-    /// The folder the run will replace.
-    pub fn target(&self) -> &Path {
-        &self.target
     }
 
     /// The id every file of this run records.
@@ -132,12 +137,17 @@ impl StagedRun {
         if self.target.exists() {
             carry_foreign_files(&self.target, &staging)?;
             if exchange(&staging, &self.target).is_ok() {
-                // `staging` now holds the previous run.
-                remove_dir(&staging)?;
+                // `staging` now holds the previous run; the new one is in place whatever happens
+                // to its removal.
+                let _ = std::fs::remove_dir_all(&staging);
             } else {
                 rename(&self.target, &self.old)?;
-                rename(&staging, &self.target)?;
-                remove_dir(&self.old)?;
+                if let Err(e) = rename(&staging, &self.target) {
+                    // Put the previous run back rather than leave no run folder at all.
+                    let _ = std::fs::rename(&self.old, &self.target);
+                    return Err(e);
+                }
+                let _ = std::fs::remove_dir_all(&self.old);
             }
         } else {
             rename(&staging, &self.target)?;
@@ -187,7 +197,9 @@ fn written_by_runs(name: &str) -> bool {
     .contains(&name)
 }
 
-/// Refuses to replace what is not a run folder: a file, or a folder holding sub-folders.
+/// Refuses to replace what is not a run folder: a file, a folder holding sub-folders, or one
+/// holding files a run writes (a PEFT adapter downloaded from the Hub, say) without a kd
+/// config.toml. Files no run writes (a README) are kept anyway.
 fn check_replaceable(target: &Path) -> Result<()> {
     if !target.exists() {
         return Ok(());
@@ -200,6 +212,13 @@ fn check_replaceable(target: &Path) -> Result<()> {
     }
     for entry in std::fs::read_dir(target).map_err(|e| KdError::io(target, e))? {
         let entry = entry.map_err(|e| KdError::io(target, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if written_by_runs(&name) && !is_kd_run(target) {
+            return Err(KdError::bad_file(
+                target,
+                format!("holds `{name}` but is not a kd run folder (no kd config.toml): choose another --out"),
+            ));
+        }
         if entry.path().is_dir() {
             return Err(KdError::bad_file(
                 target,
@@ -211,6 +230,11 @@ fn check_replaceable(target: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `dir` holds a config.toml that kd wrote.
+fn is_kd_run(dir: &Path) -> bool {
+    super::config::RunConfig::from_file(&dir.join(super::folder::files::CONFIG)).is_ok()
 }
 
 fn carry_foreign_files(from: &Path, to: &Path) -> Result<()> {
@@ -309,14 +333,28 @@ fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// A folder that a finished kd run wrote: a config.toml kd can read, and `files`.
+    fn kd_run(dir: &Path, files: &[(&str, &str)]) {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = "model = \"m\"\ndata = \"d\"\nout = \"o\"\n[lora]\nr = 4\nalpha = 8.0\ntargets = [\"query\"]\n";
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+    }
+
     #[test]
     fn a_commit_replaces_the_target_whole_and_keeps_foreign_files() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("teacher");
-        std::fs::create_dir(&target).unwrap();
-        std::fs::write(target.join("summary.json"), "old").unwrap();
-        std::fs::write(target.join("logits.bin"), "old").unwrap();
-        std::fs::write(target.join("README.md"), "mine").unwrap();
+        kd_run(
+            &target,
+            &[
+                ("summary.json", "old"),
+                ("logits.bin", "old"),
+                ("README.md", "mine"),
+            ],
+        );
         let run = StagedRun::begin(&target).unwrap();
         std::fs::write(run.dir().join("summary.json"), "new").unwrap();
         // Until the commit the previous run is whole.
@@ -340,8 +378,7 @@ mod tests {
     fn a_failed_run_leaves_the_target_untouched_and_a_second_writer_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("student");
-        std::fs::create_dir(&target).unwrap();
-        std::fs::write(target.join("summary.json"), "old").unwrap();
+        kd_run(&target, &[("summary.json", "old")]);
         let run = StagedRun::begin(&target).unwrap();
         std::fs::write(run.dir().join("summary.json"), "new").unwrap();
         let err = StagedRun::begin(&target).unwrap_err().to_string();
@@ -365,8 +402,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("t");
         let old = dir.path().join(".t.kd-old");
-        std::fs::create_dir(&old).unwrap();
-        std::fs::write(old.join("summary.json"), "previous").unwrap();
+        kd_run(&old, &[("summary.json", "previous")]);
         drop(StagedRun::begin(&target).unwrap());
         assert_eq!(
             std::fs::read_to_string(target.join("summary.json")).unwrap(),

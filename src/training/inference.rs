@@ -119,16 +119,6 @@ impl FileEvaluation {
     }
 }
 
-/// Reads every row of a labelled split (one file or the Hub's Parquet shards), refusing a label
-/// outside `0..classes` by file and row.
-pub fn read_labelled(split: &SplitFiles, classes: usize) -> Result<Vec<Example>> {
-    split.read_checked(true, |r| {
-        let label = r.label.unwrap_or(0);
-        (label as usize >= classes)
-            .then(|| format!("label {label} but the model has {classes} classes"))
-    })
-}
-
 /// Evaluates `model` on every row of a labelled split.
 pub fn evaluate_file(
     model: &TextClassifier,
@@ -137,7 +127,7 @@ pub fn evaluate_file(
     checkpoint: &Checkpoint,
     settings: &TrainSettings,
 ) -> Result<FileEvaluation> {
-    let rows = read_labelled(split, model.num_labels())?;
+    let rows = split.read_labelled(model.num_labels())?;
     evaluate_examples(model, tokenizer, &rows, checkpoint, settings)
 }
 

@@ -11,8 +11,8 @@ pub mod state;
 pub mod trainer;
 
 pub use inference::{
-    cache_logits, evaluate_examples, evaluate_file, predict_logits, read_labelled, FileEvaluation,
-    Shard, CACHE_CHUNK_ROWS,
+    cache_logits, evaluate_examples, evaluate_file, predict_logits, FileEvaluation, Shard,
+    CACHE_CHUNK_ROWS,
 };
 pub use log::MetricsLog;
 pub use state::{Checkpoints, NoCheckpoints, TrainState};

@@ -87,7 +87,16 @@ impl EpochScores {
 
     /// Whether these scores beat `other` under `select` (strictly).
     fn beats(&self, other: &EpochScores, select: Select) -> bool {
-        mean(&self.cost(select)) < mean(&other.cost(select))
+        // A non-finite score (a NaN logit) never wins.
+        let score = |s: &EpochScores| {
+            let m = mean(&s.cost(select));
+            if m.is_finite() {
+                m
+            } else {
+                f64::INFINITY
+            }
+        };
+        score(self) < score(other)
     }
 }
 
@@ -163,7 +172,8 @@ impl EpochSelector {
             .map(|(l, b)| l - b)
             .collect();
         let (gap, se) = (mean(&diff), standard_error(&diff));
-        if gap <= se {
+        // An undecidable comparison (NaN) keeps the last epoch too.
+        if gap.partial_cmp(&se) != Some(std::cmp::Ordering::Greater) {
             return keep_last(format!(
                 "epoch {}'s {} is within one standard error of the last epoch's ({gap:.4} ≤ {se:.4}): keeping the last epoch",
                 best.epoch,
