@@ -86,6 +86,14 @@ fn a_run_killed_anywhere_resumes_to_the_same_bits() {
         "resume files left in the run folder: {files:?}"
     );
 
+    // A checkpoint of other settings (another seed) is set aside: the run starts over, with
+    // nothing of the interrupted one (its cache chunks included).
+    fails(teach("x", &[("KD_FAULT_AFTER_CHUNK", "2")]));
+    let reseeded = [&settings[..4], &["--seed", "9"]].concat();
+    ok(w.run_training("teach", &w.p("roberta"), "data", "x", &reseeded, &[]));
+    ok(w.run_training("teach", &w.p("roberta"), "data", "ref9", &reseeded, &[]));
+    assert!(outcome(Path::new(&w.p("x"))) == outcome(Path::new(&w.p("ref9"))));
+
     // A stop request (what SIGINT does) checkpoints at that very step; --fresh starts over.
     let r = fails(teach("s", &[("KD_STOP_AFTER_STEP", "6")]));
     assert!(

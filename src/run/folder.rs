@@ -86,7 +86,7 @@ pub struct OpenRun {
 /// Starts the run of `cfg` into its staged folder, or continues the interrupted one found there
 /// (unless `--fresh`) when it was made with the same settings and `data` rows.
 pub fn open_run(cfg: &RunConfig, data: &[Example], model: &TextClassifier) -> Result<OpenRun> {
-    let (run, kept) = StagedRun::begin_resumable(&cfg.out, !cfg.train.fresh)?;
+    let (mut run, kept) = StagedRun::begin_resumable(&cfg.out, !cfg.train.fresh)?;
     let key = settings_key(
         cfg,
         &crate::cache::fingerprint_hex(crate::cache::fingerprint(data)),
@@ -94,6 +94,9 @@ pub fn open_run(cfg: &RunConfig, data: &[Example], model: &TextClassifier) -> Re
     let names = model.trainable().iter().map(|nv| nv.name.clone()).collect();
     let checkpoints = RunCheckpoints::new(run.dir(), key, names, cfg.train.checkpoint_every);
     let resume = if kept { checkpoints.load()? } else { None };
+    if kept && resume.is_none() {
+        run.reset()?;
+    }
     let metrics = run.dir().join(files::METRICS);
     let log = match &resume {
         Some(st) => MetricsLog::resume(&metrics, st.metrics_len)?,

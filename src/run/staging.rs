@@ -111,6 +111,15 @@ impl StagedRun {
         Ok(run)
     }
 
+    /// Empties the staging folder and gives the run a new id (a kept checkpoint that turned out
+    /// to belong to other settings: nothing of that run may leak into this one).
+    pub fn reset(&mut self) -> Result<()> {
+        remove_dir(&self.staging)?;
+        std::fs::create_dir(&self.staging).map_err(|e| KdError::io(&self.staging, e))?;
+        self.run_id = new_run_id();
+        crate::fsutil::write_bytes_atomic(&self.staging.join(RUN_ID_FILE), self.run_id.as_bytes())
+    }
+
     /// Where the run's files are written until [`StagedRun::commit`].
     pub fn dir(&self) -> &Path {
         &self.staging
