@@ -5,7 +5,6 @@ mod common;
 
 use common::world::{fails, ok, summary, World};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 /// The adapter's tensors (its metadata names the run, so files differ) and the logits.
 fn outcome(run: &Path) -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
@@ -119,39 +118,8 @@ fn a_run_killed_anywhere_resumes_to_the_same_bits() {
 fn sigint_stops_at_a_step_with_a_checkpoint_and_exit_130() {
     let w = World::new(400, 20);
     let out = w.p("t");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_kd"))
-        .args([
-            "teach",
-            "--model",
-            &w.p("roberta"),
-            "--data",
-            &w.p("data"),
-            "--out",
-            &out,
-            "--device",
-            "cpu",
-            "--epochs",
-            "30",
-            "--batch-size",
-            "8",
-            "--max-len",
-            "32",
-            "--checkpoint-every",
-            "1",
-        ])
-        .env("RUST_LOG", "warn")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = w.spawn_long_teach("t", &["--checkpoint-every", "1"], "checkpoint.safetensors");
     let checkpoint = w.dir.path().join(".t.kd-staging/checkpoint.safetensors");
-    let started = Instant::now();
-    while !checkpoint.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
     std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -4,7 +4,6 @@ mod common;
 
 use common::world::{fails, kd, ok, summary, World};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 fn read(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap()
@@ -104,37 +103,7 @@ fn a_failed_rerun_leaves_the_previous_run_whole() {
 fn a_second_writer_is_refused_at_once_naming_the_first() {
     let w = World::new(400, 20);
     let out = w.p("t");
-    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_kd"))
-        .args([
-            "teach",
-            "--model",
-            &w.p("roberta"),
-            "--data",
-            &w.p("data"),
-            "--out",
-            &out,
-            "--device",
-            "cpu",
-            "--epochs",
-            "30",
-            "--batch-size",
-            "8",
-            "--max-len",
-            "32",
-        ])
-        .env("RUST_LOG", "warn")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let staging = w.dir.path().join(".t.kd-staging");
-    let started = Instant::now();
-    while !staging.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the first run never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut first = w.spawn_long_teach("t", &[], ".run_id");
     let err = fails(w.teach("t", &[]));
     first.kill().unwrap();
     first.wait().unwrap();

@@ -156,7 +156,7 @@ fn a_sweep_trains_each_point_once_and_pairs_against_alpha_zero() {
     let w = World::new(80, 20);
     ok(w.teach("t", &["--max-steps", "2"]));
     let (bert, data, t, out) = (w.p("bert"), w.p("data"), w.p("t"), w.p("sw"));
-    let sweep = || {
+    let sweep = |steps: &str| {
         kd(
             &[
                 "sweep",
@@ -171,7 +171,7 @@ fn a_sweep_trains_each_point_once_and_pairs_against_alpha_zero() {
                 "--device",
                 "cpu",
                 "--max-steps",
-                "2",
+                steps,
                 "--batch-size",
                 "16",
                 "--max-len",
@@ -190,7 +190,7 @@ fn a_sweep_trains_each_point_once_and_pairs_against_alpha_zero() {
             &[],
         )
     };
-    let stdout = ok(sweep());
+    let stdout = ok(sweep("2"));
     assert!(stdout.contains("trained 6 of 6 runs"), "{stdout}");
     let json = |p: &str| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(Path::new(&out).join(p)).unwrap()).unwrap()
@@ -213,42 +213,9 @@ fn a_sweep_trains_each_point_once_and_pairs_against_alpha_zero() {
     // Interrupted: one point is missing. The rerun trains it alone.
     let kept = summary(&Path::new(&out).join("T1_a0.5_s1"))["run_id"].clone();
     std::fs::remove_dir_all(Path::new(&out).join("T2_a0.5_s2")).unwrap();
-    let stdout = ok(sweep());
+    let stdout = ok(sweep("2"));
     assert!(stdout.contains("trained 1 of 6 runs"), "{stdout}");
     assert_eq!(summary(&Path::new(&out).join("T1_a0.5_s1"))["run_id"], kept);
     // Other settings (a longer run) are not taken for finished points.
-    let (model, teacher) = (w.p("bert"), w.p("t"));
-    let longer = kd(
-        &[
-            "sweep",
-            "--model",
-            &model,
-            "--data",
-            &data,
-            "--teacher",
-            &teacher,
-            "--out",
-            &out,
-            "--device",
-            "cpu",
-            "--max-steps",
-            "3",
-            "--batch-size",
-            "16",
-            "--max-len",
-            "32",
-            "--lora-r",
-            "4",
-            "--lora-alpha",
-            "16",
-            "--temperature",
-            "1,2",
-            "--alpha",
-            "0,0.5",
-            "--seeds",
-            "1,2",
-        ],
-        &[],
-    );
-    assert!(ok(longer).contains("trained 6 of 6 runs"));
+    assert!(ok(sweep("3")).contains("trained 6 of 6 runs"));
 }

@@ -6,8 +6,9 @@
 //! folder (`TEACHER.cache-parts/part-i-of-N.bin`), so N processes on any scheduler share the work
 //! without talking to each other; `--merge` joins the parts into the cache, bit for bit the one
 //! a single process writes.
+use super::pipeline::load_data;
 use crate::cache::{self, CacheHeader, LogitCache};
-use crate::data::{tokenize_rows, DataFiles, Dataset};
+use crate::data::tokenize_rows;
 use crate::error::{KdError, Result};
 use crate::run::folder::files;
 use crate::run::load::check_one_run;
@@ -53,15 +54,7 @@ pub fn run(req: &CacheRequest) -> Result<String> {
         )
     })?;
     // The teacher's labelled rows, as it read them, and the new unlabelled rows.
-    let files = DataFiles::resolve(&config.data)?;
-    let data = Dataset::load_with_unlabelled(
-        files.train_split()?,
-        files.validation.as_ref(),
-        &req.unlabelled,
-        config.train.val_fraction,
-        config.train.seed,
-        config.train.num_labels,
-    )?;
+    let (_, data) = load_data(&config, &req.unlabelled)?;
     let cache_path = teacher.join(files::LOGITS);
     let old = LogitCache::open(&cache_path)?;
     let (labelled, unlabelled) = data.parts();

@@ -22,21 +22,31 @@ pub struct Prepared {
     pub test: Option<Vec<Example>>,
 }
 
+/// The dataset of `cfg` as its run reads it (training rows, validation rows and the split's
+/// settings), with `unlabelled` files after them.
+pub fn load_data(
+    cfg: &RunConfig,
+    unlabelled: &[std::path::PathBuf],
+) -> Result<(DataFiles, Dataset)> {
+    let files = DataFiles::resolve(&cfg.data)?;
+    let data = Dataset::load_with_unlabelled(
+        files.train_split()?,
+        files.validation.as_ref(),
+        unlabelled,
+        cfg.train.val_fraction,
+        cfg.train.seed,
+        cfg.train.num_labels,
+    )?;
+    Ok((files, data))
+}
+
 /// Resolves device, checkpoint and data, and tokenizes the training rows.
 pub fn prepare(cfg: &RunConfig) -> Result<Prepared> {
     cfg.validate()?;
     let device = device::select(&cfg.device)?;
     let dtype = device::weight_dtype(&cfg.dtype, &device)?;
     let checkpoint = Checkpoint::resolve(&cfg.model)?;
-    let files = DataFiles::resolve(&cfg.data)?;
-    let data = Dataset::load_with_unlabelled(
-        files.train_split()?,
-        files.validation.as_ref(),
-        &cfg.unlabelled,
-        cfg.train.val_fraction,
-        cfg.train.seed,
-        cfg.train.num_labels,
-    )?;
+    let (files, data) = load_data(cfg, &cfg.unlabelled)?;
     let max_len = checkpoint.max_len(cfg.train.max_len);
     let tokenizer = TextTokenizer::load(&checkpoint.tokenizer, max_len)?;
     let batcher = tokenize_rows(&tokenizer, &data.rows, checkpoint.config.pad_id())?;

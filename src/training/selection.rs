@@ -49,14 +49,8 @@ impl EpochScores {
     pub fn from_logits(epoch: usize, logits: &[f32], labels: &[u32], classes: usize) -> Self {
         let (mut nll, mut correct) = (Vec::new(), Vec::new());
         for (row, &label) in logits.chunks(classes).zip(labels) {
-            let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-            let log_sum = row
-                .iter()
-                .map(|&v| (v as f64 - max).exp())
-                .sum::<f64>()
-                .ln()
-                + max;
-            nll.push(log_sum - row[label as usize] as f64);
+            let p = super::calibration::probabilities(row, 1.0);
+            nll.push(-p[label as usize].max(f64::MIN_POSITIVE).ln());
             let best = super::metrics::argmax_rows(row, classes)[0];
             correct.push(best == label);
         }

@@ -1,4 +1,5 @@
 //! The training loop shared by `kd teach` and `kd distill`.
+use super::calibration::ensemble;
 use super::inference::predict_logits;
 use super::log::{progress_bar, MetricsLog};
 use super::loss::{cross_entropy, distillation_mixed};
@@ -346,7 +347,7 @@ pub fn train_step(
             alpha,
         } => {
             let shape = (batch.batch_size, model.num_labels());
-            let logits_of_teachers = crate::cache::ensemble(teachers, &batch.rows, *temperature);
+            let logits_of_teachers = ensemble(teachers, &batch.rows, *temperature);
             let teacher = Tensor::from_vec(logits_of_teachers, shape, device)?;
             distillation_mixed(
                 &logits,

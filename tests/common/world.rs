@@ -115,6 +115,57 @@ impl World {
     }
 }
 
+impl World {
+    /// A long `kd teach` (400 rows × 30 epochs on the tiny RoBERTa) into `out`, in the background,
+    /// with its stderr piped; returns once its staging folder holds `wait_for` (a file name).
+    pub fn spawn_long_teach(
+        &self,
+        out: &str,
+        extra: &[&str],
+        wait_for: &str,
+    ) -> std::process::Child {
+        let (model, data, o) = (self.p("roberta"), self.p("data"), self.p(out));
+        let child = Command::new(env!("CARGO_BIN_EXE_kd"))
+            .args([
+                "teach",
+                "--model",
+                &model,
+                "--data",
+                &data,
+                "--out",
+                &o,
+                "--device",
+                "cpu",
+                "--epochs",
+                "30",
+                "--batch-size",
+                "8",
+                "--max-len",
+                "32",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kd starts");
+        let file = self
+            .dir
+            .path()
+            .join(format!(".{out}.kd-staging"))
+            .join(wait_for);
+        let started = std::time::Instant::now();
+        while !file.exists() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "{} never appeared",
+                file.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child
+    }
+}
+
 pub fn summary(run: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
 }
