@@ -155,6 +155,10 @@ pub struct TrainArgs {
     /// rows with α·T²·KL + (1−α)·CE; an epoch is one pass over both
     #[arg(long)]
     pub unlabelled: Vec<PathBuf>,
+    /// Class names in class order, comma-separated (e.g. World,Sports,Business,Sci/Tech); by
+    /// default those a Hub Parquet file's ClassLabel metadata gives
+    #[arg(long, value_delimiter = ',')]
+    pub label_names: Option<Vec<String>>,
     /// Run folder to write
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -395,6 +399,9 @@ impl TrainArgs {
         set!(self.model => cfg.model);
         set!(self.data => cfg.data);
         set!(self.out => cfg.out);
+        if self.label_names.is_some() {
+            cfg.label_names = self.label_names.clone();
+        }
         if !self.unlabelled.is_empty() {
             cfg.unlabelled = self.unlabelled.clone();
         }

@@ -62,7 +62,7 @@ fn calibrate_fits_a_temperature_that_predict_and_compare_use() {
         .to_string();
     let v: Vec<f64> = line
         .split(',')
-        .skip(2)
+        .skip(3)
         .map(|x| x.parse().unwrap())
         .collect();
     let (logits, probs) = v.split_at(4);

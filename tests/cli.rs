@@ -128,7 +128,7 @@ fn teach_distill_compare_predict() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
-        "row,label,logit_0,logit_1,logit_2,logit_3,prob_0,prob_1,prob_2,prob_3"
+        "row,label,label_name,logit_0,logit_1,logit_2,logit_3,prob_0,prob_1,prob_2,prob_3"
     );
     assert_eq!(lines.len(), 201);
     for (i, l) in lines[1..].iter().enumerate() {

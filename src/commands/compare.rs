@@ -32,6 +32,8 @@ pub struct RunResult {
     pub run: String,
     pub model: String,
     pub trainable_params: usize,
+    /// Class names in class order (numbers when the run has none).
+    pub class_names: Vec<String>,
     pub eval_samples_per_s: f64,
     #[serde(flatten)]
     pub evaluation: Evaluation,
@@ -116,6 +118,7 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
             run: name.clone(),
             model: m.checkpoint.id.clone(),
             trainable_params: m.model.trainable_count(),
+            class_names: (0..m.model.num_labels()).map(|c| m.class_name(c)).collect(),
             eval_samples_per_s: fe.samples_per_s,
             calibrated_temperature: (m.temperature != 1.0).then_some(m.temperature),
             calibration,
@@ -151,7 +154,8 @@ pub fn render_table(c: &Comparison) -> String {
             .evaluation
             .per_class
             .iter()
-            .map(|p| format!("{:.3}", p.f1))
+            .zip(&r.class_names)
+            .map(|(p, name)| format!("{name} {:.3}", p.f1))
             .collect();
         s.push_str(&format!(
             "{:<28} {:>8.2}% {:>9.4} {:>7.4} {:>7.4} {:>7.4} {:>12} {:>10.1}  {}\n",
@@ -179,9 +183,22 @@ pub fn render_table(c: &Comparison) -> String {
             "confusion (rows true, columns predicted) {}:\n",
             r.run
         ));
-        for row in &r.evaluation.confusion {
-            let cells: Vec<String> = row.iter().map(|v| format!("{v:>6}")).collect();
-            s.push_str(&format!("  {}\n", cells.join("")));
+        let width = r
+            .class_names
+            .iter()
+            .map(|n| n.len())
+            .max()
+            .unwrap_or(1)
+            .max(6);
+        let head: Vec<String> = r
+            .class_names
+            .iter()
+            .map(|n| format!("{n:>width$}"))
+            .collect();
+        s.push_str(&format!("  {:<width$}{}\n", "", head.join("")));
+        for (row, name) in r.evaluation.confusion.iter().zip(&r.class_names) {
+            let cells: Vec<String> = row.iter().map(|v| format!("{v:>width$}")).collect();
+            s.push_str(&format!("  {name:<width$}{}\n", cells.join("")));
         }
     }
     s

@@ -53,6 +53,17 @@ pub fn run_prepared(cfg: &RunConfig, p: &Prepared) -> Result<Summary> {
     if d.alpha > 0.0 {
         for teacher in &d.teacher {
             check_one_run(teacher)?;
+            let names = RunConfig::from_file(&teacher.join(files::CONFIG))?.label_names;
+            if let (Some(t), Some(s)) = (&names, &p.label_names) {
+                if t != s {
+                    return Err(KdError::Config(format!(
+                        "the teacher {} names its classes {}, the student's data {}",
+                        teacher.display(),
+                        t.join(", "),
+                        s.join(", ")
+                    )));
+                }
+            }
             let cache = LogitCache::open(&teacher.join(files::LOGITS))?;
             let (labelled, unlabelled) = p.data.parts();
             cache.check_matches(labelled, unlabelled, &p.data.unlabelled_files)?;
@@ -96,6 +107,6 @@ pub fn run_prepared(cfg: &RunConfig, p: &Prepared) -> Result<Summary> {
     let report = train(
         &model, &p.batcher, &p.data, &cfg.train, &objective, progress,
     )?;
-    save_trained(cfg, &model, &run)?;
+    save_trained(cfg, &model, p.label_names.as_deref(), &run)?;
     finish(cfg, p, &model, &report, "student", None, run)
 }

@@ -1,4 +1,5 @@
 //! The steps `kd teach` and `kd distill` share: preparing data and model, and finishing a run.
+use crate::data::labels::label_names;
 use crate::data::{tokenize_rows, Batcher, DataFiles, Dataset, Example, TextTokenizer};
 use crate::device;
 use crate::error::{KdError, Result};
@@ -20,6 +21,8 @@ pub struct Prepared {
     pub batcher: Batcher,
     /// The test split's rows, read and checked before any training.
     pub test: Option<Vec<Example>>,
+    /// Class names, when the run has them.
+    pub label_names: Option<Vec<String>>,
 }
 
 /// The dataset of `cfg` as its run reads it (training rows, validation rows and the split's
@@ -47,6 +50,11 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared> {
     let dtype = device::weight_dtype(&cfg.dtype, &device)?;
     let checkpoint = Checkpoint::resolve(&cfg.model)?;
     let (files, data) = load_data(cfg, &cfg.unlabelled)?;
+    let label_names = label_names(
+        files.train_split()?,
+        cfg.label_names.as_deref(),
+        data.num_labels,
+    )?;
     let max_len = checkpoint.max_len(cfg.train.max_len);
     let tokenizer = TextTokenizer::load(&checkpoint.tokenizer, max_len)?;
     let batcher = tokenize_rows(&tokenizer, &data.rows, checkpoint.config.pad_id())?;
@@ -74,6 +82,7 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared> {
         tokenizer,
         batcher,
         test,
+        label_names,
     })
 }
 

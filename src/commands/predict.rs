@@ -9,7 +9,8 @@ use crate::training::predict_logits;
 use std::io::Write;
 use std::path::Path;
 
-/// Writes `row,label,logit_0..logit_K,prob_0..prob_K` for every row of `input`, in input order
+/// Writes `row,label,label_name,logit_0..logit_K,prob_0..prob_K` for every row of `input`, in
+/// input order
 /// (probabilities at the run's calibrated temperature, if it has one).
 /// Returns the number of rows written.
 pub fn run(loaded: &LoadedModel, input: &Path, output: &Path, batch_size: usize) -> Result<usize> {
@@ -27,7 +28,7 @@ pub fn run(loaded: &LoadedModel, input: &Path, output: &Path, batch_size: usize)
         let prob_cols: Vec<String> = (0..k).map(|c| format!("prob_{c}")).collect();
         writeln!(
             w,
-            "row,label,{},{}",
+            "row,label,label_name,{},{}",
             logit_cols.join(","),
             prob_cols.join(",")
         )
@@ -43,9 +44,19 @@ pub fn run(loaded: &LoadedModel, input: &Path, output: &Path, batch_size: usize)
                     .collect::<Vec<_>>()
                     .join(",")
             };
-            writeln!(w, "{i},{},{},{}", labels[i], fmt(row), fmt(&probs)).map_err(io)?;
+            let name = csv_field(&loaded.class_name(labels[i] as usize));
+            writeln!(w, "{i},{},{name},{},{}", labels[i], fmt(row), fmt(&probs)).map_err(io)?;
         }
         w.flush().map_err(io)
     })?;
     Ok(rows.len())
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }

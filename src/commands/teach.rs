@@ -34,7 +34,7 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
         &Objective::Supervised,
         progress,
     )?;
-    save_trained(cfg, &model, &run)?;
+    save_trained(cfg, &model, p.label_names.as_deref(), &run)?;
 
     // One pass over every row (validation and unlabelled rows included), stored in file order,
     // chunk by chunk: an interrupted pass resumes at the first chunk it had not finished.

@@ -66,6 +66,64 @@ pub fn class_count(rows: &[Example], files: &SplitFiles, declared: Option<usize>
     ))
 }
 
+/// Class names, in class order: `declared` (`--label-names`), else the `datasets` features a
+/// Hub Parquet file carries in its schema metadata (a `ClassLabel` `label` column: for
+/// `fancyzhx/ag_news`, World, Sports, Business, Sci/Tech), else none. Refused when their count
+/// is not the class count.
+pub fn label_names(
+    files: &SplitFiles,
+    declared: Option<&[String]>,
+    classes: usize,
+) -> Result<Option<Vec<String>>> {
+    let (names, source) = match declared {
+        Some(names) => (Some(names.to_vec()), "--label-names".to_string()),
+        None => {
+            let first = &files.paths()[0];
+            (parquet_class_names(first)?, first.display().to_string())
+        }
+    };
+    match names {
+        Some(n) if n.len() != classes => Err(KdError::Config(format!(
+            "{source} names {} classes ({}), the training split has {classes}",
+            n.len(),
+            n.join(", ")
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// The `ClassLabel` names of the `label` column in a Parquet file's `huggingface` metadata.
+fn parquet_class_names(path: &std::path::Path) -> Result<Option<Vec<String>>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    if !path.to_string_lossy().ends_with(".parquet") {
+        return Ok(None);
+    }
+    let file = std::fs::File::open(path).map_err(|e| KdError::io(path, e))?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| KdError::bad_file(path, format!("not a Parquet file: {e}")))?;
+    let meta = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned();
+    let json = meta
+        .into_iter()
+        .flatten()
+        .find(|kv| kv.key == "huggingface")
+        .and_then(|kv| kv.value);
+    let Some(json) = json else { return Ok(None) };
+    let v: serde_json::Value = serde_json::from_str(&json)
+        .map_err(|e| KdError::bad_file(path, format!("unreadable `huggingface` metadata: {e}")))?;
+    Ok(v["info"]["features"]["label"]["names"]
+        .as_array()
+        .map(|names| {
+            names
+                .iter()
+                .map(|n| n.as_str().unwrap_or_default().to_string())
+                .collect()
+        }))
+}
+
 /// Re-reads `files` to name the first row whose label matches `bad` (only on the error path).
 fn refuse_row(files: &SplitFiles, bad: impl Fn(u32) -> bool, why: &str) -> Result<usize> {
     let err = files

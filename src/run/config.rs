@@ -17,6 +17,10 @@ pub struct RunConfig {
     /// learns from those logits alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unlabelled: Vec<PathBuf>,
+    /// Class names in class order (`--label-names`; else from the data's metadata). A run
+    /// folder's config.toml records the names its run used, as transformers' id2label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_names: Option<Vec<String>>,
     /// The run folder.
     pub out: PathBuf,
     /// cpu, cuda, cuda:N or auto.

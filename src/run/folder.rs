@@ -63,12 +63,18 @@ pub struct Summary {
     pub alpha: Option<f64>,
 }
 
-/// Saves the trained adapter and the resolved config.toml into the staged run, both carrying
-/// its run id.
-pub fn save_trained(cfg: &RunConfig, model: &TextClassifier, run: &StagedRun) -> Result<()> {
+/// Saves the trained adapter and the resolved config.toml (with the class names the run used)
+/// into the staged run, both carrying its run id.
+pub fn save_trained(
+    cfg: &RunConfig,
+    model: &TextClassifier,
+    label_names: Option<&[String]>,
+    run: &StagedRun,
+) -> Result<()> {
     adapter::save(model, &cfg.model, run.dir(), Some(run.run_id()))?;
     let recorded = RunConfig {
         run_id: Some(run.run_id().to_string()),
+        label_names: label_names.map(<[String]>::to_vec),
         ..cfg.clone()
     };
     recorded.save(&run.dir().join(files::CONFIG))

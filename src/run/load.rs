@@ -22,6 +22,17 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// The name of class `c` (its number when the run has no names).
+    pub fn class_name(&self, c: usize) -> String {
+        self.run
+            .as_ref()
+            .and_then(|r| r.label_names.as_ref())
+            .and_then(|n| n.get(c).cloned())
+            .unwrap_or_else(|| c.to_string())
+    }
+}
+
+impl LoadedModel {
     /// Truncates inputs to `max_len` tokens (capped by the checkpoint's positions) instead of
     /// the length the model was loaded with.
     pub fn set_max_len(&mut self, max_len: usize) -> Result<()> {

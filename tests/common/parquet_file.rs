@@ -9,15 +9,37 @@ use std::sync::Arc;
 /// Writes `text` (UTF-8) and `label` (int64) columns, snappy-compressed, as the Hub's
 /// `data/{train,test}-00000-of-00001.parquet` files are.
 pub fn write_parquet(path: &Path, texts: &[&str], labels: &[i64]) {
+    write_parquet_with_names(path, texts, labels, None)
+}
+
+/// [`write_parquet`], with the `huggingface` schema metadata `datasets` writes for a
+/// `ClassLabel` label column named `names`.
+pub fn write_parquet_with_names(
+    path: &Path,
+    texts: &[&str],
+    labels: &[i64],
+    names: Option<&[&str]>,
+) {
     let schema = Arc::new(
         parquet::schema::parser::parse_message_type(
             "message schema { REQUIRED BYTE_ARRAY text (UTF8); REQUIRED INT64 label; }",
         )
         .unwrap(),
     );
+    let metadata = names.map(|names| {
+        let features = serde_json::json!({"info": {"features": {
+            "text": {"dtype": "string", "_type": "Value"},
+            "label": {"names": names, "_type": "ClassLabel"},
+        }}});
+        vec![parquet::file::metadata::KeyValue::new(
+            "huggingface".to_string(),
+            features.to_string(),
+        )]
+    });
     let props = Arc::new(
         WriterProperties::builder()
             .set_compression(parquet::basic::Compression::SNAPPY)
+            .set_key_value_metadata(metadata)
             .build(),
     );
     let file = std::fs::File::create(path).unwrap();
