@@ -58,7 +58,13 @@ pub enum Command {
     Cache(CacheArgs),
     /// Evaluate run folders (or PEFT adapters) on the test split, side by side.
     Compare(CompareArgs),
-    /// Label unlabelled rows with a trained run; writes row,label,logit_*,prob_* as CSV.
+    /// Write a trained run as a plain transformers folder (no PEFT, no kd needed).
+    ///
+    /// OUT gets config.json (architectures, id2label), model.safetensors with every LoRA update
+    /// merged into its base weight and the head under the architecture's own names, and the
+    /// tokenizer files: AutoModelForSequenceClassification.from_pretrained(OUT) loads it.
+    Export(ExportArgs),
+    /// Label unlabelled rows with a trained run; writes row,label,label_name,logit_*,prob_* as CSV.
     Predict(PredictArgs),
     /// Measure training and logit-caching throughput (samples/s, tokens/s, peak memory, MFU).
     ///
@@ -346,6 +352,21 @@ pub struct CompareArgs {
     /// Max tokens for --adapter folders (run folders use their own)
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The run folder to export
+    pub run: Option<PathBuf>,
+    /// A PEFT adapter folder instead of a run folder (with --model)
+    #[arg(long, conflicts_with = "run")]
+    pub adapter: Option<PathBuf>,
+    /// Base model for --adapter [default: the adapter's base_model_name_or_path]
+    #[arg(long)]
+    pub model: Option<String>,
+    /// The folder to create
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args)]

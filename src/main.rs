@@ -115,19 +115,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             compare::save_json(&c, &args.json)?;
             println!("wrote {}", args.json.display());
         }
+        Command::Export(args) => {
+            let (dev, dtype) = (candle_core::Device::Cpu, candle_core::DType::F32);
+            let loaded = load_model(&args.run, &args.adapter, &args.model, &dev, dtype, 128)?;
+            commands::export::run(&loaded, &args.out)?;
+            println!(
+                "wrote {}: AutoModelForSequenceClassification.from_pretrained loads it",
+                args.out.display()
+            );
+        }
         Command::Predict(args) => {
             let (dev, dtype) = device::select_with_dtype(&args.device, &args.dtype)?;
-            let mut loaded = match (&args.run, &args.adapter) {
-                (Some(run), None) => kd::run::load_run(run, &dev, dtype)?,
-                (None, Some(a)) => kd::run::load_adapter(
-                    a,
-                    args.model.as_deref(),
-                    &dev,
-                    dtype,
-                    args.max_len.unwrap_or(128),
-                )?,
-                _ => anyhow::bail!("name a run folder, or --adapter DIR (with --model)"),
-            };
+            let max_len = args.max_len.unwrap_or(128);
+            let mut loaded =
+                load_model(&args.run, &args.adapter, &args.model, &dev, dtype, max_len)?;
             if let Some(max_len) = args.max_len {
                 loaded.set_max_len(max_len)?;
             }
@@ -203,6 +204,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A run folder, or a PEFT adapter folder on `model` (truncating to `max_len`).
+fn load_model(
+    run: &Option<std::path::PathBuf>,
+    adapter: &Option<std::path::PathBuf>,
+    model: &Option<String>,
+    dev: &candle_core::Device,
+    dtype: candle_core::DType,
+    max_len: usize,
+) -> anyhow::Result<kd::run::LoadedModel> {
+    Ok(match (run, adapter) {
+        (Some(run), None) => kd::run::load_run(run, dev, dtype)?,
+        (None, Some(a)) => kd::run::load_adapter(a, model.as_deref(), dev, dtype, max_len)?,
+        _ => anyhow::bail!("name a run folder, or --adapter DIR (with --model)"),
+    })
 }
 
 /// The student config's [distill] table with --teacher and --budget applied.

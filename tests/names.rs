@@ -97,3 +97,40 @@ fn class_names_come_from_the_data_and_reach_predict_and_compare() {
         "{err}"
     );
 }
+
+#[test]
+fn kd_export_writes_a_transformers_folder_with_the_names() {
+    let w = World::new(60, 20);
+    let data = parquet_dataset(&w);
+    ok(w.run_training(
+        "teach",
+        &w.p("bert"),
+        &data,
+        "t",
+        &["--max-steps", "2"],
+        &[],
+    ));
+    let out = w.p("exported");
+    ok(kd(&["export", &w.p("t"), "--out", &out], &[]));
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&out).join("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["architectures"][0], "BertForSequenceClassification");
+    assert_eq!(config["id2label"]["3"], "Sci/Tech");
+    assert_eq!(config["label2id"]["Sports"], 1);
+    let bytes = std::fs::read(Path::new(&out).join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    for want in [
+        "bert.pooler.dense.weight",
+        "classifier.weight",
+        "bert.encoder.layer.0.attention.self.query.weight",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.contains("lora")), "{names:?}");
+    assert!(Path::new(&out).join("tokenizer.json").is_file());
+    let err = fails(kd(&["export", &w.p("t"), "--out", &out], &[]));
+    assert!(err.contains("exists"), "{err}");
+}

@@ -218,6 +218,27 @@ fn check_case(case: &str) {
         0.0,
         "{case}: kd's adapter does not reload exactly"
     );
+    // Export: the same model as a plain transformers folder (LoRA merged, the architecture's own
+    // head); make_parity.py --roundtrip loaded it with AutoModelForSequenceClassification.
+    let exported = out.path().join("export");
+    kd::model::export::export(model, &loaded.checkpoint, None, &exported).unwrap();
+    if std::env::var("KD_WRITE_ROUNDTRIP").is_ok_and(|v| v == "1") {
+        let dest = f.dir.join("kd_export");
+        let _ = std::fs::remove_dir_all(&dest);
+        std::fs::create_dir_all(&dest).unwrap();
+        for e in std::fs::read_dir(&exported).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dest.join(e.file_name())).unwrap();
+        }
+    }
+    let hf = candle_core::safetensors::load(f.dir.join("kd_export.safetensors"), &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{case}: no kd_export.safetensors ({e}); run KD_WRITE_ROUNDTRIP=1 cargo test --test parity, then make_parity.py --roundtrip"));
+    let d = max_abs_diff(&kd_logits, &hf["logits"]);
+    assert!(
+        d <= 1e-4,
+        "{case}: transformers' logits of kd's export differ by {d:e}"
+    );
+
     let peft = candle_core::safetensors::load(f.dir.join("kd_roundtrip.safetensors"), &Device::Cpu)
         .unwrap_or_else(|e| panic!("{case}: no kd_roundtrip.safetensors ({e}); run KD_WRITE_ROUNDTRIP=1 cargo test --test parity, then make_parity.py --roundtrip"));
     assert_close(

@@ -3,6 +3,7 @@ pub mod bench;
 pub mod cache;
 pub mod compare;
 pub mod distill;
+pub mod export;
 pub mod parity_dump;
 pub mod pipeline;
 pub mod predict;

@@ -88,6 +88,10 @@ pub fn label_names(
             n.len(),
             n.join(", ")
         ))),
+        Some(n) if (1..n.len()).any(|i| n[..i].contains(&n[i])) => Err(KdError::Config(format!(
+            "{source} names two classes alike ({})",
+            n.join(", ")
+        ))),
         other => Ok(other),
     }
 }

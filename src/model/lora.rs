@@ -186,6 +186,11 @@ impl AdaptedLinear {
 }
 
 impl LoraAdapter {
+    /// The factor applied to B·A·x (α/r, or α/√r with rsLoRA).
+    pub fn scaling(&self) -> f64 {
+        self.scaling
+    }
+
     fn init(base: &FrozenLinear, spec: &LoraSpec, rng: &mut StdRng) -> Result<Self> {
         let (in_dim, out_dim) = base.dims();
         let device = base.weight().device();

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod config;
 pub mod encoder;
+pub mod export;
 pub mod gelu;
 pub mod grad_mode;
 pub mod head;
