@@ -161,6 +161,14 @@ pub struct TrainArgs {
     /// rows with α·T²·KL + (1−α)·CE; an epoch is one pass over both
     #[arg(long)]
     pub unlabelled: Vec<PathBuf>,
+    /// Text column (repeatable, joined with a space): CSV files then start with a header row;
+    /// JSONL fields and Parquet columns by name [default: AG News CSV, else `text`]
+    #[arg(long)]
+    pub text_column: Vec<String>,
+    /// Label column: integers 0..K−1 or strings (mapped to classes in sorted order, or in
+    /// --label-names order) [default: `label`]
+    #[arg(long)]
+    pub label_column: Option<String>,
     /// Class names in class order, comma-separated (e.g. World,Sports,Business,Sci/Tech); by
     /// default those a Hub Parquet file's ClassLabel metadata gives
     #[arg(long, value_delimiter = ',')]
@@ -422,6 +430,12 @@ impl TrainArgs {
         set!(self.out => cfg.out);
         if self.label_names.is_some() {
             cfg.label_names = self.label_names.clone();
+        }
+        if !self.text_column.is_empty() {
+            cfg.columns.text = self.text_column.clone();
+        }
+        if self.label_column.is_some() {
+            cfg.columns.label = self.label_column.clone();
         }
         if !self.unlabelled.is_empty() {
             cfg.unlabelled = self.unlabelled.clone();

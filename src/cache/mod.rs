@@ -325,6 +325,7 @@ mod tests {
             .map(|i| Example {
                 text: format!("row {i}"),
                 label: Some((i % 3) as u32),
+                ..Default::default()
             })
             .collect()
     }

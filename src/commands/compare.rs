@@ -95,7 +95,15 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
                 .find_map(|(_, m)| m.run.as_ref().map(|r| r.data.clone()))
         })
         .ok_or_else(|| KdError::Config("pass --data: no run folder names its dataset".into()))?;
-    let test_split = DataFiles::resolve(&data)?.test_split()?.clone();
+    // The columns the first run was trained with (runs compared on one test split share them).
+    let columns = loaded
+        .iter()
+        .find_map(|(_, m)| m.run.as_ref().map(|r| r.columns.clone()))
+        .unwrap_or_default();
+    let test_split = DataFiles::resolve(&data)?
+        .with_columns(&columns)
+        .test_split()?
+        .clone();
     let mut runs = Vec::new();
     let mut predictions = Vec::new();
     for (name, m) in &loaded {
@@ -104,10 +112,12 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
             max_len: m.max_len,
             ..settings
         };
+        let names = m.run.as_ref().and_then(|r| r.label_names.as_deref());
         let fe = evaluate_file(
             &m.model,
             &m.tokenizer,
             &test_split,
+            names,
             &m.checkpoint,
             &settings,
         )?;

@@ -31,7 +31,7 @@ pub fn load_data(
     cfg: &RunConfig,
     unlabelled: &[std::path::PathBuf],
 ) -> Result<(DataFiles, Dataset)> {
-    let files = DataFiles::resolve(&cfg.data)?;
+    let files = DataFiles::resolve(&cfg.data)?.with_columns(&cfg.columns);
     let data = Dataset::load_with_unlabelled(
         files.train_split()?,
         files.validation.as_ref(),
@@ -39,6 +39,7 @@ pub fn load_data(
         cfg.train.val_fraction,
         cfg.train.seed,
         cfg.train.num_labels,
+        cfg.label_names.as_deref(),
     )?;
     Ok((files, data))
 }
@@ -50,11 +51,15 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared> {
     let dtype = device::weight_dtype(&cfg.dtype, &device)?;
     let checkpoint = Checkpoint::resolve(&cfg.model)?;
     let (files, data) = load_data(cfg, &cfg.unlabelled)?;
-    let label_names = label_names(
-        files.train_split()?,
-        cfg.label_names.as_deref(),
-        data.num_labels,
-    )?;
+    // String labels name their classes; else --label-names or the data's metadata may.
+    let label_names = match &data.label_names {
+        Some(names) => Some(names.clone()),
+        None => label_names(
+            files.train_split()?,
+            cfg.label_names.as_deref(),
+            data.num_labels,
+        )?,
+    };
     let max_len = checkpoint.max_len(cfg.train.max_len);
     let tokenizer = TextTokenizer::load(&checkpoint.tokenizer, max_len)?;
     let batcher = tokenize_rows(&tokenizer, &data.rows, checkpoint.config.pad_id())?;
@@ -65,7 +70,7 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared> {
     }
     // A bad test split fails now, not after hours of training.
     let test = match &files.test {
-        Some(split) => Some(split.read_labelled(data.num_labels)?),
+        Some(split) => Some(split.read_labelled(data.num_labels, label_names.as_deref())?),
         None => None,
     };
     tracing::info!(

@@ -1,5 +1,5 @@
 //! `kd predict`: label unlabelled rows with a trained run (or a PEFT adapter).
-use crate::data::formats::read_examples;
+use crate::data::formats::read_examples_with;
 use crate::data::tokenize_rows;
 use crate::error::{KdError, Result};
 use crate::run::LoadedModel;
@@ -14,7 +14,13 @@ use std::path::Path;
 /// (probabilities at the run's calibrated temperature, if it has one).
 /// Returns the number of rows written.
 pub fn run(loaded: &LoadedModel, input: &Path, output: &Path, batch_size: usize) -> Result<usize> {
-    let rows = read_examples(input, false)?;
+    // The columns the run was trained with.
+    let columns = loaded
+        .run
+        .as_ref()
+        .map(|r| r.columns.clone())
+        .unwrap_or_default();
+    let rows = read_examples_with(input, false, &columns)?;
     let batcher = tokenize_rows(&loaded.tokenizer, &rows, loaded.checkpoint.config.pad_id())?;
     let all: Vec<usize> = (0..rows.len()).collect();
     let logits = predict_logits(&loaded.model, &batcher, &all, batch_size, "predict")?;

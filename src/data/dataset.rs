@@ -1,7 +1,7 @@
 //! Locating a dataset (a folder or a Hub id), loading its splits, and holding out a stratified
 //! validation slice of the training rows.
-use super::formats::{read_examples, EXTENSIONS};
-use super::labels::class_count;
+use super::formats::{read_examples_with, Columns, EXTENSIONS};
+use super::labels::{class_count, map_string_labels};
 use super::Example;
 use crate::error::{KdError, Result};
 use rand::rngs::StdRng;
@@ -24,12 +24,17 @@ pub struct DataFiles {
 /// in name order, read one after the other as one table.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(transparent)]
-pub struct SplitFiles(Vec<PathBuf>);
+pub struct SplitFiles(Vec<PathBuf>, #[serde(skip)] Columns);
 
 impl SplitFiles {
     /// One file.
     pub fn single(path: &Path) -> Self {
-        Self(vec![path.to_path_buf()])
+        Self(vec![path.to_path_buf()], Columns::default())
+    }
+
+    /// The same files, read from `columns`.
+    pub fn with_columns(self, columns: &Columns) -> Self {
+        Self(self.0, columns.clone())
     }
 
     /// The files, in reading order.
@@ -51,7 +56,7 @@ impl SplitFiles {
     ) -> Result<Vec<Example>> {
         let mut rows = Vec::new();
         for path in &self.0 {
-            let part = read_examples(path, require_labels)?;
+            let part = read_examples_with(path, require_labels, &self.1)?;
             let refused = part
                 .iter()
                 .enumerate()
@@ -68,9 +73,20 @@ impl SplitFiles {
         Ok(rows)
     }
 
-    /// Every row, each labelled with a class in `0..classes` (refused by file and row else).
-    pub fn read_labelled(&self, classes: usize) -> Result<Vec<Example>> {
-        self.read_checked(true, |r| {
+    /// Every row, each labelled with a class in `0..classes`, string labels mapped through
+    /// `names` (the training split's classes); a label outside them is refused by file and row.
+    pub fn read_labelled(&self, classes: usize, names: Option<&[String]>) -> Result<Vec<Example>> {
+        let mut rows = self.read_checked(true, |r| {
+            if let Some(raw) = &r.raw_label {
+                return match names {
+                    Some(n) if n.contains(raw) => None,
+                    Some(n) => Some(format!(
+                        "label `{raw}` never seen in training (classes: {})",
+                        n.join(", ")
+                    )),
+                    None => Some(format!("label `{raw}` is a string, training's are numbers")),
+                };
+            }
             let label = r.label.unwrap_or(0);
             (label as usize >= classes).then(|| {
                 format!(
@@ -78,7 +94,15 @@ impl SplitFiles {
                     classes - 1
                 )
             })
-        })
+        })?;
+        if let Some(names) = names {
+            for r in &mut rows {
+                if let Some(raw) = r.raw_label.take() {
+                    r.label = names.iter().position(|n| *n == raw).map(|c| c as u32);
+                }
+            }
+        }
+        Ok(rows)
     }
 
     /// The first file, and how many shards follow it.
@@ -120,6 +144,17 @@ impl DataFiles {
         Ok(files)
     }
 
+    /// Every split read from `columns`.
+    pub fn with_columns(self, columns: &Columns) -> Self {
+        let set = |s: Option<SplitFiles>| s.map(|s| s.with_columns(columns));
+        Self {
+            id: self.id,
+            train: set(self.train),
+            validation: set(self.validation),
+            test: set(self.test),
+        }
+    }
+
     /// The training split, or an error naming the dataset.
     pub fn train_split(&self) -> Result<&SplitFiles> {
         self.train
@@ -153,7 +188,7 @@ fn find_split(dir: &Path, split: &str) -> Option<SplitFiles> {
         })
         .collect();
     shards.sort();
-    (!shards.is_empty()).then_some(SplitFiles(shards))
+    (!shards.is_empty()).then_some(SplitFiles(shards, Columns::default()))
 }
 
 /// A Hub dataset's snapshot folder: from the local HF cache, else downloaded with hf-hub.
@@ -206,6 +241,8 @@ pub struct Dataset {
     pub unlabelled_files: Vec<PathBuf>,
     /// Number of classes (declared, or the largest label + 1; every class has training rows).
     pub num_labels: usize,
+    /// Class names when the labels were strings (their sorted order, or --label-names').
+    pub label_names: Option<Vec<String>>,
 }
 
 impl Dataset {
@@ -218,7 +255,7 @@ impl Dataset {
         val_fraction: f64,
         seed: u64,
     ) -> Result<Self> {
-        Self::load_with_unlabelled(files, validation, &[], val_fraction, seed, None)
+        Self::load_with_unlabelled(files, validation, &[], val_fraction, seed, None, None)
     }
 
     /// [`Dataset::load`], then the rows of `unlabelled` files (a transfer set; labels in them,
@@ -231,6 +268,7 @@ impl Dataset {
         val_fraction: f64,
         seed: u64,
         num_labels: Option<usize>,
+        label_names: Option<&[String]>,
     ) -> Result<Self> {
         if !(0.0..1.0).contains(&val_fraction) {
             return Err(KdError::Config(format!(
@@ -238,13 +276,14 @@ impl Dataset {
             )));
         }
         let mut rows = files.read(true)?;
+        let label_names = map_string_labels(&mut rows, files, label_names)?;
         let num_labels = class_count(&rows, files, num_labels)?;
         // A validation split's rows are always among the labelled rows (so a teacher's cache
         // holds them whatever --val-fraction each run used); with --val-fraction 0 they are not
         // used to choose an epoch.
         let (train, val) = match validation {
             Some(split) => {
-                let extra = split.read_labelled(num_labels)?;
+                let extra = split.read_labelled(num_labels, label_names.as_deref())?;
                 let n = rows.len();
                 tracing::info!(
                     file = %split.describe(), rows = extra.len(),
@@ -262,13 +301,18 @@ impl Dataset {
         };
         let labelled = rows.len();
         for path in unlabelled {
-            let part = super::formats::read_examples(path, false)?;
+            let part = read_examples_with(path, false, &files.1)?;
             if part.iter().any(|r| r.label.is_some()) {
                 tracing::info!(file = %path.display(), "labels in an unlabelled file are not used");
             }
-            rows.extend(part.into_iter().map(|r| Example { label: None, ..r }));
+            rows.extend(part.into_iter().map(|r| Example {
+                label: None,
+                raw_label: None,
+                ..r
+            }));
         }
         Ok(Self {
+            label_names,
             unlabelled: (labelled..rows.len()).collect(),
             unlabelled_files: unlabelled.to_vec(),
             rows,
@@ -326,6 +370,7 @@ mod tests {
             .map(|i| Example {
                 text: format!("t{i}"),
                 label: Some((i % 4) as u32),
+                ..Default::default()
             })
             .collect();
         let (train, val) = stratified_split(&rows, 4, 0.05, 7);
@@ -344,7 +389,7 @@ mod tests {
         let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
         std::fs::write(&a, "\"1\",\"x\",\"y\"\n\"2\",\"x\",\"y\"\n").unwrap();
         std::fs::write(&b, "\"3\",\"x\",\"y\"\n\"4\",\"x\",\"y\"\n").unwrap();
-        let split = SplitFiles(vec![a, b]);
+        let split = SplitFiles(vec![a, b], Columns::default());
         let labels: Vec<_> = split.read(true).unwrap().iter().map(|r| r.label).collect();
         assert_eq!(labels, [Some(0), Some(1), Some(2), Some(3)]);
         let err = split

@@ -1,5 +1,7 @@
 //! Reading rows from the accepted dataset formats: AG News CSV (.csv/.csv.gz), JSONL
-//! (.jsonl/.jsonl.gz) and Parquet with `text`/`label` columns.
+//! (.jsonl/.jsonl.gz) and Parquet with `text`/`label` columns, or any named columns: CSV with a
+//! header row, JSON fields, Parquet columns (`--text-column`, `--label-column`). Labels are
+//! integers (0-based) or strings (mapped to classes by the dataset, see `labels`).
 use super::Example;
 use crate::error::{KdError, Result};
 use std::io::{BufRead, BufReader, Read};
@@ -8,15 +10,73 @@ use std::path::Path;
 /// The extensions kd reads, in the order they are looked for.
 pub const EXTENSIONS: &[&str] = &["csv", "csv.gz", "jsonl", "jsonl.gz", "parquet"];
 
-/// Reads every row of `path`. With `require_labels`, an unlabelled row is an error.
+/// Which columns hold the text and the label. The default reads AG News CSV (no header:
+/// class, title, description) and `text`/`label` in JSONL and Parquet.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Columns {
+    /// Text columns, joined with a space (CSV files then start with a header row).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub text: Vec<String>,
+    /// The label column: integers 0..K−1 or strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+impl Columns {
+    /// Whether the columns are named (CSV files then have a header row).
+    pub fn named(&self) -> bool {
+        !self.text.is_empty() || self.label.is_some()
+    }
+
+    fn text_names(&self) -> Vec<&str> {
+        if self.text.is_empty() {
+            vec!["text"]
+        } else {
+            self.text.iter().map(String::as_str).collect()
+        }
+    }
+
+    fn label_name(&self) -> &str {
+        self.label.as_deref().unwrap_or("label")
+    }
+}
+
+/// A label cell: an integer class index, or a string to be mapped to one.
+fn parse_label(cell: &str) -> (Option<u32>, Option<String>) {
+    let cell = cell.trim();
+    if cell.is_empty() {
+        return (None, None);
+    }
+    match cell.parse::<u32>() {
+        Ok(n) => (Some(n), None),
+        Err(_) => (None, Some(cell.to_string())),
+    }
+}
+
+/// Reads every row of `path` with the default columns. With `require_labels`, an unlabelled
+/// row is an error.
 pub fn read_examples(path: &Path, require_labels: bool) -> Result<Vec<Example>> {
+    read_examples_with(path, require_labels, &Columns::default())
+}
+
+/// Reads every row of `path` from `columns`. With `require_labels`, an unlabelled row is an
+/// error; an empty text always is.
+pub fn read_examples_with(
+    path: &Path,
+    require_labels: bool,
+    columns: &Columns,
+) -> Result<Vec<Example>> {
     let name = path.to_string_lossy();
     let rows = if name.ends_with(".parquet") {
-        read_parquet(path)?
+        read_parquet(path, columns)?
     } else if name.ends_with(".csv") || name.ends_with(".csv.gz") {
-        read_csv(open(path)?, path)?
+        if columns.named() {
+            read_csv_with_header(open(path)?, path, columns)?
+        } else {
+            read_csv(open(path)?, path)?
+        }
     } else if name.ends_with(".jsonl") || name.ends_with(".jsonl.gz") {
-        read_jsonl(open(path)?, path)?
+        read_jsonl(open(path)?, path, columns)?
     } else {
         return Err(KdError::bad_file(
             path,
@@ -26,8 +86,15 @@ pub fn read_examples(path: &Path, require_labels: bool) -> Result<Vec<Example>> 
     if rows.is_empty() {
         return Err(KdError::bad_file(path, "no rows"));
     }
+    if let Some(i) = rows.iter().position(|r| r.text.trim().is_empty()) {
+        return Err(KdError::BadRow {
+            path: path.into(),
+            row: i + 1,
+            message: format!("empty text (columns {})", columns.text_names().join(", ")),
+        });
+    }
     if require_labels {
-        if let Some(i) = rows.iter().position(|r| r.label.is_none()) {
+        if let Some(i) = rows.iter().position(|r| !r.is_labelled()) {
             return Err(KdError::BadRow {
                 path: path.into(),
                 row: i + 1,
@@ -78,15 +145,16 @@ fn read_csv(reader: Box<dyn Read>, path: &Path) -> Result<Vec<Example>> {
                 Example {
                     text: format!("{} {}", &record[1], &record[2]),
                     label: Some(class - 1),
+                    raw_label: None,
                 }
             }
             2 => Example {
                 text: format!("{} {}", &record[0], &record[1]),
-                label: None,
+                ..Default::default()
             },
             1 => Example {
                 text: record[0].to_string(),
-                label: None,
+                ..Default::default()
             },
             n => {
                 return Err(bad(format!(
@@ -99,35 +167,108 @@ fn read_csv(reader: Box<dyn Read>, path: &Path) -> Result<Vec<Example>> {
     Ok(rows)
 }
 
-/// One JSON object per line: `{"text": "...", "label": 2}` (label optional for prediction).
-fn read_jsonl(reader: Box<dyn Read>, path: &Path) -> Result<Vec<Example>> {
-    #[derive(serde::Deserialize)]
-    struct Line {
-        text: String,
-        #[serde(default)]
-        label: Option<u32>,
+/// A CSV file whose first row names its columns.
+fn read_csv_with_header(
+    reader: Box<dyn Read>,
+    path: &Path,
+    columns: &Columns,
+) -> Result<Vec<Example>> {
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(reader);
+    let header = csv
+        .headers()
+        .map_err(|e| KdError::bad_file(path, format!("no header row: {e}")))?
+        .clone();
+    let find = |name: &str| -> Result<usize> {
+        header.iter().position(|h| h.trim() == name).ok_or_else(|| {
+            KdError::bad_file(
+                path,
+                format!(
+                    "no column `{name}` (columns: {})",
+                    header.iter().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
+    };
+    let text: Vec<usize> = columns
+        .text_names()
+        .iter()
+        .map(|n| find(n))
+        .collect::<Result<_>>()?;
+    let label = match &columns.label {
+        Some(name) => Some(find(name)?),
+        None => header.iter().position(|h| h.trim() == "label"),
+    };
+    let mut rows = Vec::new();
+    for (i, record) in csv.records().enumerate() {
+        let record = record.map_err(|e| KdError::BadRow {
+            path: path.into(),
+            row: i + 2,
+            message: format!("not valid CSV: {e}"),
+        })?;
+        let cell = |k: usize| record.get(k).unwrap_or("");
+        let parts: Vec<&str> = text.iter().map(|&k| cell(k)).collect();
+        let (label, raw_label) = label.map_or((None, None), |k| parse_label(cell(k)));
+        rows.push(Example {
+            text: parts.join(" "),
+            label,
+            raw_label,
+        });
     }
+    Ok(rows)
+}
+
+/// One JSON object per line: `{"text": "...", "label": 2}` by default (label optional for
+/// prediction), or the named fields; a label may be a number or a string.
+fn read_jsonl(reader: Box<dyn Read>, path: &Path, columns: &Columns) -> Result<Vec<Example>> {
     let mut rows = Vec::new();
     for (i, line) in BufReader::new(reader).lines().enumerate() {
         let line = line.map_err(|e| KdError::io(path, e))?;
         if line.trim().is_empty() {
             continue;
         }
-        let parsed: Line = serde_json::from_str(&line).map_err(|e| KdError::BadRow {
+        let bad = |message: String| KdError::BadRow {
             path: path.into(),
             row: i + 1,
-            message: format!("expected {{\"text\": string, \"label\": integer}}: {e}"),
-        })?;
+            message,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| bad(format!("not a JSON object: {e}")))?;
+        let mut parts = Vec::new();
+        for name in columns.text_names() {
+            match &v[name] {
+                serde_json::Value::String(s) => parts.push(s.clone()),
+                serde_json::Value::Null => return Err(bad(format!("no field `{name}`"))),
+                other => return Err(bad(format!("field `{name}` is {other}, not a string"))),
+            }
+        }
+        let (label, raw_label) = match &v[columns.label_name()] {
+            serde_json::Value::Null => (None, None),
+            serde_json::Value::String(s) => parse_label(s),
+            serde_json::Value::Number(n) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) => (Some(n), None),
+                None => return Err(bad(format!("label {n} is not a class index 0..K−1"))),
+            },
+            other => {
+                return Err(bad(format!(
+                    "label {other} is neither an integer nor a string"
+                )))
+            }
+        };
         rows.push(Example {
-            text: parsed.text,
-            label: parsed.label,
+            text: parts.join(" "),
+            label,
+            raw_label,
         });
     }
     Ok(rows)
 }
 
-/// Parquet with a string column `text` and an integer column `label` (the Hub's ag_news layout).
-fn read_parquet(path: &Path) -> Result<Vec<Example>> {
+/// Parquet with a string column `text` and an integer column `label` (the Hub's ag_news
+/// layout), or the named columns; a label may be an integer or a string.
+fn read_parquet(path: &Path, columns: &Columns) -> Result<Vec<Example>> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::Field;
     let file = std::fs::File::open(path).map_err(|e| KdError::io(path, e))?;
@@ -144,22 +285,37 @@ fn read_parquet(path: &Path) -> Result<Vec<Example>> {
             message,
         };
         let row = row.map_err(|e| bad(e.to_string()))?;
-        let (mut text, mut label) = (None, None);
+        let text_names = columns.text_names();
+        let mut parts: Vec<Option<String>> = vec![None; text_names.len()];
+        let (mut label, mut raw_label) = (None, None);
         for (name, field) in row.get_column_iter() {
-            match (name.as_str(), field) {
-                ("text", Field::Str(s)) => text = Some(s.clone()),
-                ("label", Field::Null) => {}
-                ("label", f) => {
-                    label =
-                        Some(integer_field(f).ok_or_else(|| {
+            if let Some(k) = text_names.iter().position(|t| t == name) {
+                if let Field::Str(s) = field {
+                    parts[k] = Some(s.clone());
+                }
+            }
+            if name == columns.label_name() {
+                match field {
+                    Field::Null => {}
+                    Field::Str(s) => (label, raw_label) = parse_label(s),
+                    f => {
+                        label = Some(integer_field(f).ok_or_else(|| {
                             bad(format!("label `{f}` is not a non-negative integer"))
                         })?)
+                    }
                 }
-                _ => {}
             }
         }
-        let text = text.ok_or_else(|| bad("no string column `text`".into()))?;
-        rows.push(Example { text, label });
+        let parts = parts
+            .into_iter()
+            .zip(&text_names)
+            .map(|(p, name)| p.ok_or_else(|| bad(format!("no string column `{name}`"))))
+            .collect::<Result<Vec<_>>>()?;
+        rows.push(Example {
+            text: parts.join(" "),
+            label,
+            raw_label,
+        });
     }
     Ok(rows)
 }

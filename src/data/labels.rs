@@ -66,6 +66,59 @@ pub fn class_count(rows: &[Example], files: &SplitFiles, declared: Option<usize>
     ))
 }
 
+/// Maps string labels (`positive`, `entailment`) to class indices: by `declared` names
+/// (`--label-names`) when given, else in sorted order, which the run folder records. Returns the
+/// names when the labels were strings. A file mixing number and string labels, or a string
+/// that `declared` lacks, is refused by row.
+pub fn map_string_labels(
+    rows: &mut [Example],
+    files: &SplitFiles,
+    declared: Option<&[String]>,
+) -> Result<Option<Vec<String>>> {
+    if rows.iter().all(|r| r.raw_label.is_none()) {
+        return Ok(None);
+    }
+    if rows.iter().any(|r| r.label.is_some()) {
+        return refuse_row(
+            files,
+            |_| true,
+            "is a number, where other rows' labels are strings",
+        )
+        .map(|_| None);
+    }
+    let names: Vec<String> = match declared {
+        Some(n) => n.to_vec(),
+        None => {
+            let mut n: Vec<String> = rows.iter().filter_map(|r| r.raw_label.clone()).collect();
+            n.sort();
+            n.dedup();
+            n
+        }
+    };
+    if let Some(bad) = rows
+        .iter()
+        .filter_map(|r| r.raw_label.as_ref())
+        .find(|l| !names.contains(l))
+    {
+        return Err(files
+            .read_checked(true, |r| {
+                (r.raw_label.as_ref() == Some(bad)).then(|| {
+                    format!(
+                        "label `{bad}` is not among --label-names ({})",
+                        names.join(", ")
+                    )
+                })
+            })
+            .err()
+            .unwrap_or_else(|| KdError::bad_file(&files.paths()[0], format!("label `{bad}`"))));
+    }
+    for r in rows.iter_mut() {
+        let raw = r.raw_label.take().expect("all labels are strings");
+        r.label = names.iter().position(|n| *n == raw).map(|c| c as u32);
+    }
+    Ok(Some(names))
+}
+
 /// Class names, in class order: `declared` (`--label-names`), else the `datasets` features a
 /// Hub Parquet file carries in its schema metadata (a `ClassLabel` `label` column: for
 /// `fancyzhx/ag_news`, World, Sports, Business, Sci/Tech), else none. Refused when their count

@@ -7,11 +7,22 @@ pub mod tokenize;
 
 pub use batching::{Batch, Batcher};
 pub use dataset::{DataFiles, Dataset, SplitFiles};
+pub use formats::Columns;
 pub use tokenize::{tokenize_rows, TextTokenizer};
 
 /// One row: a text and, for labelled data, its class index (0-based).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Example {
     pub text: String,
     pub label: Option<u32>,
+    /// A label the file spells as a string (`"positive"`), until the dataset maps it to a class
+    /// index (see `labels::map_string_labels`).
+    pub raw_label: Option<String>,
+}
+
+impl Example {
+    /// Whether the row carries a label, as a number or a string.
+    pub fn is_labelled(&self) -> bool {
+        self.label.is_some() || self.raw_label.is_some()
+    }
 }

@@ -1,5 +1,6 @@
 //! A run's configuration: the TOML files in configs/ and the fully resolved `config.toml` that
 //! every run folder keeps.
+use crate::data::Columns;
 use crate::error::{KdError, Result};
 use crate::model::LoraSpec;
 use crate::training::TrainSettings;
@@ -38,6 +39,9 @@ pub struct RunConfig {
     /// Present for a student.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distill: Option<DistillSettings>,
+    /// Which columns hold the text and the label (default: AG News CSV, `text`/`label`).
+    #[serde(default, skip_serializing_if = "no_columns")]
+    pub columns: Columns,
 }
 
 /// The `[distill]` table.
@@ -68,6 +72,10 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(
         OneOrMany::One(p) => vec![p],
         OneOrMany::Many(v) => v,
     })
+}
+
+fn no_columns(c: &Columns) -> bool {
+    !c.named()
 }
 
 fn auto() -> String {

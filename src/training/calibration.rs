@@ -176,6 +176,7 @@ mod tests {
             .map(|i| Example {
                 text: format!("row {i}"),
                 label: Some(i),
+                ..Default::default()
             })
             .collect();
         let open = |name: &str, logits: &[f32]| {

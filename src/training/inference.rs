@@ -119,15 +119,16 @@ impl FileEvaluation {
     }
 }
 
-/// Evaluates `model` on every row of a labelled split.
+/// Evaluates `model` on every row of a labelled split (string labels mapped through `names`).
 pub fn evaluate_file(
     model: &TextClassifier,
     tokenizer: &TextTokenizer,
     split: &SplitFiles,
+    names: Option<&[String]>,
     checkpoint: &Checkpoint,
     settings: &TrainSettings,
 ) -> Result<FileEvaluation> {
-    let rows = split.read_labelled(model.num_labels())?;
+    let rows = split.read_labelled(model.num_labels(), names)?;
     evaluate_examples(model, tokenizer, &rows, checkpoint, settings)
 }
 
