@@ -165,6 +165,9 @@ pub struct TrainArgs {
     /// JSONL fields and Parquet columns by name [default: AG News CSV, else `text`]
     #[arg(long)]
     pub text_column: Vec<String>,
+    /// Second text column of sentence pairs (tokenized as transformers tokenizes a pair)
+    #[arg(long)]
+    pub text_pair_column: Option<String>,
     /// Label column: integers 0..K−1 or strings (mapped to classes in sorted order, or in
     /// --label-names order) [default: `label`]
     #[arg(long)]
@@ -436,6 +439,9 @@ impl TrainArgs {
         }
         if self.label_column.is_some() {
             cfg.columns.label = self.label_column.clone();
+        }
+        if self.text_pair_column.is_some() {
+            cfg.columns.text_pair = self.text_pair_column.clone();
         }
         if !self.unlabelled.is_empty() {
             cfg.unlabelled = self.unlabelled.clone();

@@ -130,3 +130,53 @@ fn jsonl_with_other_columns_and_string_labels() {
         "{err}"
     );
 }
+
+#[test]
+fn an_nli_like_pair_dataset_with_string_labels() {
+    let w = World::new(60, 20);
+    let dir = w.dir.path().join("nli");
+    std::fs::create_dir(&dir).unwrap();
+    let names = ["contradiction", "entailment", "neutral"];
+    for (split, file) in [("train", "train.csv"), ("test", "test.csv.gz")] {
+        let lines: String = rows(&w, file)
+            .iter()
+            .map(|(t, c)| {
+                let (premise, hypothesis) = t.split_at(t.len() / 2);
+                let label = names[*c as usize % 3];
+                serde_json::json!({"premise": premise, "hypothesis": hypothesis, "label": label})
+                    .to_string()
+                    + "\n"
+            })
+            .collect();
+        std::fs::write(dir.join(format!("{split}.jsonl")), lines).unwrap();
+    }
+    let args = [
+        "--text-column",
+        "premise",
+        "--text-pair-column",
+        "hypothesis",
+        "--max-steps",
+        "4",
+    ];
+    ok(w.run_training("teach", &w.p("bert"), "nli", "t", &args, &[]));
+    let config = kd::run::RunConfig::from_file(&Path::new(&w.p("t")).join("config.toml")).unwrap();
+    assert_eq!(config.columns.text_pair.as_deref(), Some("hypothesis"));
+    assert_eq!(config.label_names.unwrap(), names);
+
+    // The pair is tokenized as a pair: [CLS] a [SEP] b [SEP], the second segment of type 1.
+    let ckpt = kd::model::Checkpoint::resolve(&w.p("bert")).unwrap();
+    let tok = kd::data::TextTokenizer::load(&ckpt.tokenizer, 32).unwrap();
+    let row = kd::data::Example {
+        text: "the team won".into(),
+        pair: Some("the game".into()),
+        ..Default::default()
+    };
+    let batcher = kd::data::tokenize_rows(&tok, &[row], 0).unwrap();
+    let batch = batcher.batch(&[0]);
+    let types = batch.token_types.clone().unwrap();
+    let first_one = types.iter().position(|&t| t == 1).unwrap();
+    let sep = 3; // [SEP] in the tiny BERT vocabulary
+    assert_eq!(batch.input_ids[first_one - 1], sep, "{:?}", batch.input_ids);
+    assert_eq!(*batch.input_ids.last().unwrap(), sep);
+    assert!(types[first_one..].iter().all(|&t| t == 1));
+}

@@ -55,7 +55,7 @@ pub struct CacheHeader {
     pub run_id: Option<String>,
 }
 
-/// FNV-1a (128-bit) over every row's label and length-prefixed text, in order.
+/// FNV-1a (128-bit) over every row's label and length-prefixed text (and pair text), in order.
 pub fn fingerprint(rows: &[Example]) -> u128 {
     const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
     const PRIME: u128 = 0x0000000001000000000000000000013B;
@@ -71,6 +71,11 @@ pub fn fingerprint(rows: &[Example]) -> u128 {
         eat(&r.label.map_or(u32::MAX, |l| l).to_le_bytes());
         eat(&(r.text.len() as u64).to_le_bytes());
         eat(r.text.as_bytes());
+        // A pair's second text (absent from single-text rows, whose fingerprint is unchanged).
+        if let Some(p) = &r.pair {
+            eat(&(p.len() as u64 | 1 << 63).to_le_bytes());
+            eat(p.as_bytes());
+        }
     }
     h
 }

@@ -16,6 +16,8 @@ pub struct Batch {
     pub labels: Vec<u32>,
     /// Whether each row has a label (unlabelled rows are a distillation transfer set).
     pub labelled: Vec<bool>,
+    /// Row-major token type ids, when a row of the batch is a sentence pair (else all 0).
+    pub token_types: Option<Vec<u32>>,
     /// Which dataset rows these are.
     pub rows: Vec<usize>,
 }
@@ -37,6 +39,8 @@ pub struct Batcher {
     ids: Vec<Vec<u32>>,
     labels: Vec<Option<u32>>,
     pad_id: u32,
+    /// Per row, where a pair's second segment starts.
+    segments: Vec<Option<usize>>,
 }
 
 /// How many batches' worth of rows are sorted by length together: large enough to bucket well,
@@ -47,11 +51,20 @@ impl Batcher {
     /// Wraps tokenized rows (`ids[i]` is row i) and their labels.
     pub fn new(ids: Vec<Vec<u32>>, labels: Vec<Option<u32>>, pad_id: u32) -> Self {
         assert_eq!(ids.len(), labels.len());
+        let segments = vec![None; ids.len()];
         Self {
             ids,
             labels,
             pad_id,
+            segments,
         }
+    }
+
+    /// Marks where each row's second segment starts (sentence pairs).
+    pub fn with_segments(mut self, segments: Vec<Option<usize>>) -> Self {
+        assert_eq!(segments.len(), self.ids.len());
+        self.segments = segments;
+        self
     }
 
     /// Length of row `i` in tokens.
@@ -105,6 +118,15 @@ impl Batcher {
             seq_len,
             labels: rows.iter().map(|&i| self.labels[i].unwrap_or(0)).collect(),
             labelled: rows.iter().map(|&i| self.labels[i].is_some()).collect(),
+            token_types: rows.iter().any(|&i| self.segments[i].is_some()).then(|| {
+                rows.iter()
+                    .flat_map(|&i| {
+                        let start = self.segments[i].unwrap_or(seq_len);
+                        let len = self.ids[i].len();
+                        (0..seq_len).map(move |p| u32::from(p >= start && p < len))
+                    })
+                    .collect()
+            }),
             rows: rows.to_vec(),
         }
     }

@@ -17,6 +17,9 @@ pub struct Columns {
     /// Text columns, joined with a space (CSV files then start with a header row).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub text: Vec<String>,
+    /// The second text of a sentence pair (NLI's hypothesis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_pair: Option<String>,
     /// The label column: integers 0..K−1 or strings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
@@ -25,7 +28,7 @@ pub struct Columns {
 impl Columns {
     /// Whether the columns are named (CSV files then have a header row).
     pub fn named(&self) -> bool {
-        !self.text.is_empty() || self.label.is_some()
+        !self.text.is_empty() || self.label.is_some() || self.text_pair.is_some()
     }
 
     fn text_names(&self) -> Vec<&str> {
@@ -145,7 +148,7 @@ fn read_csv(reader: Box<dyn Read>, path: &Path) -> Result<Vec<Example>> {
                 Example {
                     text: format!("{} {}", &record[1], &record[2]),
                     label: Some(class - 1),
-                    raw_label: None,
+                    ..Default::default()
                 }
             }
             2 => Example {
@@ -201,6 +204,7 @@ fn read_csv_with_header(
         Some(name) => Some(find(name)?),
         None => header.iter().position(|h| h.trim() == "label"),
     };
+    let pair = columns.text_pair.as_deref().map(find).transpose()?;
     let mut rows = Vec::new();
     for (i, record) in csv.records().enumerate() {
         let record = record.map_err(|e| KdError::BadRow {
@@ -213,6 +217,7 @@ fn read_csv_with_header(
         let (label, raw_label) = label.map_or((None, None), |k| parse_label(cell(k)));
         rows.push(Example {
             text: parts.join(" "),
+            pair: pair.map(|k| cell(k).to_string()),
             label,
             raw_label,
         });
@@ -244,6 +249,13 @@ fn read_jsonl(reader: Box<dyn Read>, path: &Path, columns: &Columns) -> Result<V
                 other => return Err(bad(format!("field `{name}` is {other}, not a string"))),
             }
         }
+        let pair = match columns.text_pair.as_deref() {
+            None => None,
+            Some(name) => match &v[name] {
+                serde_json::Value::String(s) => Some(s.clone()),
+                _ => return Err(bad(format!("no string field `{name}`"))),
+            },
+        };
         let (label, raw_label) = match &v[columns.label_name()] {
             serde_json::Value::Null => (None, None),
             serde_json::Value::String(s) => parse_label(s),
@@ -259,6 +271,7 @@ fn read_jsonl(reader: Box<dyn Read>, path: &Path, columns: &Columns) -> Result<V
         };
         rows.push(Example {
             text: parts.join(" "),
+            pair,
             label,
             raw_label,
         });
@@ -287,8 +300,13 @@ fn read_parquet(path: &Path, columns: &Columns) -> Result<Vec<Example>> {
         let row = row.map_err(|e| bad(e.to_string()))?;
         let text_names = columns.text_names();
         let mut parts: Vec<Option<String>> = vec![None; text_names.len()];
-        let (mut label, mut raw_label) = (None, None);
+        let (mut label, mut raw_label, mut pair) = (None, None, None);
         for (name, field) in row.get_column_iter() {
+            if Some(name.as_str()) == columns.text_pair.as_deref() {
+                if let Field::Str(s) = field {
+                    pair = Some(s.clone());
+                }
+            }
             if let Some(k) = text_names.iter().position(|t| t == name) {
                 if let Field::Str(s) = field {
                     parts[k] = Some(s.clone());
@@ -311,8 +329,12 @@ fn read_parquet(path: &Path, columns: &Columns) -> Result<Vec<Example>> {
             .zip(&text_names)
             .map(|(p, name)| p.ok_or_else(|| bad(format!("no string column `{name}`"))))
             .collect::<Result<Vec<_>>>()?;
+        if let (Some(name), None) = (&columns.text_pair, &pair) {
+            return Err(bad(format!("no string column `{name}`")));
+        }
         rows.push(Example {
             text: parts.join(" "),
+            pair,
             label,
             raw_label,
         });

@@ -14,6 +14,9 @@ pub use tokenize::{tokenize_rows, TextTokenizer};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Example {
     pub text: String,
+    /// The second text of a sentence pair (tokenized as transformers does a pair: its tokens
+    /// get token type 1).
+    pub pair: Option<String>,
     pub label: Option<u32>,
     /// A label the file spells as a string (`"positive"`), until the dataset maps it to a class
     /// index (see `labels::map_string_labels`).

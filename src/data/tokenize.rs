@@ -5,6 +5,9 @@ use crate::error::{KdError, Result};
 use crate::model::checkpoint::TokenizerFiles;
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
 
+/// Token ids per row, and where each pair's second segment starts.
+pub type Encoded = (Vec<Vec<u32>>, Vec<Option<usize>>);
+
 /// The model's tokenizer with kd's truncation and no baked-in padding.
 pub struct TextTokenizer {
     inner: Tokenizer,
@@ -32,6 +35,31 @@ impl TextTokenizer {
     /// Number of tokens in the vocabulary (added tokens included).
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+
+    /// Token ids (special tokens included) for each row, and where each pair's second segment
+    /// starts (its token type 1): single texts, or pairs as transformers tokenizes them.
+    pub fn encode_rows(&self, rows: &[Example]) -> Result<Encoded> {
+        use tokenizers::EncodeInput;
+        let inputs: Vec<EncodeInput> = rows
+            .iter()
+            .map(|r| match &r.pair {
+                Some(p) => EncodeInput::Dual(r.text.as_str().into(), p.as_str().into()),
+                None => EncodeInput::Single(r.text.as_str().into()),
+            })
+            .collect();
+        let enc = self
+            .inner
+            .encode_batch(inputs, true)
+            .map_err(|e| KdError::Tokenizer(e.to_string()))?;
+        let starts = enc
+            .iter()
+            .map(|e| e.get_type_ids().iter().position(|&t| t == 1))
+            .collect();
+        Ok((
+            enc.into_iter().map(|e| e.get_ids().to_vec()).collect(),
+            starts,
+        ))
     }
 
     /// Token ids (special tokens included) for each text.
@@ -74,11 +102,6 @@ fn bpe_vocab_id(bpe: &tokenizers::models::bpe::BPE, token: &str) -> Option<u32> 
 
 /// Tokenizes rows into a batcher with the checkpoint's pad id.
 pub fn tokenize_rows(tokenizer: &TextTokenizer, rows: &[Example], pad_id: u32) -> Result<Batcher> {
-    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
-    let ids = tokenizer.encode_all(&texts)?;
-    Ok(Batcher::new(
-        ids,
-        rows.iter().map(|r| r.label).collect(),
-        pad_id,
-    ))
+    let (ids, segments) = tokenizer.encode_rows(rows)?;
+    Ok(Batcher::new(ids, rows.iter().map(|r| r.label).collect(), pad_id).with_segments(segments))
 }

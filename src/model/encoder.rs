@@ -97,13 +97,21 @@ impl Embeddings {
         let ids = Tensor::from_slice(&batch.input_ids, b * l, device)?;
         let positions = Tensor::from_vec(self.position_ids(batch), b * l, device)?;
         let h = self.word.dim(1)?;
-        // Single-segment inputs: every token type is 0.
         let x = self
             .word
             .index_select(&ids, 0)?
-            .add(&self.position.index_select(&positions, 0)?)?
-            .broadcast_add(&self.token_type.get(0)?)?
-            .reshape((b, l, h))?;
+            .add(&self.position.index_select(&positions, 0)?)?;
+        let x = match &batch.token_types {
+            // Sentence pairs: the second segment's tokens are type 1 (in a model that has a
+            // second token type; RoBERTa's tokenizer never gives one).
+            Some(types) if self.token_type.dim(0)? > 1 => {
+                let types = Tensor::from_slice(types, b * l, device)?;
+                x.add(&self.token_type.index_select(&types, 0)?)?
+            }
+            // Single-segment inputs: every token type is 0.
+            _ => x.broadcast_add(&self.token_type.get(0)?)?,
+        };
+        let x = x.reshape((b, l, h))?;
         let x = self.layer_norm.forward(&x)?;
         train_dropout(&x, self.dropout, rng)
     }
