@@ -17,12 +17,15 @@ pub const DEFAULT_STUDENT: &str = include_str!("../configs/student.toml");
     about = "Knowledge distillation of text classifiers: a LoRA teacher, its cached logits, a small student.",
     long_about = "Knowledge distillation of text classifiers on candle.\n\n\
   1. kd teach     fine-tunes a teacher encoder with LoRA and caches its logits in teacher/logits.bin\n\
+                  (--unlabelled FILE scores a transfer set too; kd cache scores one later, in shards)\n\
   2. kd distill   trains a student under a parameter budget on α·T²·KL + (1−α)·CE, from that cache\n\
-  3. kd compare   evaluates run folders side by side on the test split\n\
-  4. kd predict   labels new rows with a trained run\n\
+                  (kd sweep trains a T × α × seed grid of students from one cache)\n\
+  3. kd compare   evaluates run folders side by side on the test split (accuracy, F1, NLL, ECE)\n\
+  4. kd predict   labels new rows with a trained run; kd export writes it as a transformers folder\n\
   5. kd bench     measures training and caching throughput; kd selftest checks a GPU against the CPU\n\n\
 Models are local checkpoint folders (config.json, model.safetensors, tokenizer.json) or Hub ids;\n\
-datasets are folders with train.* / test.* (AG News CSV, JSONL or Parquet) or Hub ids.\n\
+datasets are folders with train.* / test.* (AG News CSV, JSONL or Parquet; --text-column and\n\
+--label-column for others) or Hub ids. An interrupted run resumes when the same command is run again.\n\
 Logging: RUST_LOG=kd=debug for more, RUST_LOG=warn for less."
 )]
 pub struct Cli {
