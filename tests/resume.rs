@@ -93,6 +93,24 @@ fn a_run_killed_anywhere_resumes_to_the_same_bits() {
     ok(w.run_training("teach", &w.p("roberta"), "data", "ref9", &reseeded, &[]));
     assert!(outcome(Path::new(&w.p("x"))) == outcome(Path::new(&w.p("ref9"))));
 
+    // A run whose --max-steps ends mid-epoch, killed in its caching pass: the resumed run
+    // keeps the same (partial, third) epoch.
+    let short = [&settings[..], &["--max-steps", "20"]].concat();
+    ok(w.run_training("teach", &w.p("roberta"), "data", "ref20", &short, &[]));
+    fails(w.run_training(
+        "teach",
+        &w.p("roberta"),
+        "data",
+        "m",
+        &short,
+        &[("KD_FAULT_AFTER_CHUNK", "2")],
+    ));
+    ok(w.run_training("teach", &w.p("roberta"), "data", "m", &short, &[]));
+    assert!(outcome(Path::new(&w.p("m"))) == outcome(Path::new(&w.p("ref20"))));
+    let kept = |run: &str| summary(Path::new(&w.p(run)))["kept_epoch"].clone();
+    assert_eq!(kept("m"), kept("ref20"));
+    assert_eq!(kept("m"), 3);
+
     // A stop request (what SIGINT does) checkpoints at that very step; --fresh starts over.
     let r = fails(teach("s", &[("KD_STOP_AFTER_STEP", "6")]));
     assert!(

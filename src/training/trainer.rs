@@ -236,7 +236,10 @@ pub fn train(
         }
     }
     bar.finish_and_clear();
-    let selection = selector.decide(st.last.as_ref(), epoch);
+    // Epochs begun, counted from the steps (a run resumed at its last step of a partial final
+    // epoch never enters the loop above).
+    let last_epoch = st.step.div_ceil(per_epoch.max(1));
+    let selection = selector.decide(st.last.as_ref(), last_epoch);
     tracing::info!(epoch = selection.epoch, "kept: {}", selection.reason);
     let mut kept = st.last;
     if let Some((scores, snapshot)) = st.best.filter(|(b, _)| b.epoch == selection.epoch) {
