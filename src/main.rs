@@ -20,16 +20,23 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    // Ctrl-C / SIGTERM: finish the current step, write a checkpoint, exit 130. A second one
-    // stops at once (the last checkpoint still resumes).
-    let _ = ctrlc::set_handler(|| {
-        if kd::training::state::stop_requested() {
-            std::process::exit(130);
-        }
-        eprintln!("stopping after the current step (again to stop now)…");
-        kd::training::state::request_stop();
-    });
-    if let Err(e) = run(Cli::parse()) {
+    let cli = Cli::parse();
+    // Training commands: Ctrl-C / SIGTERM finish the current step, write a checkpoint and exit
+    // 130; a second one stops at once (the last checkpoint still resumes). Other commands keep
+    // the default: stop at once.
+    if matches!(
+        cli.command,
+        Command::Teach(_) | Command::Distill(_) | Command::Sweep(_)
+    ) {
+        let _ = ctrlc::set_handler(|| {
+            if kd::training::state::stop_requested() {
+                std::process::exit(130);
+            }
+            eprintln!("stopping after the current step (again to stop now)…");
+            kd::training::state::request_stop();
+        });
+    }
+    if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         let interrupted = e
             .downcast_ref::<kd::KdError>()

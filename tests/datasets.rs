@@ -32,7 +32,14 @@ fn an_sst2_like_csv_with_a_header_trains_and_predicts() {
         }
         std::fs::write(dir.join(format!("{split}.csv")), text).unwrap();
     }
-    let args = ["--text-column", "sentence", "--max-steps", "4"];
+    let args = [
+        "--text-column",
+        "sentence",
+        "--label-column",
+        "label",
+        "--max-steps",
+        "4",
+    ];
     ok(w.run_training("teach", &w.p("roberta"), "sst", "t", &args, &[]));
     let config = kd::run::RunConfig::from_file(&Path::new(&w.p("t")).join("config.toml")).unwrap();
     assert_eq!(config.columns.text, ["sentence"]);

@@ -95,11 +95,19 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
                 .find_map(|(_, m)| m.run.as_ref().map(|r| r.data.clone()))
         })
         .ok_or_else(|| KdError::Config("pass --data: no run folder names its dataset".into()))?;
-    // The columns the first run was trained with (runs compared on one test split share them).
-    let columns = loaded
+    // The columns the runs were trained with: one test split is read once, so they must agree.
+    let mut all_columns = loaded
         .iter()
-        .find_map(|(_, m)| m.run.as_ref().map(|r| r.columns.clone()))
+        .filter_map(|(name, m)| Some((name, &m.run.as_ref()?.columns)));
+    let columns = all_columns
+        .next()
+        .map(|(_, c)| c.clone())
         .unwrap_or_default();
+    if let Some((name, other)) = all_columns.find(|(_, c)| **c != columns) {
+        return Err(KdError::Config(format!(
+            "{name} reads other columns ({other:?}) than the first run ({columns:?}): compare them separately"
+        )));
+    }
     let test_split = DataFiles::resolve(&data)?
         .with_columns(&columns)
         .test_split()?

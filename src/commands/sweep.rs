@@ -152,7 +152,11 @@ fn same_settings(cfg: &RunConfig) -> Result<bool> {
     if !path.is_file() {
         return Ok(false);
     }
-    let saved = RunConfig::from_file(&path)?;
+    // A run records the class names its data gave; the sweep's config may not name them.
+    let saved = RunConfig {
+        label_names: cfg.label_names.clone(),
+        ..RunConfig::from_file(&path)?
+    };
     Ok(settings_key(&saved, "") == settings_key(cfg, ""))
 }
 

@@ -32,6 +32,11 @@ impl SplitFiles {
         Self(vec![path.to_path_buf()], Columns::default())
     }
 
+    /// The columns the files are read from.
+    pub fn columns(&self) -> &Columns {
+        &self.1
+    }
+
     /// The same files, read from `columns`.
     pub fn with_columns(self, columns: &Columns) -> Self {
         Self(self.0, columns.clone())
@@ -277,7 +282,10 @@ impl Dataset {
         }
         let mut rows = files.read(true)?;
         let label_names = map_string_labels(&mut rows, files, label_names)?;
-        let num_labels = class_count(&rows, files, num_labels)?;
+        // Declared names declare the class count too (a name no row carries is a class
+        // without training rows).
+        let declared = num_labels.or(label_names.as_ref().map(Vec::len));
+        let num_labels = class_count(&rows, files, declared)?;
         // A validation split's rows are always among the labelled rows (so a teacher's cache
         // holds them whatever --val-fraction each run used); with --val-fraction 0 they are not
         // used to choose an epoch.

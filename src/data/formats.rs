@@ -39,7 +39,8 @@ impl Columns {
         }
     }
 
-    fn label_name(&self) -> &str {
+    /// The label column's name (`label` by default).
+    pub fn label_name(&self) -> &str {
         self.label.as_deref().unwrap_or("label")
     }
 }
@@ -74,7 +75,7 @@ pub fn read_examples_with(
         read_parquet(path, columns)?
     } else if name.ends_with(".csv") || name.ends_with(".csv.gz") {
         if columns.named() {
-            read_csv_with_header(open(path)?, path, columns)?
+            read_csv_with_header(open(path)?, path, columns, require_labels)?
         } else {
             read_csv(open(path)?, path)?
         }
@@ -175,6 +176,7 @@ fn read_csv_with_header(
     reader: Box<dyn Read>,
     path: &Path,
     columns: &Columns,
+    require_labels: bool,
 ) -> Result<Vec<Example>> {
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -200,8 +202,10 @@ fn read_csv_with_header(
         .iter()
         .map(|n| find(n))
         .collect::<Result<_>>()?;
+    // Unlabelled files (a transfer set, rows to predict) may leave the label column out.
     let label = match &columns.label {
-        Some(name) => Some(find(name)?),
+        Some(name) if require_labels => Some(find(name)?),
+        Some(name) => header.iter().position(|h| h.trim() == name),
         None => header.iter().position(|h| h.trim() == "label"),
     };
     let pair = columns.text_pair.as_deref().map(find).transpose()?;

@@ -132,7 +132,10 @@ pub fn label_names(
         Some(names) => (Some(names.to_vec()), "--label-names".to_string()),
         None => {
             let first = &files.paths()[0];
-            (parquet_class_names(first)?, first.display().to_string())
+            (
+                parquet_class_names(first, files.columns().label_name())?,
+                first.display().to_string(),
+            )
         }
     };
     match names {
@@ -149,8 +152,8 @@ pub fn label_names(
     }
 }
 
-/// The `ClassLabel` names of the `label` column in a Parquet file's `huggingface` metadata.
-fn parquet_class_names(path: &std::path::Path) -> Result<Option<Vec<String>>> {
+/// The `ClassLabel` names of the label column in a Parquet file's `huggingface` metadata.
+fn parquet_class_names(path: &std::path::Path, column: &str) -> Result<Option<Vec<String>>> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     if !path.to_string_lossy().ends_with(".parquet") {
         return Ok(None);
@@ -171,7 +174,7 @@ fn parquet_class_names(path: &std::path::Path) -> Result<Option<Vec<String>>> {
     let Some(json) = json else { return Ok(None) };
     let v: serde_json::Value = serde_json::from_str(&json)
         .map_err(|e| KdError::bad_file(path, format!("unreadable `huggingface` metadata: {e}")))?;
-    Ok(v["info"]["features"]["label"]["names"]
+    Ok(v["info"]["features"][column]["names"]
         .as_array()
         .map(|names| {
             names

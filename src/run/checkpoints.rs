@@ -69,7 +69,12 @@ impl RunCheckpoints {
         if !self.path.is_file() {
             return Ok(None);
         }
-        let bad = |m: String| KdError::bad_file(&self.path, m);
+        let bad = |m: String| {
+            KdError::bad_file(
+                &self.path,
+                format!("{m} (rerun with --fresh to start over)"),
+            )
+        };
         let bytes = std::fs::read(&self.path).map_err(|e| KdError::io(&self.path, e))?;
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|e| bad(format!("unreadable checkpoint: {e}")))?;

@@ -64,6 +64,12 @@ impl StagedRun {
         let id_file = staging.join(RUN_ID_FILE);
         let kept = resume && holds_resume_files(&staging) && id_file.is_file();
         let run_id = if kept {
+            for entry in std::fs::read_dir(&staging).map_err(|e| KdError::io(&staging, e))? {
+                let entry = entry.map_err(|e| KdError::io(&staging, e))?;
+                if is_temp_file(&entry.file_name().to_string_lossy()) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
             std::fs::read_to_string(&id_file).map_err(|e| KdError::io(&id_file, e))?
         } else {
             if staging.exists() {
@@ -137,7 +143,7 @@ impl StagedRun {
         for entry in std::fs::read_dir(&staging).map_err(|e| KdError::io(&staging, e))? {
             let name = entry.map_err(|e| KdError::io(&staging, e))?.file_name();
             let name = name.to_string_lossy();
-            if name == RUN_ID_FILE || is_resume_file(&name) {
+            if name == RUN_ID_FILE || is_resume_file(&name) || is_temp_file(&name) {
                 let path = staging.join(&*name);
                 std::fs::remove_file(&path).map_err(|e| KdError::io(&path, e))?;
             }
@@ -182,6 +188,11 @@ impl Drop for StagedRun {
 
 /// The staging folder's record of its run id (removed at commit).
 const RUN_ID_FILE: &str = ".run_id";
+
+/// A half-written file of a process killed mid-write (see `fsutil::write_atomic`).
+fn is_temp_file(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp-")
+}
 
 fn holds_resume_files(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {

@@ -133,9 +133,16 @@ pub fn train(
     let mut opt = new_optimizer(model, s)?;
     let mut selector = EpochSelector::new(s.select);
     let mut st = match resume {
-        Some(st) => {
+        Some(mut st) => {
+            // Checkpoints are read onto the CPU; the model may live on a GPU.
             for (nv, t) in model.trainable().iter().zip(&st.params) {
-                nv.var.set(t)?;
+                nv.var
+                    .set(&t.to_device(model.device())?.to_dtype(nv.var.dtype())?)?;
+            }
+            if let Some((_, snapshot)) = &mut st.best {
+                for t in snapshot.iter_mut() {
+                    *t = t.to_device(model.device())?;
+                }
             }
             opt.restore(st.adam_step, &st.adam_m, &st.adam_v)?;
             selector.remember(st.best.as_ref().map(|b| &b.0));
