@@ -363,9 +363,10 @@ pub struct CompareArgs {
     pub device: String,
     #[arg(long, default_value = "auto")]
     pub dtype: String,
-    /// Max tokens for --adapter folders (run folders use their own)
-    #[arg(long, default_value_t = 128)]
-    pub max_len: usize,
+    /// Truncate every model's inputs to this many tokens [default: each run's own, 128 for
+    /// --adapter folders]
+    #[arg(long)]
+    pub max_len: Option<usize>,
 }
 
 #[derive(Args)]

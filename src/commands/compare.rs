@@ -23,7 +23,8 @@ pub struct CompareRequest {
     pub data: Option<String>,
     pub device: Device,
     pub dtype: DType,
-    pub max_len: usize,
+    /// Truncation for every model (None: each run's own, 128 for adapters).
+    pub max_len: Option<usize>,
 }
 
 /// One model's results.
@@ -66,10 +67,11 @@ pub struct Comparison {
 pub fn run(req: &CompareRequest) -> Result<Comparison> {
     let mut loaded: Vec<(String, LoadedModel)> = Vec::new();
     for dir in &req.runs {
-        loaded.push((
-            dir.display().to_string(),
-            load_run(dir, &req.device, req.dtype)?,
-        ));
+        let mut m = load_run(dir, &req.device, req.dtype)?;
+        if let Some(max_len) = req.max_len {
+            m.set_max_len(max_len)?;
+        }
+        loaded.push((dir.display().to_string(), m));
     }
     for dir in &req.adapters {
         let m = load_adapter(
@@ -77,7 +79,7 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
             req.model.as_deref(),
             &req.device,
             req.dtype,
-            req.max_len,
+            req.max_len.unwrap_or(128),
         )?;
         loaded.push((dir.display().to_string(), m));
     }
