@@ -1,0 +1,182 @@
+//! `TrainArgs`: the flags `teach`, `distill` and `sweep` share, each overriding the config file.
+use clap::Args;
+use kd::commands::RunConfig;
+use kd::model::TargetModules;
+use std::path::PathBuf;
+
+/// Settings shared by `teach` and `distill`; each overrides the config file.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// TOML config [default: configs/teacher.toml or configs/student.toml]
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Checkpoint folder or Hugging Face Hub id (e.g. roberta-base)
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Dataset folder with train.*/test.* or Hub id (e.g. fancyzhx/ag_news)
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Unlabelled file (a transfer set; repeatable): CSV with "title","description" or one text
+    /// column, JSONL without `label`, Parquet; .gz too. `kd teach` scores these rows into its
+    /// cache; `kd distill` (with the same files) trains on them with T²·KL alone, and on labelled
+    /// rows with α·T²·KL + (1−α)·CE; an epoch is one pass over both
+    #[arg(long)]
+    pub unlabelled: Vec<PathBuf>,
+    /// Text column (repeatable, joined with a space): CSV files then start with a header row;
+    /// JSONL fields and Parquet columns by name [default: AG News CSV, else `text`]
+    #[arg(long)]
+    pub text_column: Vec<String>,
+    /// Second text column of sentence pairs (tokenized as transformers tokenizes a pair)
+    #[arg(long)]
+    pub text_pair_column: Option<String>,
+    /// Label column: integers 0..K−1 or strings (mapped to classes in sorted order, or in
+    /// --label-names order) [default: `label`]
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// Class names in class order, comma-separated (e.g. World,Sports,Business,Sci/Tech); by
+    /// default those a Hub Parquet file's ClassLabel metadata gives
+    #[arg(long, value_delimiter = ',')]
+    pub label_names: Option<Vec<String>>,
+    /// Run folder to write
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Passes over the training rows (which epoch is kept: --select)
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stop after this many optimizer steps (the schedule spans them)
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Rows per optimizer step
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate (linear warmup, then cosine decay to 0)
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Truncate rows to this many tokens (special tokens included)
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    /// Seed of the split, shuffling, dropout and adapter initialisation (same seed, same run)
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Fraction of each class held out of train for validation when the data has no
+    /// validation.*/val.* split; 0 trains on every row and keeps the last epoch
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
+    /// Which epoch to keep: `loss` = lowest validation NLL, `accuracy`, or `last`. An earlier
+    /// epoch is kept only when the validation slice has at least 500 rows and its score beats
+    /// the last epoch's by more than one standard error (paired over rows) [default: loss]
+    #[arg(long, value_enum)]
+    pub select: Option<kd::training::selection::Select>,
+    /// After training, fit a softmax temperature on the validation rows (temperature scaling:
+    /// accuracy unchanged, probabilities calibrated); predict and compare use it
+    #[arg(long)]
+    pub calibrate: bool,
+    /// Number of classes (labels 0..K−1); by default the training split's largest label + 1,
+    /// every class needing training rows
+    #[arg(long)]
+    pub num_labels: Option<usize>,
+    /// Checkpoint every N optimizer steps [default: every 5 minutes of training, and every epoch].
+    /// An interrupted run (Ctrl-C, SIGTERM, a crash, kill -9) resumes when the same command is run
+    /// again, and ends with the bits an uninterrupted run ends with
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Start over, discarding what an interrupted run left
+    #[arg(long)]
+    pub fresh: bool,
+    /// Rows per chunk of the teacher's caching pass (kept as each is scored)
+    #[arg(long, hide = true)]
+    pub cache_chunk_rows: Option<usize>,
+    /// Label smoothing of the cross-entropy term
+    #[arg(long)]
+    pub label_smoothing: Option<f64>,
+    /// Warmup as a fraction of all steps
+    #[arg(long)]
+    pub warmup_ratio: Option<f64>,
+    /// LoRA rank
+    #[arg(long)]
+    pub lora_r: Option<usize>,
+    /// LoRA α (the update is scaled by α/r)
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// Comma-separated LoRA target modules (PEFT suffix matching), e.g. query,value
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Option<Vec<String>>,
+    /// Comma-separated layer indices to adapt (PEFT's layers_to_transform)
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<usize>>,
+    /// BERT-family models: train the checkpoint's pooler with the classifier (`trainable`, PEFT's
+    /// modules_to_save=["classifier", "pooler"]) or keep it as it is (`frozen`, PEFT's default)
+    #[arg(long, value_enum)]
+    pub pooler: Option<kd::model::head::Pooler>,
+    /// cpu, cuda, cuda:N or auto
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Frozen weights' dtype: auto (bf16 on CUDA, f32 on CPU), f32, bf16
+    #[arg(long)]
+    pub dtype: Option<String>,
+}
+
+impl TrainArgs {
+    /// Applies every flag that was given on top of `cfg`.
+    pub fn apply(&self, cfg: &mut RunConfig) {
+        macro_rules! set {
+            ($flag:expr => $field:expr) => {
+                if let Some(v) = &$flag {
+                    $field = v.clone();
+                }
+            };
+        }
+        set!(self.model => cfg.model);
+        set!(self.data => cfg.data);
+        set!(self.out => cfg.out);
+        if self.label_names.is_some() {
+            cfg.label_names = self.label_names.clone();
+        }
+        if !self.text_column.is_empty() {
+            cfg.columns.text = self.text_column.clone();
+        }
+        if self.label_column.is_some() {
+            cfg.columns.label = self.label_column.clone();
+        }
+        if self.text_pair_column.is_some() {
+            cfg.columns.text_pair = self.text_pair_column.clone();
+        }
+        if !self.unlabelled.is_empty() {
+            cfg.unlabelled = self.unlabelled.clone();
+        }
+        set!(self.device => cfg.device);
+        set!(self.dtype => cfg.dtype);
+        set!(self.epochs => cfg.train.epochs);
+        set!(self.batch_size => cfg.train.batch_size);
+        set!(self.lr => cfg.train.lr);
+        set!(self.max_len => cfg.train.max_len);
+        set!(self.seed => cfg.train.seed);
+        set!(self.val_fraction => cfg.train.val_fraction);
+        set!(self.select => cfg.train.select);
+        if self.checkpoint_every.is_some() {
+            cfg.train.checkpoint_every = self.checkpoint_every;
+        }
+        cfg.train.fresh = self.fresh;
+        set!(self.cache_chunk_rows => cfg.train.cache_chunk_rows);
+        if self.num_labels.is_some() {
+            cfg.train.num_labels = self.num_labels;
+        }
+        if self.calibrate {
+            cfg.train.calibrate = true;
+        }
+        set!(self.label_smoothing => cfg.train.label_smoothing);
+        set!(self.warmup_ratio => cfg.train.warmup_ratio);
+        set!(self.lora_r => cfg.lora.r);
+        set!(self.lora_alpha => cfg.lora.alpha);
+        set!(self.pooler => cfg.lora.pooler);
+        if self.max_steps.is_some() {
+            cfg.train.max_steps = self.max_steps;
+        }
+        if let Some(t) = &self.targets {
+            cfg.lora.targets = TargetModules::Suffixes(t.clone());
+        }
+        if self.layers.is_some() {
+            cfg.lora.layers = self.layers.clone();
+        }
+    }
+}
