@@ -38,28 +38,8 @@ fn calibrate_fits_a_temperature_that_predict_and_compare_use() {
     assert_eq!(c["runs"][0]["calibrated_temperature"].as_f64(), Some(t));
     assert_eq!(c["runs"][0]["calibration"], s["test_calibration"]);
     // kd predict's probabilities are the softmax of logits / t.
-    let input = Path::new(&w.p("in.csv")).to_path_buf();
-    std::fs::write(&input, "\"nasa space chip\"\n").unwrap();
-    let preds = w.p("p.csv");
-    ok(kd(
-        &[
-            "predict",
-            &w.p("t"),
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            &preds,
-            "--device",
-            "cpu",
-        ],
-        &[],
-    ));
-    let line = std::fs::read_to_string(&preds)
-        .unwrap()
-        .lines()
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let predicted = w.predict("t", "\"nasa space chip\"\n", &[]);
+    let line = predicted.lines().nth(1).unwrap().to_string();
     let v: Vec<f64> = line
         .split(',')
         .skip(3)

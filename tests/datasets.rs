@@ -44,23 +44,8 @@ fn an_sst2_like_csv_with_a_header_trains_and_predicts() {
     let config = kd::run::RunConfig::from_file(&Path::new(&w.p("t")).join("config.toml")).unwrap();
     assert_eq!(config.columns.text, ["sentence"]);
     // predict reads the run's columns.
-    let input = w.dir.path().join("in.csv");
-    std::fs::write(&input, "sentence\n\"nasa space chip\"\n").unwrap();
-    let out = w.p("p.csv");
-    ok(kd(
-        &[
-            "predict",
-            &w.p("t"),
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            &out,
-            "--device",
-            "cpu",
-        ],
-        &[],
-    ));
-    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2);
+    let predicted = w.predict("t", "sentence\n\"nasa space chip\"\n", &[]);
+    assert_eq!(predicted.lines().count(), 2);
     // A column that is not there is named.
     let err = fails(w.run_training(
         "teach",

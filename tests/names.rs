@@ -46,23 +46,8 @@ fn class_names_come_from_the_data_and_reach_predict_and_compare() {
     let config = kd::run::RunConfig::from_file(&Path::new(&w.p("t")).join("config.toml")).unwrap();
     assert_eq!(config.label_names.unwrap(), NAMES);
 
-    let input = w.dir.path().join("in.csv");
-    std::fs::write(&input, "\"nasa space chip\"\n\"football coach\"\n").unwrap();
-    let out = w.p("p.csv");
-    ok(kd(
-        &[
-            "predict",
-            &w.p("t"),
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            &out,
-            "--device",
-            "cpu",
-        ],
-        &[],
-    ));
-    let text = std::fs::read_to_string(&out).unwrap();
+    let predicted = w.predict("t", "\"nasa space chip\"\n\"football coach\"\n", &[]);
+    let text = predicted;
     for line in text.lines().skip(1) {
         let cells: Vec<&str> = line.split(',').collect();
         let id: usize = cells[1].parse().unwrap();

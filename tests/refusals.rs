@@ -2,7 +2,7 @@
 //! and no run folder is created.
 mod common;
 
-use common::world::{fails, kd, ok, World};
+use common::world::{fails, ok, World};
 use std::path::Path;
 
 /// Fails `kd teach` with `extra` on the world's RoBERTa, returns its error, and checks that it
@@ -104,29 +104,9 @@ fn distill_flags_that_do_nothing_or_overflow_are_refused() {
 fn predict_honours_max_len_for_run_folders() {
     let w = World::new(40, 20);
     ok(w.teach("t", &["--max-steps", "2"]));
-    let input = w.dir.path().join("in.csv");
     let long = "shares profit and market earnings today for the bank with more stocks ".repeat(3);
-    std::fs::write(&input, format!("\"{long}\"\n")).unwrap();
-    let t = w.p("t");
-    let predict = |extra: &[&str]| {
-        let out = w.p(&format!("p{}.csv", extra.len()));
-        let args = [
-            &[
-                "predict",
-                &t,
-                "--input",
-                input.to_str().unwrap(),
-                "--output",
-                &out,
-                "--device",
-                "cpu",
-            ],
-            extra,
-        ]
-        .concat();
-        ok(kd(&args, &[]));
-        std::fs::read_to_string(out).unwrap()
-    };
+    let input = format!("\"{long}\"\n");
+    let predict = |extra: &[&str]| w.predict("t", &input, extra);
     assert_ne!(
         predict(&[]),
         predict(&["--max-len", "4"]),

@@ -116,6 +116,29 @@ impl World {
 }
 
 impl World {
+    /// `kd predict RUN` on a file holding `input` (plus `extra` flags); returns the CSV written.
+    pub fn predict(&self, run: &str, input: &str, extra: &[&str]) -> String {
+        let (path, out) = (self.p("predict-in.csv"), self.p("predict-out.csv"));
+        std::fs::write(&path, input).unwrap();
+        let run = self.p(run);
+        let args = [
+            &[
+                "predict",
+                run.as_str(),
+                "--input",
+                &path,
+                "--output",
+                &out,
+                "--device",
+                "cpu",
+            ],
+            extra,
+        ]
+        .concat();
+        ok(kd(&args, &[]));
+        std::fs::read_to_string(&out).unwrap()
+    }
+
     /// A long `kd teach` (400 rows × 30 epochs on the tiny RoBERTa) into `out`, in the background,
     /// with its stderr piped; returns once its staging folder holds `wait_for` (a file name).
     pub fn spawn_long_teach(
