@@ -10,13 +10,7 @@ use crate::training::{MetricsLog, TrainState};
 use serde::Serialize;
 use std::path::Path;
 
-/// Names of the files in a run folder.
-pub mod files {
-    pub const CONFIG: &str = "config.toml";
-    pub const METRICS: &str = "metrics.jsonl";
-    pub const SUMMARY: &str = "summary.json";
-    pub const LOGITS: &str = "logits.bin";
-}
+pub use super::files;
 
 /// `summary.json`.
 #[derive(Debug, Serialize, serde::Deserialize, Clone)]

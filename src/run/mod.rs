@@ -3,11 +3,12 @@
 //! folder.
 pub mod checkpoints;
 pub mod config;
+pub mod files;
 pub mod folder;
 pub mod load;
 pub mod staging;
 
 pub use config::{DistillSettings, RunConfig};
-pub use folder::{files, Summary};
+pub use folder::Summary;
 pub use load::{load_adapter, load_run, LoadedModel};
 pub use staging::StagedRun;

@@ -97,7 +97,7 @@ impl StagedRun {
     /// under the lock.
     pub fn begin_update(target: &Path) -> Result<Self> {
         let mut run = Self::begin(target)?;
-        let config = target.join(super::folder::files::CONFIG);
+        let config = target.join(super::files::CONFIG);
         let run_id = super::config::RunConfig::from_file(&config)?
             .run_id
             .ok_or_else(|| {
@@ -204,7 +204,7 @@ fn holds_resume_files(dir: &Path) -> bool {
 
 /// The files a run writes; anything else in a run folder belongs to the user.
 fn written_by_runs(name: &str) -> bool {
-    use super::folder::files;
+    use super::files;
     use crate::model::adapter::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
     [
         files::CONFIG,
@@ -254,7 +254,7 @@ fn check_replaceable(target: &Path) -> Result<()> {
 
 /// Whether `dir` holds a config.toml that kd wrote.
 fn is_kd_run(dir: &Path) -> bool {
-    super::config::RunConfig::from_file(&dir.join(super::folder::files::CONFIG)).is_ok()
+    super::config::RunConfig::from_file(&dir.join(super::files::CONFIG)).is_ok()
 }
 
 fn carry_foreign_files(from: &Path, to: &Path) -> Result<()> {
