@@ -14,15 +14,18 @@ fn a_failed_rerun_leaves_the_previous_run_whole() {
     let w = World::new(80, 20);
     ok(w.teach("t", &["--max-steps", "3"]));
     let t = Path::new(&w.p("t")).to_path_buf();
-    let before: Vec<Vec<u8>> = [
-        "summary.json",
-        "logits.bin",
-        "adapter_model.safetensors",
-        "metrics.jsonl",
-    ]
-    .iter()
-    .map(|n| read(&t, n))
-    .collect();
+    let files = || -> Vec<Vec<u8>> {
+        [
+            "summary.json",
+            "logits.bin",
+            "adapter_model.safetensors",
+            "metrics.jsonl",
+        ]
+        .iter()
+        .map(|n| read(&t, n))
+        .collect()
+    };
+    let before = files();
     // A test split with a class the training split lacks: refused before training, by row.
     let data = Path::new(&w.p("data")).to_path_buf();
     std::fs::remove_file(data.join("test.csv.gz")).unwrap();
@@ -62,16 +65,7 @@ fn a_failed_rerun_leaves_the_previous_run_whole() {
         &[],
     ));
     assert!(err.contains("loss became"), "{err}");
-    let after: Vec<Vec<u8>> = [
-        "summary.json",
-        "logits.bin",
-        "adapter_model.safetensors",
-        "metrics.jsonl",
-    ]
-    .iter()
-    .map(|n| read(&t, n))
-    .collect();
-    assert!(before == after, "the previous run changed");
+    assert!(before == files(), "the previous run changed");
     let siblings: Vec<String> = std::fs::read_dir(w.dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -3,10 +3,10 @@ use super::pipeline::{finish, fresh_model, prepare, Prepared};
 use crate::cache::LogitCache;
 use crate::error::{KdError, Result};
 use crate::model::params::{format_breakdown, trainable_breakdown};
-use crate::run::folder::{files, open_run, save_trained, OpenRun};
+use crate::run::folder::{files, open_run, save_trained};
 use crate::run::load::check_one_run;
 use crate::run::{RunConfig, Summary};
-use crate::training::{train, Objective, Progress};
+use crate::training::{train, Objective};
 
 /// Trains the student described by `cfg` (which must have a `[distill]` table).
 pub fn run(cfg: &RunConfig) -> Result<Summary> {
@@ -83,12 +83,7 @@ pub fn run_prepared(cfg: &RunConfig, p: &Prepared) -> Result<Summary> {
 
     let model = fresh_model(cfg, p)?;
     debug_assert_eq!(model.trainable_count(), count);
-    let OpenRun {
-        run,
-        mut log,
-        mut checkpoints,
-        resume,
-    } = open_run(cfg, &p.data.rows, &model)?;
+    let mut open = open_run(cfg, &p.data.rows, &model)?;
     tracing::info!(trainable = count, budget = d.budget, "student");
     let objective = if caches.is_empty() {
         Objective::Supervised
@@ -99,14 +94,15 @@ pub fn run_prepared(cfg: &RunConfig, p: &Prepared) -> Result<Summary> {
             alpha: d.alpha,
         }
     };
-    let progress = Progress {
-        log: &mut log,
-        checkpoints: &mut checkpoints,
-        resume,
-    };
     let report = train(
-        &model, &p.batcher, &p.data, &cfg.train, &objective, progress,
+        &model,
+        &p.batcher,
+        &p.data,
+        &cfg.train,
+        &objective,
+        open.progress(),
     )?;
+    let run = open.run;
     save_trained(cfg, &model, p.label_names.as_deref(), &run)?;
     finish(cfg, p, &model, &report, "student", None, run)
 }

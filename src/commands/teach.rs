@@ -4,36 +4,27 @@ use super::pipeline::{finish, fresh_model, prepare};
 use crate::cache::{self, CacheHeader};
 use crate::error::Result;
 use crate::run::checkpoints::cache_in_chunks;
-use crate::run::folder::{files, open_run, save_trained, OpenRun};
+use crate::run::folder::{files, open_run, save_trained};
 use crate::run::{RunConfig, Summary};
 use crate::training::inference::cache_chunk;
-use crate::training::{train, Objective, Progress};
+use crate::training::{train, Objective};
 use std::time::Instant;
 
 /// Trains the teacher described by `cfg` and writes its run folder, `logits.bin` included.
 pub fn run(cfg: &RunConfig) -> Result<Summary> {
     let p = prepare(cfg)?;
     let model = fresh_model(cfg, &p)?;
-    let OpenRun {
-        run,
-        mut log,
-        mut checkpoints,
-        resume,
-    } = open_run(cfg, &p.data.rows, &model)?;
+    let mut open = open_run(cfg, &p.data.rows, &model)?;
     tracing::info!(trainable = model.trainable_count(), "teacher");
-    let progress = Progress {
-        log: &mut log,
-        checkpoints: &mut checkpoints,
-        resume,
-    };
     let report = train(
         &model,
         &p.batcher,
         &p.data,
         &cfg.train,
         &Objective::Supervised,
-        progress,
+        open.progress(),
     )?;
+    let run = open.run;
     save_trained(cfg, &model, p.label_names.as_deref(), &run)?;
 
     // One pass over every row (validation and unlabelled rows included), stored in file order,

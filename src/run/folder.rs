@@ -6,7 +6,7 @@ use crate::data::Example;
 use crate::error::Result;
 use crate::model::{adapter, TextClassifier};
 use crate::training::calibration::Calibration;
-use crate::training::{MetricsLog, TrainState};
+use crate::training::{MetricsLog, Progress, TrainState};
 use serde::Serialize;
 use std::path::Path;
 
@@ -81,6 +81,18 @@ pub struct OpenRun {
     pub log: MetricsLog,
     pub checkpoints: RunCheckpoints,
     pub resume: Option<TrainState>,
+}
+
+impl OpenRun {
+    /// What the training loop reports to and resumes from (the resume state is handed over
+    /// once).
+    pub fn progress(&mut self) -> Progress<'_> {
+        Progress {
+            log: &mut self.log,
+            checkpoints: &mut self.checkpoints,
+            resume: self.resume.take(),
+        }
+    }
 }
 
 /// Starts the run of `cfg` into its staged folder, or continues the interrupted one found there
