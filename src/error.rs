@@ -51,6 +51,10 @@ pub enum KdError {
         breakdown: String,
     },
 
+    /// A chart of `kd report` could not be drawn.
+    #[error("drawing {path}: {message}")]
+    Draw { path: PathBuf, message: String },
+
     /// SIGINT or SIGTERM: the work stopped at a step boundary with a checkpoint.
     #[error("interrupted during {what}; the checkpoint is saved: run the same command again to resume (--fresh starts over)")]
     Interrupted { what: String },

@@ -6,8 +6,8 @@
 //!
 //! Rooms: [`data`] (reading, splitting, tokenizing, batching), [`model`] (encoder, LoRA, head,
 //! PEFT adapters), [`training`] (losses, AdamW, schedule, the loop, metrics), [`cache`] (the logit
-//! file), [`run`] (run folders: config, files, summary, loading), [`commands`] (what the CLI
-//! runs).
+//! file), [`run`] (run folders: config, files, summary, loading), [`report`] (comparison tables,
+//! sweep summaries, charts and report.md), [`commands`] (what the CLI runs).
 //!
 //! Trainable parameters are counted as PEFT counts them, from `config.json` alone:
 //!
@@ -32,6 +32,7 @@ pub mod error;
 pub mod fsutil;
 mod hub;
 pub mod model;
+pub mod report;
 pub mod run;
 pub mod training;
 

@@ -107,20 +107,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", commands::cache::run(&req)?);
         }
         Command::Compare(args) => {
-            let (dev, dtype) = device::select_with_dtype(&args.device, &args.dtype)?;
+            let (dev, dtype) = device::select_with_dtype(&args.eval.device, &args.eval.dtype)?;
             let req = compare::CompareRequest {
                 runs: args.runs,
                 adapters: args.adapter,
                 model: args.model,
-                data: args.data,
+                data: args.eval.data,
                 device: dev,
                 dtype,
-                max_len: args.max_len,
+                max_len: args.eval.max_len,
             };
             let c = compare::run(&req)?;
             print!("{}", compare::render_table(&c));
             compare::save_json(&c, &args.json)?;
             println!("wrote {}", args.json.display());
+        }
+        Command::Report(args) => {
+            let (dev, dtype) = device::select_with_dtype(&args.eval.device, &args.eval.dtype)?;
+            let path = commands::report::run(&commands::report::ReportRequest {
+                folders: args.folders,
+                data: args.eval.data,
+                out: args.out,
+                device: dev,
+                dtype,
+                max_len: args.eval.max_len,
+            })?;
+            println!("wrote {}", path.display());
         }
         Command::Export(args) => {
             let (dev, dtype) = (candle_core::Device::Cpu, candle_core::DType::F32);

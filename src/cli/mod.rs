@@ -63,6 +63,13 @@ pub enum Command {
     Cache(CacheArgs),
     /// Evaluate run folders (or PEFT adapters) on the test split, side by side.
     Compare(CompareArgs),
+    /// Write report.md with tables and pictures (SVG + PNG) for runs and sweeps.
+    ///
+    /// Run folders are evaluated on the test split as `kd compare` does; the report draws their
+    /// training-loss and validation-accuracy curves (metrics.jsonl), a confusion matrix and a
+    /// reliability diagram per run (before and after --calibrate where a run has it), and a
+    /// T × α heat map per sweep folder (one holding sweep.json). OUT is replaced whole.
+    Report(ReportArgs),
     /// Write a trained run as a plain transformers folder (no PEFT, no kd needed).
     ///
     /// OUT gets config.json (architectures, id2label), model.safetensors with every LoRA update
@@ -243,12 +250,31 @@ pub struct CompareArgs {
     /// Base model for --adapter folders [default: the adapter's base_model_name_or_path]
     #[arg(long)]
     pub model: Option<String>,
-    /// Dataset whose test split is used [default: the first run's dataset]
-    #[arg(long)]
-    pub data: Option<String>,
     /// Where to write the comparison as JSON
     #[arg(long, default_value = "compare.json")]
     pub json: PathBuf,
+    #[command(flatten)]
+    pub eval: EvalArgs,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Run folders and sweep folders, in the order they appear in the report
+    #[arg(required = true)]
+    pub folders: Vec<PathBuf>,
+    /// The report folder (new, empty, or an earlier report: it is replaced whole)
+    #[arg(long, default_value = "report")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub eval: EvalArgs,
+}
+
+/// How compare and report evaluate runs on a test split.
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Dataset whose test split is used [default: the first run's dataset]
+    #[arg(long)]
+    pub data: Option<String>,
     #[arg(long, default_value = "auto")]
     pub device: String,
     #[arg(long, default_value = "auto")]

@@ -1,14 +1,15 @@
 //! `kd compare`: evaluate run folders (or PEFT adapters) side by side on the test split.
-use crate::data::{DataFiles, SplitFiles};
+use crate::data::DataFiles;
 use crate::error::{KdError, Result};
-use crate::run::folder::write_json;
+pub use crate::report::comparison::{
+    render_table, save_json, Comparison, PairAgreement, RunResult,
+};
 use crate::run::{load_adapter, load_run, LoadedModel};
-use crate::training::calibration::Calibration;
+use crate::training::calibration::reliability;
 use crate::training::evaluate_file;
-use crate::training::metrics::{agreement, Evaluation};
+use crate::training::metrics::agreement;
 use crate::training::TrainSettings;
 use candle_core::{DType, Device};
-use serde::Serialize;
 use std::path::PathBuf;
 
 /// What to compare.
@@ -25,42 +26,6 @@ pub struct CompareRequest {
     pub dtype: DType,
     /// Truncation for every model (None: each run's own, 128 for adapters).
     pub max_len: Option<usize>,
-}
-
-/// One model's results.
-#[derive(Debug, Serialize)]
-pub struct RunResult {
-    pub run: String,
-    pub model: String,
-    pub trainable_params: usize,
-    /// Class names in class order (numbers when the run has none).
-    pub class_names: Vec<String>,
-    pub eval_samples_per_s: f64,
-    #[serde(flatten)]
-    pub evaluation: Evaluation,
-    /// The run's calibrated softmax temperature, if it has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub calibrated_temperature: Option<f64>,
-    /// NLL, Brier score and ECE of its probabilities (at its temperature).
-    pub calibration: Calibration,
-}
-
-/// Agreement (same argmax) of two runs.
-#[derive(Debug, Serialize)]
-pub struct PairAgreement {
-    pub a: String,
-    pub b: String,
-    pub agreement: f64,
-}
-
-/// The whole comparison, as written to JSON.
-#[derive(Debug, Serialize)]
-pub struct Comparison {
-    /// The test split's file (or Parquet shards), written as a list of paths.
-    #[serde(rename = "test_files")]
-    pub test_split: SplitFiles,
-    pub runs: Vec<RunResult>,
-    pub agreement: Vec<PairAgreement>,
 }
 
 /// Evaluates every run on the same test file.
@@ -133,6 +98,8 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
         )?;
         tracing::info!(run = %name, accuracy = fe.evaluation.accuracy, "evaluated");
         let calibration = fe.calibration(m.temperature);
+        let classes = fe.evaluation.per_class.len();
+        let bins = |t: f64| reliability(&fe.logits, &fe.labels, classes, t);
         predictions.push(fe.predicted);
         runs.push(RunResult {
             run: name.clone(),
@@ -142,6 +109,8 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
             eval_samples_per_s: fe.samples_per_s,
             calibrated_temperature: (m.temperature != 1.0).then_some(m.temperature),
             calibration,
+            reliability: bins(m.temperature),
+            reliability_uncalibrated: (m.temperature != 1.0).then(|| bins(1.0)),
             evaluation: fe.evaluation,
         });
     }
@@ -160,71 +129,4 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
         runs,
         agreement: pairs,
     })
-}
-
-/// The comparison as a plain-text table.
-pub fn render_table(c: &Comparison) -> String {
-    let mut s = format!("test split: {}\n", c.test_split.describe());
-    s.push_str(&format!(
-        "{:<28} {:>9} {:>9} {:>7} {:>7} {:>7} {:>12} {:>10}  {}\n",
-        "run", "accuracy", "macro-F1", "NLL", "Brier", "ECE", "trainable", "eval/s", "per-class F1"
-    ));
-    for r in &c.runs {
-        let f1: Vec<String> = r
-            .evaluation
-            .per_class
-            .iter()
-            .zip(&r.class_names)
-            .map(|(p, name)| format!("{name} {:.3}", p.f1))
-            .collect();
-        s.push_str(&format!(
-            "{:<28} {:>8.2}% {:>9.4} {:>7.4} {:>7.4} {:>7.4} {:>12} {:>10.1}  {}\n",
-            r.run,
-            100.0 * r.evaluation.accuracy,
-            r.evaluation.macro_f1,
-            r.calibration.nll,
-            r.calibration.brier,
-            r.calibration.ece,
-            r.trainable_params,
-            r.eval_samples_per_s,
-            f1.join(" ")
-        ));
-    }
-    for p in &c.agreement {
-        s.push_str(&format!(
-            "agreement {} vs {}: {:.2}%\n",
-            p.a,
-            p.b,
-            100.0 * p.agreement
-        ));
-    }
-    for r in &c.runs {
-        s.push_str(&format!(
-            "confusion (rows true, columns predicted) {}:\n",
-            r.run
-        ));
-        let width = r
-            .class_names
-            .iter()
-            .map(|n| n.len())
-            .max()
-            .unwrap_or(1)
-            .max(6);
-        let head: Vec<String> = r
-            .class_names
-            .iter()
-            .map(|n| format!("{n:>width$}"))
-            .collect();
-        s.push_str(&format!("  {:<width$}{}\n", "", head.join("")));
-        for (row, name) in r.evaluation.confusion.iter().zip(&r.class_names) {
-            let cells: Vec<String> = row.iter().map(|v| format!("{v:>width$}")).collect();
-            s.push_str(&format!("  {name:<width$}{}\n", cells.join("")));
-        }
-    }
-    s
-}
-
-/// Writes the comparison JSON atomically.
-pub fn save_json(c: &Comparison, path: &std::path::Path) -> Result<()> {
-    write_json(path, c)
 }

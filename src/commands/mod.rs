@@ -7,6 +7,7 @@ pub mod export;
 pub mod parity_dump;
 pub mod pipeline;
 pub mod predict;
+pub mod report;
 pub mod selftest;
 pub mod sweep;
 pub mod teach;

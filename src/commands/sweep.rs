@@ -6,12 +6,12 @@
 use super::distill::run_prepared;
 use super::pipeline::prepare;
 use crate::error::{KdError, Result};
+pub use crate::report::sweep::{render, Sweep, SweepPoint};
 use crate::run::checkpoints::settings_key;
 use crate::run::folder::write_json;
 use crate::run::load::{check_one_run, read_summary};
 use crate::run::{RunConfig, Summary};
 use crate::training::metrics::{mean, sample_sd};
-use serde::Serialize;
 use std::path::PathBuf;
 
 /// The grid and where it goes.
@@ -22,32 +22,6 @@ pub struct SweepRequest {
     pub alphas: Vec<f64>,
     pub seeds: Vec<u64>,
     pub out: PathBuf,
-}
-
-/// One (T, α) over the seeds.
-#[derive(Debug, Serialize)]
-pub struct SweepPoint {
-    pub temperature: Option<f64>,
-    pub alpha: f64,
-    /// Per seed: (seed, test accuracy, macro-F1).
-    pub runs: Vec<(u64, f64, f64)>,
-    pub accuracy_mean: f64,
-    /// Sample standard deviations over seeds (None with one seed).
-    pub accuracy_sd: Option<f64>,
-    pub macro_f1_mean: f64,
-    pub macro_f1_sd: Option<f64>,
-    /// Mean over seeds of (this point − α=0 with the same seed), test accuracy, and its
-    /// standard error (None for α = 0 itself, or without an α = 0 point).
-    pub vs_alpha0_mean: Option<f64>,
-    pub vs_alpha0_se: Option<f64>,
-}
-
-/// The whole sweep, as written to sweep.json.
-#[derive(Debug, Serialize)]
-pub struct Sweep {
-    pub points: Vec<SweepPoint>,
-    /// Points trained by this invocation (the others were already finished).
-    pub trained: usize,
 }
 
 /// Trains the missing points and summarises all of them.
@@ -141,7 +115,7 @@ pub fn run(req: &SweepRequest) -> Result<Sweep> {
         points: (0..grid.len()).map(summarise).collect(),
         trained,
     };
-    write_json(&req.out.join("sweep.json"), &sweep)?;
+    write_json(&req.out.join(crate::report::sweep::SWEEP_JSON), &sweep)?;
     crate::fsutil::write_bytes_atomic(&req.out.join("sweep.md"), render(&sweep).as_bytes())?;
     Ok(sweep)
 }
@@ -183,35 +157,6 @@ fn point_config(req: &SweepRequest, t: Option<f64>, alpha: f64, seed: u64) -> Re
     }
     cfg.validate()?;
     Ok(cfg)
-}
-
-/// sweep.md: one row per (T, α).
-pub fn render(s: &Sweep) -> String {
-    let mut md = String::from(
-        "| T | α | test accuracy (mean ± sd) | macro-F1 (mean ± sd) | − α=0, paired (mean ± se) | seeds |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n",
-    );
-    for p in &s.points {
-        let t = p.temperature.map_or("–".to_string(), |t| t.to_string());
-        let pm = |v: Option<f64>, scale: f64, digits: usize| {
-            v.map_or(" ± n/a".to_string(), |v| {
-                format!(" ± {:.*}", digits, scale * v)
-            })
-        };
-        let vs = match p.vs_alpha0_mean {
-            Some(m) => format!("{:+.2}{} pt", 100.0 * m, pm(p.vs_alpha0_se, 100.0, 2)),
-            None => "–".into(),
-        };
-        md.push_str(&format!(
-            "| {t} | {} | {:.2}{}% | {:.4}{} | {vs} | {} |\n",
-            p.alpha,
-            100.0 * p.accuracy_mean,
-            pm(p.accuracy_sd, 100.0, 2),
-            p.macro_f1_mean,
-            pm(p.macro_f1_sd, 1.0, 4),
-            p.runs.len()
-        ));
-    }
-    md
 }
 
 /// The sample standard deviation, or None for fewer than two values (one seed has no spread).

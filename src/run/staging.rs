@@ -27,6 +27,8 @@ pub struct StagedRun {
     run_id: String,
     _lock: File,
     committed: bool,
+    /// Whether commit carries the old target's foreign files (a README) into the new one.
+    carry: bool,
 }
 
 impl StagedRun {
@@ -87,6 +89,7 @@ impl StagedRun {
             run_id,
             _lock: lock,
             committed: false,
+            carry: true,
         };
         Ok((run, kept))
     }
@@ -136,6 +139,13 @@ impl StagedRun {
         &self.run_id
     }
 
+    /// [`StagedRun::commit`] for a folder kd owns whole (a report): nothing of the old target is
+    /// carried over, so no file of a previous report outlives it.
+    pub fn commit_whole(mut self) -> Result<()> {
+        self.carry = false;
+        self.commit()
+    }
+
     /// Makes the staged run the target, in one step. Files in the old target that no run writes
     /// (a README, notes) are carried over by hard link first.
     pub fn commit(mut self) -> Result<()> {
@@ -150,7 +160,9 @@ impl StagedRun {
         }
         sync_dir_files(&staging)?;
         if self.target.exists() {
-            carry_foreign_files(&self.target, &staging)?;
+            if self.carry {
+                carry_foreign_files(&self.target, &staging)?;
+            }
             if exchange(&staging, &self.target).is_ok() {
                 // `staging` now holds the previous run; the new one is in place whatever happens
                 // to its removal.

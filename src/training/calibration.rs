@@ -58,24 +58,28 @@ pub fn ensemble(caches: &[LogitCache], rows: &[usize], temperature: f64) -> Vec<
     out
 }
 
-/// Scores row-major logits (rows × classes) against labels, at `temperature`.
-pub fn calibration(
+/// One equal-width bin of the top probability (a bar of a reliability diagram).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReliabilityBin {
+    /// Rows whose top probability falls in the bin.
+    pub rows: usize,
+    /// Their mean top probability (0 for an empty bin).
+    pub confidence: f64,
+    /// The fraction of them predicted right (0 for an empty bin).
+    pub accuracy: f64,
+}
+
+/// The `ECE_BINS` bins of the top probability at `temperature`: bin b holds confidences in
+/// (b/15, (b+1)/15] (the first also holds 0).
+pub fn reliability(
     logits: &[f32],
     labels: &[u32],
     classes: usize,
     temperature: f64,
-) -> Calibration {
-    let n = labels.len().max(1) as f64;
-    let (mut nll, mut brier) = (0.0, 0.0);
+) -> Vec<ReliabilityBin> {
     let mut bins = vec![(0usize, 0f64, 0usize); ECE_BINS]; // rows, confidence sum, right
     for (row, &label) in logits.chunks(classes).zip(labels) {
         let p = probabilities(row, temperature);
-        nll -= p[label as usize].max(f64::MIN_POSITIVE).ln();
-        brier += p
-            .iter()
-            .enumerate()
-            .map(|(c, &pc)| (pc - f64::from(c == label as usize)).powi(2))
-            .sum::<f64>();
         let (top, conf) =
             p.iter()
                 .enumerate()
@@ -85,14 +89,45 @@ pub fn calibration(
         bins[bin].1 += conf;
         bins[bin].2 += usize::from(top == label as usize);
     }
-    let ece = bins
-        .iter()
-        .filter(|b| b.0 > 0)
-        .map(|&(rows, conf, right)| {
-            let rows_f = rows as f64;
-            rows_f / n * (right as f64 / rows_f - conf / rows_f).abs()
+    bins.into_iter()
+        .map(|(rows, conf, right)| {
+            let n = rows.max(1) as f64;
+            ReliabilityBin {
+                rows,
+                confidence: conf / n,
+                accuracy: right as f64 / n,
+            }
         })
-        .sum();
+        .collect()
+}
+
+/// Σ_bins (rows in bin / rows) · |accuracy − mean confidence|.
+pub fn expected_calibration_error(bins: &[ReliabilityBin]) -> f64 {
+    let n = bins.iter().map(|b| b.rows).sum::<usize>().max(1) as f64;
+    bins.iter()
+        .map(|b| b.rows as f64 / n * (b.accuracy - b.confidence).abs())
+        .sum()
+}
+
+/// Scores row-major logits (rows × classes) against labels, at `temperature`.
+pub fn calibration(
+    logits: &[f32],
+    labels: &[u32],
+    classes: usize,
+    temperature: f64,
+) -> Calibration {
+    let n = labels.len().max(1) as f64;
+    let (mut nll, mut brier) = (0.0, 0.0);
+    for (row, &label) in logits.chunks(classes).zip(labels) {
+        let p = probabilities(row, temperature);
+        nll -= p[label as usize].max(f64::MIN_POSITIVE).ln();
+        brier += p
+            .iter()
+            .enumerate()
+            .map(|(c, &pc)| (pc - f64::from(c == label as usize)).powi(2))
+            .sum::<f64>();
+    }
+    let ece = expected_calibration_error(&reliability(logits, labels, classes, temperature));
     Calibration {
         nll: nll / n,
         brier: brier / n,
@@ -137,6 +172,14 @@ mod tests {
         assert!((c.brier - brier).abs() < 1e-6);
         // Bins: 0.8 falls in (0.733, 0.8], 0.6 in (0.533, 0.6]; |1 − 0.8|/2 + |0 − 0.6|/2.
         assert!((c.ece - (0.2 / 2.0 + 0.6 / 2.0)).abs() < 1e-6, "{}", c.ece);
+        let bins = reliability(&logits, &[0, 1], 2, 1.0);
+        assert_eq!(bins.len(), ECE_BINS);
+        // Two non-empty bins (0.8 and 0.6 sit on bin edges, so which bins is up to rounding).
+        let full: Vec<&ReliabilityBin> = bins.iter().filter(|b| b.rows > 0).collect();
+        assert_eq!(full.len(), 2);
+        assert!((full[0].confidence - 0.6).abs() < 1e-6 && full[0].accuracy == 0.0);
+        assert!((full[1].confidence - 0.8).abs() < 1e-6 && full[1].accuracy == 1.0);
+        assert_eq!(bins.iter().map(|b| b.rows).sum::<usize>(), 2);
     }
 
     #[test]

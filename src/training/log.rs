@@ -75,6 +75,67 @@ impl MetricsLog {
     }
 }
 
+/// One training-loss record: the mean loss over the steps since the previous one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LossPoint {
+    pub step: u64,
+    pub epoch: u64,
+    pub loss: f64,
+}
+
+/// One end-of-epoch validation record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidationPoint {
+    pub step: u64,
+    pub epoch: u64,
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+/// What a run's metrics.jsonl recorded, in order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    pub training: Vec<LossPoint>,
+    pub validation: Vec<ValidationPoint>,
+}
+
+/// Reads a metrics.jsonl written by [`MetricsLog`]; records of other kinds (the run id) are
+/// skipped, a line that is not JSON is an error naming the line.
+pub fn read_history(path: &Path) -> Result<History> {
+    let text = std::fs::read_to_string(path).map_err(|e| KdError::io(path, e))?;
+    let mut h = History::default();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let bad = |message: String| KdError::BadRow {
+            path: path.to_path_buf(),
+            row: i + 1,
+            message,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let num = |key: &str| v.get(key).and_then(|x| x.as_f64());
+        let (Some(step), Some(loss)) = (num("step"), num("loss")) else {
+            continue;
+        };
+        let (step, epoch) = (step as u64, num("epoch").unwrap_or(0.0) as u64);
+        if v.get("eval").is_some() {
+            let accuracy = num("accuracy").ok_or_else(|| bad("no accuracy".into()))?;
+            h.validation.push(ValidationPoint {
+                step,
+                epoch,
+                loss,
+                accuracy,
+            });
+        } else {
+            h.training.push(LossPoint { step, epoch, loss });
+        }
+    }
+    Ok(h)
+}
+
 /// A progress bar on stderr (hidden when stderr is not a terminal).
 pub fn progress_bar(len: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);

@@ -1,0 +1,84 @@
+//! `kd report`: report.md with tables and pictures for run folders and sweep folders. The runs
+//! are evaluated as `kd compare` evaluates them; the report folder is written staged and swapped
+//! in whole.
+use super::compare::{self, CompareRequest};
+use crate::error::{KdError, Result};
+use crate::report::{self, sweep, Report, REPORT_MD};
+use crate::run::files::METRICS;
+use crate::run::StagedRun;
+use crate::training::log::read_history;
+use candle_core::{DType, Device};
+use std::path::{Path, PathBuf};
+
+/// What to report on.
+pub struct ReportRequest {
+    /// Run folders and sweep folders (those holding sweep.json), in the order given.
+    pub folders: Vec<PathBuf>,
+    /// The dataset whose test split the runs are evaluated on (default: the first run's).
+    pub data: Option<String>,
+    pub out: PathBuf,
+    pub device: Device,
+    pub dtype: DType,
+    pub max_len: Option<usize>,
+}
+
+/// Writes the report; returns the path of its report.md.
+pub fn run(req: &ReportRequest) -> Result<PathBuf> {
+    if req.folders.is_empty() {
+        return Err(KdError::Config(
+            "nothing to report: name run folders or sweep folders".into(),
+        ));
+    }
+    check_out(&req.out)?;
+    let (sweeps, runs): (Vec<&PathBuf>, Vec<&PathBuf>) = req
+        .folders
+        .iter()
+        .partition(|f| f.join(sweep::SWEEP_JSON).is_file());
+    let sweeps = sweeps
+        .into_iter()
+        .map(|dir| Ok((dir.display().to_string(), sweep::read(dir)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let histories = runs
+        .iter()
+        .map(|dir| {
+            let path = dir.join(METRICS);
+            path.is_file().then(|| read_history(&path)).transpose()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let comparison = if runs.is_empty() {
+        None
+    } else {
+        Some(compare::run(&CompareRequest {
+            runs: runs.into_iter().cloned().collect(),
+            adapters: Vec::new(),
+            model: None,
+            data: req.data.clone(),
+            device: req.device.clone(),
+            dtype: req.dtype,
+            max_len: req.max_len,
+        })?)
+    };
+    let staged = StagedRun::begin(&req.out)?;
+    report::write(
+        &Report {
+            comparison: comparison.as_ref(),
+            histories,
+            sweeps: sweeps.iter().map(|(n, s)| (n.clone(), s)).collect(),
+        },
+        staged.dir(),
+    )?;
+    staged.commit_whole()?;
+    Ok(req.out.join(REPORT_MD))
+}
+
+/// The report replaces its folder whole, so --out must be new, empty, or an earlier report.
+fn check_out(out: &Path) -> Result<()> {
+    let empty = std::fs::read_dir(out).map_or(true, |mut entries| entries.next().is_none());
+    if out.exists() && !empty && !out.join(REPORT_MD).is_file() {
+        return Err(KdError::bad_file(
+            out,
+            "exists and is not a kd report (no report.md): the report replaces its folder whole, choose another --out",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! `kd report`: report.md with tables and pictures for runs and a sweep; the folder is replaced
+//! whole by the next report, and a folder that is not a report is refused.
+mod common;
+use common::world::{fails, kd, ok, World};
+use std::path::Path;
+
+#[test]
+fn a_report_shows_runs_and_a_sweep_and_replaces_only_reports() {
+    let w = World::new(80, 20);
+    ok(w.teach(
+        "t",
+        &["--max-steps", "4", "--calibrate", "--val-fraction", "0.25"],
+    ));
+    ok(w.distill("t", "s", &["--max-steps", "2"]));
+    let (bert, data, t, sw) = (w.p("bert"), w.p("data"), w.p("t"), w.p("sw"));
+    ok(kd(
+        &[
+            "sweep",
+            "--model",
+            &bert,
+            "--data",
+            &data,
+            "--teacher",
+            &t,
+            "--out",
+            &sw,
+            "--device",
+            "cpu",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "16",
+            "--max-len",
+            "32",
+            "--lora-r",
+            "4",
+            "--lora-alpha",
+            "16",
+            "--temperature",
+            "2",
+            "--alpha",
+            "0,0.5",
+            "--seeds",
+            "1",
+        ],
+        &[],
+    ));
+    let rep = w.p("rep");
+    let report = |folders: &[&str]| {
+        let mut args = vec!["report", "--out", &rep, "--device", "cpu"];
+        args.extend_from_slice(folders);
+        kd(&args, &[])
+    };
+    let s = w.p("s");
+    let stdout = ok(report(&[&t, &s, &sw]));
+    assert!(stdout.contains("report.md"), "{stdout}");
+    let md = std::fs::read_to_string(Path::new(&rep).join("report.md")).unwrap();
+    for picture in [
+        "training-loss",
+        "validation-accuracy",
+        "confusion-1-t",
+        "confusion-2-s",
+        "reliability-1-t",
+        "reliability-2-s",
+        "sweep-1-sw",
+    ] {
+        assert!(
+            md.contains(&format!("]({picture}.svg)")),
+            "{picture} in {md}"
+        );
+        for ext in ["svg", "png"] {
+            let path = Path::new(&rep).join(format!("{picture}.{ext}"));
+            assert!(path.metadata().unwrap().len() > 1000, "{}", path.display());
+        }
+    }
+    // The calibrated teacher's diagram shows both temperatures; the tables name every run.
+    let teacher_reliability =
+        std::fs::read_to_string(Path::new(&rep).join("reliability-1-t.svg")).unwrap();
+    assert!(teacher_reliability.contains("before: T = 1"));
+    assert!(md.contains(&format!("| `{t}` |")) && md.contains(&format!("| `{s}` |")));
+    assert!(md.contains("| 2 | 0.5 |"), "the sweep's table: {md}");
+
+    // A second report replaces the first whole: no picture of the student survives.
+    ok(report(&[&t]));
+    assert!(!Path::new(&rep).join("confusion-2-s.png").exists());
+    assert!(Path::new(&rep).join("confusion-1-t.png").exists());
+
+    // A folder that is not a report is never replaced; nothing to report is an error.
+    let notes = w.p("notes");
+    std::fs::create_dir(&notes).unwrap();
+    std::fs::write(Path::new(&notes).join("todo.txt"), "mine").unwrap();
+    let err = fails(kd(&["report", "--out", &notes, &t], &[]));
+    assert!(err.contains("not a kd report"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&notes).join("todo.txt")).unwrap(),
+        "mine"
+    );
+    let err = fails(kd(&["report", "--out", &rep], &[]));
+    assert!(err.contains("FOLDERS") || err.contains("required"), "{err}");
+}
