@@ -1,6 +1,6 @@
 //! Locating a dataset (a folder or a Hub id), loading its splits, and holding out a stratified
 //! validation slice of the training rows.
-use super::formats::{read_examples_with, Columns, EXTENSIONS};
+use super::formats::{read_examples_with, read_numbered, Columns, EXTENSIONS};
 use super::labels::{class_count, map_string_labels};
 use super::Example;
 use crate::error::{KdError, Result};
@@ -61,15 +61,15 @@ impl SplitFiles {
     ) -> Result<Vec<Example>> {
         let mut rows = Vec::new();
         for path in &self.0 {
-            let part = read_examples_with(path, require_labels, &self.1)?;
+            let (part, lines) = read_numbered(path, require_labels, &self.1)?;
             let refused = part
                 .iter()
-                .enumerate()
-                .find_map(|(i, r)| Some((i, reject(r)?)));
-            if let Some((i, message)) = refused {
+                .zip(&lines)
+                .find_map(|(r, &line)| Some((line, reject(r)?)));
+            if let Some((row, message)) = refused {
                 return Err(KdError::BadRow {
                     path: path.clone(),
-                    row: i + 1,
+                    row,
                     message,
                 });
             }

@@ -70,8 +70,19 @@ pub fn read_examples_with(
     require_labels: bool,
     columns: &Columns,
 ) -> Result<Vec<Example>> {
+    Ok(read_numbered(path, require_labels, columns)?.0)
+}
+
+/// [`read_examples_with`], with each row's number in its file as errors name it: the line a CSV
+/// record starts on (so a header CSV's first row is 2, as a spreadsheet shows it), the line of a
+/// JSONL object (blank lines are skipped but counted), a Parquet row's index + 1.
+pub fn read_numbered(
+    path: &Path,
+    require_labels: bool,
+    columns: &Columns,
+) -> Result<(Vec<Example>, Vec<usize>)> {
     let name = path.to_string_lossy();
-    let rows = if name.ends_with(".parquet") {
+    let (rows, lines) = if name.ends_with(".parquet") {
         read_parquet(path, columns)?
     } else if name.ends_with(".csv") || name.ends_with(".csv.gz") {
         if columns.named() {
@@ -93,7 +104,7 @@ pub fn read_examples_with(
     if let Some(i) = rows.iter().position(|r| r.text.trim().is_empty()) {
         return Err(KdError::BadRow {
             path: path.into(),
-            row: i + 1,
+            row: lines[i],
             message: format!("empty text (columns {})", columns.text_names().join(", ")),
         });
     }
@@ -101,12 +112,20 @@ pub fn read_examples_with(
         if let Some(i) = rows.iter().position(|r| !r.is_labelled()) {
             return Err(KdError::BadRow {
                 path: path.into(),
-                row: i + 1,
+                row: lines[i],
                 message: "no label (training and evaluation data must be labelled)".into(),
             });
         }
     }
-    Ok(rows)
+    Ok((rows, lines))
+}
+
+/// Rows and their numbers in the file.
+type Numbered = (Vec<Example>, Vec<usize>);
+
+/// The line a CSV record starts on (1-based), else the fallback.
+fn csv_line(record: &csv::StringRecord, fallback: usize) -> usize {
+    record.position().map_or(fallback, |p| p.line() as usize)
 }
 
 /// Opens a file, decompressing `.gz` on the fly.
@@ -123,20 +142,24 @@ fn open(path: &Path) -> Result<Box<dyn Read>> {
 
 /// AG News CSV, no header: `"class","title","description"` with class 1..K (label = class − 1);
 /// unlabelled rows may omit the class (`"title","description"`) or be a single text column.
-fn read_csv(reader: Box<dyn Read>, path: &Path) -> Result<Vec<Example>> {
+fn read_csv(reader: Box<dyn Read>, path: &Path) -> Result<Numbered> {
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .from_reader(reader);
-    let mut rows = Vec::new();
+    let (mut rows, mut lines) = (Vec::new(), Vec::new());
     for (i, record) in csv.records().enumerate() {
-        let row = i + 1;
+        let record = record.map_err(|e| KdError::BadRow {
+            path: path.into(),
+            row: e.position().map_or(i + 1, |p| p.line() as usize),
+            message: format!("not valid CSV: {e}"),
+        })?;
+        let row = csv_line(&record, i + 1);
         let bad = |message: String| KdError::BadRow {
             path: path.into(),
             row,
             message,
         };
-        let record = record.map_err(|e| bad(format!("not valid CSV: {e}")))?;
         let example = match record.len() {
             3 => {
                 let class: u32 = record[0]
@@ -167,8 +190,9 @@ fn read_csv(reader: Box<dyn Read>, path: &Path) -> Result<Vec<Example>> {
             }
         };
         rows.push(example);
+        lines.push(row);
     }
-    Ok(rows)
+    Ok((rows, lines))
 }
 
 /// A CSV file whose first row names its columns.
@@ -177,7 +201,7 @@ fn read_csv_with_header(
     path: &Path,
     columns: &Columns,
     require_labels: bool,
-) -> Result<Vec<Example>> {
+) -> Result<Numbered> {
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
@@ -209,13 +233,14 @@ fn read_csv_with_header(
         None => header.iter().position(|h| h.trim() == "label"),
     };
     let pair = columns.text_pair.as_deref().map(find).transpose()?;
-    let mut rows = Vec::new();
+    let (mut rows, mut lines) = (Vec::new(), Vec::new());
     for (i, record) in csv.records().enumerate() {
         let record = record.map_err(|e| KdError::BadRow {
             path: path.into(),
-            row: i + 2,
+            row: e.position().map_or(i + 2, |p| p.line() as usize),
             message: format!("not valid CSV: {e}"),
         })?;
+        lines.push(csv_line(&record, i + 2));
         let cell = |k: usize| record.get(k).unwrap_or("");
         let parts: Vec<&str> = text.iter().map(|&k| cell(k)).collect();
         let (label, raw_label) = label.map_or((None, None), |k| parse_label(cell(k)));
@@ -226,18 +251,19 @@ fn read_csv_with_header(
             raw_label,
         });
     }
-    Ok(rows)
+    Ok((rows, lines))
 }
 
 /// One JSON object per line: `{"text": "...", "label": 2}` by default (label optional for
 /// prediction), or the named fields; a label may be a number or a string.
-fn read_jsonl(reader: Box<dyn Read>, path: &Path, columns: &Columns) -> Result<Vec<Example>> {
-    let mut rows = Vec::new();
+fn read_jsonl(reader: Box<dyn Read>, path: &Path, columns: &Columns) -> Result<Numbered> {
+    let (mut rows, mut lines) = (Vec::new(), Vec::new());
     for (i, line) in BufReader::new(reader).lines().enumerate() {
         let line = line.map_err(|e| KdError::io(path, e))?;
         if line.trim().is_empty() {
             continue;
         }
+        lines.push(i + 1);
         let bad = |message: String| KdError::BadRow {
             path: path.into(),
             row: i + 1,
@@ -280,12 +306,12 @@ fn read_jsonl(reader: Box<dyn Read>, path: &Path, columns: &Columns) -> Result<V
             raw_label,
         });
     }
-    Ok(rows)
+    Ok((rows, lines))
 }
 
 /// Parquet with a string column `text` and an integer column `label` (the Hub's ag_news
 /// layout), or the named columns; a label may be an integer or a string.
-fn read_parquet(path: &Path, columns: &Columns) -> Result<Vec<Example>> {
+fn read_parquet(path: &Path, columns: &Columns) -> Result<Numbered> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::Field;
     let file = std::fs::File::open(path).map_err(|e| KdError::io(path, e))?;
@@ -294,8 +320,9 @@ fn read_parquet(path: &Path, columns: &Columns) -> Result<Vec<Example>> {
     let iter = reader
         .get_row_iter(None)
         .map_err(|e| KdError::bad_file(path, e.to_string()))?;
-    let mut rows = Vec::new();
+    let (mut rows, mut lines) = (Vec::new(), Vec::new());
     for (i, row) in iter.enumerate() {
+        lines.push(i + 1);
         let bad = |message: String| KdError::BadRow {
             path: path.into(),
             row: i + 1,
@@ -343,7 +370,7 @@ fn read_parquet(path: &Path, columns: &Columns) -> Result<Vec<Example>> {
             raw_label,
         });
     }
-    Ok(rows)
+    Ok((rows, lines))
 }
 
 fn integer_field(f: &parquet::record::Field) -> Option<u32> {
@@ -365,6 +392,37 @@ fn integer_field(f: &parquet::record::Field) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_name_the_row_as_the_file_numbers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let columns = Columns {
+            text: vec!["sentence".into()],
+            ..Default::default()
+        };
+        // A header CSV: the header is row 1; a quoted field spanning two lines moves the rest.
+        let csv = dir.path().join("h.csv");
+        std::fs::write(&csv, "sentence,label\ngood,1\n\"two\nlines\",0\n  ,1\n").unwrap();
+        let err = read_examples_with(&csv, true, &columns)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("h.csv, row 5: empty text"), "{err}");
+        // An empty text is refused even where labels are not required.
+        assert!(read_numbered(&csv, false, &columns).is_err());
+        // JSONL: blank lines are skipped but counted.
+        let jsonl = dir.path().join("j.jsonl");
+        std::fs::write(
+            &jsonl,
+            "{\"text\": \"a\", \"label\": 0}\n\n{\"text\": \"b\"}\n",
+        )
+        .unwrap();
+        let err = read_examples_with(&jsonl, true, &Columns::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("j.jsonl, row 3: no label"), "{err}");
+        let (rows, lines) = read_numbered(&jsonl, false, &Columns::default()).unwrap();
+        assert_eq!((rows.len(), lines), (2, vec![1, 3]));
+    }
 
     #[test]
     fn csv_rows_and_errors() {
