@@ -90,11 +90,23 @@ fn a_report_shows_runs_and_a_sweep_and_replaces_only_reports() {
     std::fs::create_dir(&notes).unwrap();
     std::fs::write(Path::new(&notes).join("todo.txt"), "mine").unwrap();
     let err = fails(kd(&["report", "--out", &notes, &t], &[]));
-    assert!(err.contains("not a kd report"), "{err}");
+    assert!(err.contains("holds `todo.txt`"), "{err}");
     assert_eq!(
         std::fs::read_to_string(Path::new(&notes).join("todo.txt")).unwrap(),
         "mine"
     );
+    // Nor is a report folder holding the user's notes, a run folder, or a folder inside a run.
+    std::fs::write(Path::new(&rep).join("notes.txt"), "mine").unwrap();
+    let err = fails(report(&[&t]));
+    assert!(err.contains("holds `notes.txt`"), "{err}");
+    std::fs::remove_file(Path::new(&rep).join("notes.txt")).unwrap();
+    std::fs::write(Path::new(&t).join("report.md"), "# kd report\n").unwrap();
+    let err = fails(kd(&["report", "--out", &t, &s], &[]));
+    assert!(err.contains("holds `"), "{err}");
+    let inside = format!("{t}/report");
+    let err = fails(kd(&["report", "--out", &inside, &t], &[]));
+    assert!(err.contains("being reported on"), "{err}");
+    assert!(Path::new(&t).join("adapter_model.safetensors").exists());
     let err = fails(kd(&["report", "--out", &rep], &[]));
     assert!(err.contains("FOLDERS") || err.contains("required"), "{err}");
 }

@@ -259,7 +259,7 @@ pub struct CompareArgs {
 
 #[derive(Args)]
 pub struct ReportArgs {
-    /// Run folders and sweep folders, in the order they appear in the report
+    /// Run folders (compared in the order given) and sweep folders (folders with sweep.json)
     #[arg(required = true)]
     pub folders: Vec<PathBuf>,
     /// The report folder (new, empty, or an earlier report: it is replaced whole)
@@ -279,8 +279,8 @@ pub struct EvalArgs {
     pub device: String,
     #[arg(long, default_value = "auto")]
     pub dtype: String,
-    /// Truncate every model's inputs to this many tokens [default: each run's own, 128 for
-    /// --adapter folders]
+    /// Truncate every model's inputs to this many tokens [default: each run's own; 128 for
+    /// compare's --adapter folders]
     #[arg(long)]
     pub max_len: Option<usize>,
 }

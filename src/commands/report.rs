@@ -29,7 +29,9 @@ pub fn run(req: &ReportRequest) -> Result<PathBuf> {
             "nothing to report: name run folders or sweep folders".into(),
         ));
     }
-    check_out(&req.out)?;
+    check_out(&req.out, &req.folders)?;
+    // Lock and stage the report folder before any evaluation: a refusal costs nothing.
+    let staged = StagedRun::begin(&req.out)?;
     let (sweeps, runs): (Vec<&PathBuf>, Vec<&PathBuf>) = req
         .folders
         .iter()
@@ -58,7 +60,6 @@ pub fn run(req: &ReportRequest) -> Result<PathBuf> {
             max_len: req.max_len,
         })?)
     };
-    let staged = StagedRun::begin(&req.out)?;
     report::write(
         &Report {
             comparison: comparison.as_ref(),
@@ -71,14 +72,54 @@ pub fn run(req: &ReportRequest) -> Result<PathBuf> {
     Ok(req.out.join(REPORT_MD))
 }
 
-/// The report replaces its folder whole, so --out must be new, empty, or an earlier report.
-fn check_out(out: &Path) -> Result<()> {
-    let empty = std::fs::read_dir(out).map_or(true, |mut entries| entries.next().is_none());
-    if out.exists() && !empty && !out.join(REPORT_MD).is_file() {
-        return Err(KdError::bad_file(
+/// The report replaces its folder whole, so --out must be new, empty, or an earlier report (a
+/// report.md that kd wrote and nothing but pictures beside it), and must neither be, hold nor sit
+/// inside a folder being reported on.
+fn check_out(out: &Path, folders: &[PathBuf]) -> Result<()> {
+    let refuse = |why: String| {
+        Err(KdError::bad_file(
             out,
-            "exists and is not a kd report (no report.md): the report replaces its folder whole, choose another --out",
-        ));
+            format!("{why}: choose another --out"),
+        ))
+    };
+    if out.is_dir() {
+        let entries = std::fs::read_dir(out).map_err(|e| KdError::io(out, e))?;
+        let mut any = false;
+        for entry in entries {
+            let name = entry.map_err(|e| KdError::io(out, e))?.file_name();
+            let name = name.to_string_lossy();
+            any = true;
+            let picture = name.ends_with(".svg") || name.ends_with(".png");
+            if name != REPORT_MD && !picture {
+                return refuse(format!(
+                    "holds `{name}`, which no kd report writes (the report replaces its folder whole)"
+                ));
+            }
+        }
+        let md = std::fs::read_to_string(out.join(REPORT_MD)).unwrap_or_default();
+        if any && !md.starts_with(report::page::TITLE) {
+            return refuse("is not a kd report (no report.md written by kd)".into());
+        }
+    }
+    let resolved = |p: &Path| -> PathBuf {
+        let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        abs.canonicalize().unwrap_or_else(|_| {
+            let parent = abs.parent().and_then(|d| d.canonicalize().ok());
+            match (parent, abs.file_name()) {
+                (Some(d), Some(n)) => d.join(n),
+                _ => abs.clone(),
+            }
+        })
+    };
+    let target = resolved(out);
+    for folder in folders {
+        let f = resolved(folder);
+        if target.starts_with(&f) || f.starts_with(&target) {
+            return refuse(format!(
+                "is, holds or sits inside {}, which is being reported on",
+                folder.display()
+            ));
+        }
     }
     Ok(())
 }

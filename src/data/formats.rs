@@ -73,9 +73,10 @@ pub fn read_examples_with(
     Ok(read_numbered(path, require_labels, columns)?.0)
 }
 
-/// [`read_examples_with`], with each row's number in its file as errors name it: the line a CSV
-/// record starts on (so a header CSV's first row is 2, as a spreadsheet shows it), the line of a
-/// JSONL object (blank lines are skipped but counted), a Parquet row's index + 1.
+/// [`read_examples_with`], with each row's number in its file as errors name it: a CSV record's
+/// row as a spreadsheet shows it (a header is row 1, a quoted field spanning lines stays one
+/// row), the line of a JSONL object (blank lines are skipped but counted), a Parquet row's
+/// index + 1.
 pub fn read_numbered(
     path: &Path,
     require_labels: bool,
@@ -123,11 +124,6 @@ pub fn read_numbered(
 /// Rows and their numbers in the file.
 type Numbered = (Vec<Example>, Vec<usize>);
 
-/// The line a CSV record starts on (1-based), else the fallback.
-fn csv_line(record: &csv::StringRecord, fallback: usize) -> usize {
-    record.position().map_or(fallback, |p| p.line() as usize)
-}
-
 /// Opens a file, decompressing `.gz` on the fly.
 fn open(path: &Path) -> Result<Box<dyn Read>> {
     let file = std::fs::File::open(path).map_err(|e| KdError::io(path, e))?;
@@ -149,12 +145,13 @@ fn read_csv(reader: Box<dyn Read>, path: &Path) -> Result<Numbered> {
         .from_reader(reader);
     let (mut rows, mut lines) = (Vec::new(), Vec::new());
     for (i, record) in csv.records().enumerate() {
+        // Records, not lines: csv's line positions are off by one in CRLF files.
+        let row = i + 1;
         let record = record.map_err(|e| KdError::BadRow {
             path: path.into(),
-            row: e.position().map_or(i + 1, |p| p.line() as usize),
+            row,
             message: format!("not valid CSV: {e}"),
         })?;
-        let row = csv_line(&record, i + 1);
         let bad = |message: String| KdError::BadRow {
             path: path.into(),
             row,
@@ -237,10 +234,10 @@ fn read_csv_with_header(
     for (i, record) in csv.records().enumerate() {
         let record = record.map_err(|e| KdError::BadRow {
             path: path.into(),
-            row: e.position().map_or(i + 2, |p| p.line() as usize),
+            row: i + 2,
             message: format!("not valid CSV: {e}"),
         })?;
-        lines.push(csv_line(&record, i + 2));
+        lines.push(i + 2);
         let cell = |k: usize| record.get(k).unwrap_or("");
         let parts: Vec<&str> = text.iter().map(|&k| cell(k)).collect();
         let (label, raw_label) = label.map_or((None, None), |k| parse_label(cell(k)));

@@ -41,38 +41,49 @@ impl TextTokenizer {
     /// starts (its token type 1): single texts, or pairs as transformers tokenizes them.
     pub fn encode_rows(&self, rows: &[Example]) -> Result<Encoded> {
         use tokenizers::EncodeInput;
-        let inputs: Vec<EncodeInput> = rows
-            .iter()
-            .map(|r| match &r.pair {
-                Some(p) => EncodeInput::Dual(r.text.as_str().into(), p.as_str().into()),
-                None => EncodeInput::Single(r.text.as_str().into()),
-            })
-            .collect();
-        let enc = self
-            .inner
-            .encode_batch(inputs, true)
-            .map_err(|e| KdError::Tokenizer(e.to_string()))?;
-        let starts = enc
-            .iter()
-            .map(|e| e.get_type_ids().iter().position(|&t| t == 1))
-            .collect();
-        Ok((
-            enc.into_iter().map(|e| e.get_ids().to_vec()).collect(),
-            starts,
-        ))
+        let (mut ids, mut starts) = (
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+        );
+        // A few thousand rows at a time: a tokenizers Encoding (tokens, offsets, masks) weighs
+        // ~100× its ids, and a million of them at once took 9 GB.
+        for chunk in rows.chunks(ENCODE_CHUNK_ROWS) {
+            let inputs: Vec<EncodeInput> = chunk
+                .iter()
+                .map(|r| match &r.pair {
+                    Some(p) => EncodeInput::Dual(r.text.as_str().into(), p.as_str().into()),
+                    None => EncodeInput::Single(r.text.as_str().into()),
+                })
+                .collect();
+            let enc = self
+                .inner
+                .encode_batch(inputs, true)
+                .map_err(|e| KdError::Tokenizer(e.to_string()))?;
+            for e in enc {
+                starts.push(e.get_type_ids().iter().position(|&t| t == 1));
+                ids.push(e.get_ids().to_vec());
+            }
+        }
+        Ok((ids, starts))
     }
 
     /// Token ids (special tokens included) for each text.
     pub fn encode_all(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        let enc = self
-            .inner
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| KdError::Tokenizer(e.to_string()))?;
-        Ok(enc.into_iter().map(|e| e.get_ids().to_vec()).collect())
+        let mut ids = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(ENCODE_CHUNK_ROWS) {
+            let enc = self
+                .inner
+                .encode_batch(chunk.to_vec(), true)
+                .map_err(|e| KdError::Tokenizer(e.to_string()))?;
+            ids.extend(enc.into_iter().map(|e| e.get_ids().to_vec()));
+        }
+        Ok(ids)
     }
 }
 
-/// RoBERTa's tokenizer from `vocab.json` + `merges.txt`: byte-level BPE with `<s> … </s>`.
+/// Rows per tokenizer call (each call runs in parallel over its rows).
+const ENCODE_CHUNK_ROWS: usize = 4096;
+
 fn byte_level_bpe(vocab: &std::path::Path, merges: &std::path::Path) -> Result<Tokenizer> {
     use tokenizers::models::bpe::BPE;
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;

@@ -3,7 +3,6 @@
 //! the binary, so a PNG drawn on a machine without system fonts still has its labels.
 use crate::error::{KdError, Result};
 use crate::training::calibration::ReliabilityBin;
-use plotters::coord::ranged1d::SegmentValue;
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -53,7 +52,9 @@ fn register_font() {
             (FontStyle::Bold, dejavu::sans::bold()),
         ] {
             if plotters::style::register_font(FONT, style, bytes).is_err() {
-                tracing::warn!("the embedded DejaVu Sans font did not load: PNGs will lack text");
+                tracing::warn!(
+                    "the embedded DejaVu Sans font did not load: drawing charts will fail"
+                );
             }
         }
     });
@@ -145,66 +146,49 @@ impl Figure for HeatMap {
             .map(|r| r.chars().count())
             .max()
             .unwrap_or(1);
+        // Cell (column x, row r) is the unit square at (x, ny − 1 − r): row 0 on top. The axes'
+        // own labels are off; names are set at the cells' centres below.
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, (FONT, 20))
             .margin(16)
-            .x_label_area_size(52)
-            .y_label_area_size((9 * longest as u32 + 40).min(260))
-            // Integer ranges include their end: 0..n−1 gives n segments.
-            .build_cartesian_2d(
-                (0..nx.max(1) - 1).into_segmented(),
-                (0..ny.max(1) - 1).into_segmented(),
-            )?;
-        // Row 0 is drawn at the top: plot row r sits at y = ny − 1 − r.
-        let row_at = |y: usize| ny - 1 - y;
+            .x_label_area_size(56)
+            .y_label_area_size((9 * longest as u32 + 48).min(260))
+            .build_cartesian_2d(0f64..nx.max(1) as f64, 0f64..ny.max(1) as f64)?;
         chart
             .configure_mesh()
             .disable_mesh()
-            .x_labels(nx)
-            .y_labels(ny)
-            .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) if *i < nx => self.columns[*i].clone(),
-                _ => String::new(),
-            })
-            .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) if *i < ny => self.rows[row_at(*i)].clone(),
-                _ => String::new(),
-            })
+            .x_labels(0)
+            .y_labels(0)
             .x_desc(&self.x_label)
             .y_desc(&self.y_label)
-            .label_style((FONT, 15))
             .axis_desc_style((FONT, 16))
             .draw()?;
-        let edge = |i: usize, n: usize| {
-            if i == n {
-                SegmentValue::Last
-            } else {
-                SegmentValue::Exact(i)
-            }
-        };
-        let cell = |x: usize, y: usize| {
-            [
-                (edge(x, nx), edge(y, ny)),
-                (edge(x + 1, nx), edge(y + 1, ny)),
-            ]
-        };
         let centred = Pos::new(HPos::Center, VPos::Center);
-        for y in 0..ny {
+        for (r, name) in self.rows.iter().enumerate() {
+            let y = (ny - 1 - r) as f64;
             for x in 0..nx {
-                let r = row_at(y);
                 let v = self.shade[r][x].clamp(0.0, 1.0);
+                let (x0, x1) = (x as f64, x as f64 + 1.0);
                 chart.draw_series(std::iter::once(Rectangle::new(
-                    cell(x, y),
+                    [(x0, y), (x1, y + 1.0)],
                     blues(v).filled(),
                 )))?;
                 let ink = if v > 0.55 { WHITE } else { BLACK };
                 let style = TextStyle::from((FONT, 17)).color(&ink).pos(centred);
                 chart.draw_series(std::iter::once(Text::new(
                     self.text[r][x].clone(),
-                    (SegmentValue::CenterOf(x), SegmentValue::CenterOf(y)),
+                    (x0 + 0.5, y + 0.5),
                     style,
                 )))?;
             }
+            let (px, py) = chart.backend_coord(&(0.0, y + 0.5));
+            let style = TextStyle::from((FONT, 15)).pos(Pos::new(HPos::Right, VPos::Center));
+            root.draw(&Text::new(name.clone(), (px - 8, py), style))?;
+        }
+        for (x, name) in self.columns.iter().enumerate() {
+            let (px, py) = chart.backend_coord(&(x as f64 + 0.5, 0.0));
+            let style = TextStyle::from((FONT, 15)).pos(Pos::new(HPos::Center, VPos::Top));
+            root.draw(&Text::new(name.clone(), (px, py + 8), style))?;
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! matrix and a reliability diagram per run, and a T × α heat map per sweep.
 use super::charts::{save, HeatMap, LineChart, ReliabilityDiagram, Series};
 use super::comparison::{Comparison, RunResult};
-use super::sweep::{render, Sweep};
+use super::sweep::{heat_map, render, Sweep};
 use crate::error::{KdError, Result};
 use crate::training::calibration::expected_calibration_error;
 use crate::training::log::History;
@@ -11,6 +11,8 @@ use std::path::Path;
 
 /// The report's name inside its folder.
 pub const REPORT_MD: &str = "report.md";
+/// report.md's first line: how kd knows a report folder it may replace.
+pub const TITLE: &str = "# kd report\n";
 
 /// What one report shows.
 pub struct Report<'a> {
@@ -24,20 +26,20 @@ pub struct Report<'a> {
 
 /// Writes report.md and its pictures into `dir`.
 pub fn write(r: &Report, dir: &Path) -> Result<()> {
-    let mut md = String::from(
-        "# kd report\n\nEach picture is an SVG (shown here) with a PNG of the same name beside it.\n\n",
+    let mut md = format!(
+        "{TITLE}\nEach picture is an SVG (shown here) with a PNG of the same name beside it.\n\n"
     );
     if let Some(c) = r.comparison {
         comparison_section(c, &r.histories, dir, &mut md)?;
     }
     for (i, (name, sweep)) in r.sweeps.iter().enumerate() {
         let stem = format!("sweep-{}-{}", i + 1, slug(name));
-        save(&sweep_heat_map(name, sweep), &dir.join(&stem))?;
-        let _ = write!(
-            md,
-            "## Sweep `{name}`\n\n{}\nα = 0 trains on the labels alone (T plays no part), so its one value fills its row.\n\n![test accuracy over T and α]({stem}.svg)\n\n",
-            render(sweep)
-        );
+        save(&heat_map(name, sweep), &dir.join(&stem))?;
+        let _ = write!(md, "## Sweep `{name}`\n\n{}\n", render(sweep));
+        if sweep.points.iter().any(|p| p.alpha == 0.0) {
+            md.push_str("α = 0 trains on the labels alone (T plays no part), so its one value fills its row.\n\n");
+        }
+        let _ = write!(md, "![test accuracy over T and α]({stem}.svg)\n\n");
     }
     let path = dir.join(REPORT_MD);
     std::fs::write(&path, md).map_err(|e| KdError::io(&path, e))
@@ -111,11 +113,16 @@ fn per_class_table(c: &Comparison, md: &mut String) {
     md.push_str("\n| --- |");
     md.push_str(&" ---: |".repeat(c.runs.len()));
     md.push('\n');
-    for (k, name) in first.class_names.iter().enumerate() {
+    // Classes are matched by name: runs need not list them in one order.
+    for name in &first.class_names {
         let _ = write!(md, "| {name} |");
         for r in &c.runs {
-            let f1 = r.evaluation.per_class.get(k).map_or(f64::NAN, |p| p.f1);
-            let _ = write!(md, " {f1:.4} |");
+            match r.class_names.iter().position(|n| n == name) {
+                Some(k) => {
+                    let _ = write!(md, " {:.4} |", r.evaluation.per_class[k].f1);
+                }
+                None => md.push_str(" – |"),
+            }
         }
         md.push('\n');
     }
@@ -224,57 +231,6 @@ fn reliability(r: &RunResult) -> ReliabilityDiagram {
     ReliabilityDiagram {
         title: format!("reliability: {}", r.run),
         series,
-    }
-}
-
-/// Test accuracy (mean over seeds) per T (columns) and α (rows); α = 0 takes no T, so its one
-/// value fills its row.
-fn sweep_heat_map(name: &str, s: &Sweep) -> HeatMap {
-    let mut temperatures: Vec<f64> = s.points.iter().filter_map(|p| p.temperature).collect();
-    temperatures.sort_by(f64::total_cmp);
-    temperatures.dedup();
-    if temperatures.is_empty() {
-        temperatures.push(f64::NAN);
-    }
-    let mut alphas: Vec<f64> = s.points.iter().map(|p| p.alpha).collect();
-    alphas.sort_by(|a, b| b.total_cmp(a));
-    alphas.dedup();
-    let value = |alpha: f64, t: f64| {
-        s.points
-            .iter()
-            .find(|p| p.alpha == alpha && p.temperature.is_none_or(|pt| pt == t))
-            .map(|p| 100.0 * p.accuracy_mean)
-    };
-    let grid: Vec<Vec<Option<f64>>> = alphas
-        .iter()
-        .map(|&a| temperatures.iter().map(|&t| value(a, t)).collect())
-        .collect();
-    let known = grid.iter().flatten().flatten();
-    let lo = known.clone().fold(f64::INFINITY, |m, &v| m.min(v));
-    let hi = known.fold(f64::NEG_INFINITY, |m, &v| m.max(v));
-    let seeds = s.points.first().map_or(0, |p| p.runs.len());
-    HeatMap {
-        title: format!("{name}: test accuracy (%), mean over {seeds} seeds"),
-        x_label: "temperature T".into(),
-        y_label: "α (weight of the KD term)".into(),
-        columns: temperatures.iter().map(|t| format!("{t}")).collect(),
-        rows: alphas.iter().map(|a| format!("α = {a}")).collect(),
-        shade: grid
-            .iter()
-            .map(|row| {
-                row.iter()
-                    .map(|v| v.map_or(0.0, |v| 0.15 + 0.7 * (v - lo) / (hi - lo).max(1e-9)))
-                    .collect()
-            })
-            .collect(),
-        text: grid
-            .iter()
-            .map(|row| {
-                row.iter()
-                    .map(|v| v.map_or("–".into(), |v| format!("{v:.2}")))
-                    .collect()
-            })
-            .collect(),
     }
 }
 
@@ -399,10 +355,14 @@ mod tests {
             }],
         };
         let s = sweep();
+        // One temperature: a single-column heat map.
+        let mut one = sweep();
+        one.points
+            .retain(|p| p.temperature.is_none_or(|t| t == 2.0));
         let report = Report {
             comparison: Some(&c),
             histories: vec![Some(history(1.0)), Some(history(1.4))],
-            sweeps: vec![("runs/sweep".into(), &s)],
+            sweeps: vec![("runs/sweep".into(), &s), ("runs/one".into(), &one)],
         };
         write(&report, &dir).unwrap();
         let md = std::fs::read_to_string(dir.join(REPORT_MD)).unwrap();
@@ -411,7 +371,7 @@ mod tests {
             .skip(1)
             .map(|rest| &rest[..rest.find(')').unwrap()])
             .collect();
-        assert_eq!(linked.len(), 2 + 2 + 2 + 1, "{md}");
+        assert_eq!(linked.len(), 2 + 2 + 2 + 2, "{md}");
         for svg in linked {
             let text = std::fs::read_to_string(dir.join(svg)).unwrap();
             assert!(text.starts_with("<svg"), "{svg}");

@@ -117,9 +117,12 @@ pub fn read_history(path: &Path) -> Result<History> {
         let v: serde_json::Value =
             serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
         let num = |key: &str| v.get(key).and_then(|x| x.as_f64());
-        let (Some(step), Some(loss)) = (num("step"), num("loss")) else {
+        // Records without a step (the run id) are not points; a loss that diverged was written
+        // as null (JSON has no NaN) and is read back as NaN.
+        let Some(step) = num("step") else {
             continue;
         };
+        let loss = num("loss").unwrap_or(f64::NAN);
         let (step, epoch) = (step as u64, num("epoch").unwrap_or(0.0) as u64);
         if v.get("eval").is_some() {
             let accuracy = num("accuracy").ok_or_else(|| bad("no accuracy".into()))?;
