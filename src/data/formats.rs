@@ -31,7 +31,7 @@ impl Columns {
         !self.text.is_empty() || self.label.is_some() || self.text_pair.is_some()
     }
 
-    fn text_names(&self) -> Vec<&str> {
+    pub(super) fn text_names(&self) -> Vec<&str> {
         if self.text.is_empty() {
             vec!["text"]
         } else {
@@ -46,7 +46,7 @@ impl Columns {
 }
 
 /// A label cell: an integer class index, or a string to be mapped to one.
-fn parse_label(cell: &str) -> (Option<u32>, Option<String>) {
+pub(super) fn parse_label(cell: &str) -> (Option<u32>, Option<String>) {
     let cell = cell.trim();
     if cell.is_empty() {
         return (None, None);
@@ -84,7 +84,7 @@ pub fn read_numbered(
 ) -> Result<(Vec<Example>, Vec<usize>)> {
     let name = path.to_string_lossy();
     let (rows, lines) = if name.ends_with(".parquet") {
-        read_parquet(path, columns)?
+        super::parquet_rows::read_parquet(path, columns)?
     } else if name.ends_with(".csv") || name.ends_with(".csv.gz") {
         if columns.named() {
             read_csv_with_header(open(path)?, path, columns, require_labels)?
@@ -122,7 +122,7 @@ pub fn read_numbered(
 }
 
 /// Rows and their numbers in the file.
-type Numbered = (Vec<Example>, Vec<usize>);
+pub(super) type Numbered = (Vec<Example>, Vec<usize>);
 
 /// Opens a file, decompressing `.gz` on the fly.
 fn open(path: &Path) -> Result<Box<dyn Read>> {
@@ -306,86 +306,6 @@ fn read_jsonl(reader: Box<dyn Read>, path: &Path, columns: &Columns) -> Result<N
     Ok((rows, lines))
 }
 
-/// Parquet with a string column `text` and an integer column `label` (the Hub's ag_news
-/// layout), or the named columns; a label may be an integer or a string.
-fn read_parquet(path: &Path, columns: &Columns) -> Result<Numbered> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-    use parquet::record::Field;
-    let file = std::fs::File::open(path).map_err(|e| KdError::io(path, e))?;
-    let reader = SerializedFileReader::new(file)
-        .map_err(|e| KdError::bad_file(path, format!("not a Parquet file: {e}")))?;
-    let iter = reader
-        .get_row_iter(None)
-        .map_err(|e| KdError::bad_file(path, e.to_string()))?;
-    let (mut rows, mut lines) = (Vec::new(), Vec::new());
-    for (i, row) in iter.enumerate() {
-        lines.push(i + 1);
-        let bad = |message: String| KdError::BadRow {
-            path: path.into(),
-            row: i + 1,
-            message,
-        };
-        let row = row.map_err(|e| bad(e.to_string()))?;
-        let text_names = columns.text_names();
-        let mut parts: Vec<Option<String>> = vec![None; text_names.len()];
-        let (mut label, mut raw_label, mut pair) = (None, None, None);
-        for (name, field) in row.get_column_iter() {
-            if Some(name.as_str()) == columns.text_pair.as_deref() {
-                if let Field::Str(s) = field {
-                    pair = Some(s.clone());
-                }
-            }
-            if let Some(k) = text_names.iter().position(|t| t == name) {
-                if let Field::Str(s) = field {
-                    parts[k] = Some(s.clone());
-                }
-            }
-            if name == columns.label_name() {
-                match field {
-                    Field::Null => {}
-                    Field::Str(s) => (label, raw_label) = parse_label(s),
-                    f => {
-                        label = Some(integer_field(f).ok_or_else(|| {
-                            bad(format!("label `{f}` is not a non-negative integer"))
-                        })?)
-                    }
-                }
-            }
-        }
-        let parts = parts
-            .into_iter()
-            .zip(&text_names)
-            .map(|(p, name)| p.ok_or_else(|| bad(format!("no string column `{name}`"))))
-            .collect::<Result<Vec<_>>>()?;
-        if let (Some(name), None) = (&columns.text_pair, &pair) {
-            return Err(bad(format!("no string column `{name}`")));
-        }
-        rows.push(Example {
-            text: parts.join(" "),
-            pair,
-            label,
-            raw_label,
-        });
-    }
-    Ok((rows, lines))
-}
-
-fn integer_field(f: &parquet::record::Field) -> Option<u32> {
-    use parquet::record::Field;
-    let v: i64 = match f {
-        Field::Byte(v) => *v as i64,
-        Field::Short(v) => *v as i64,
-        Field::Int(v) => *v as i64,
-        Field::Long(v) => *v,
-        Field::UByte(v) => *v as i64,
-        Field::UShort(v) => *v as i64,
-        Field::UInt(v) => *v as i64,
-        Field::ULong(v) => *v as i64,
-        _ => return None,
-    };
-    u32::try_from(v).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,13 +317,19 @@ mod tests {
             text: vec!["sentence".into()],
             ..Default::default()
         };
-        // A header CSV: the header is row 1; a quoted field spanning two lines moves the rest.
+        // A header CSV, CRLF line ends: the header is row 1, a quoted field spanning two lines
+        // is one row (as a spreadsheet shows it).
         let csv = dir.path().join("h.csv");
-        std::fs::write(&csv, "sentence,label\ngood,1\n\"two\nlines\",0\n  ,1\n").unwrap();
+        let text = "sentence,label\r\ngood,1\r\n\"two\r\nlines\",0\r\n  ,1\r\n";
+        std::fs::write(&csv, text).unwrap();
         let err = read_examples_with(&csv, true, &columns)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("h.csv, row 5: empty text"), "{err}");
+        assert!(err.contains("h.csv, row 4: empty text"), "{err}");
+        let plain = dir.path().join("p.csv");
+        std::fs::write(&plain, "\"1\",\"a\",\"b\"\r\n\"x\",\"a\",\"b\"\r\n").unwrap();
+        let err = read_examples(&plain, true).unwrap_err().to_string();
+        assert!(err.contains("p.csv, row 2: class `x`"), "{err}");
         // An empty text is refused even where labels are not required.
         assert!(read_numbered(&csv, false, &columns).is_err());
         // JSONL: blank lines are skipped but counted.

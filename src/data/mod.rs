@@ -3,6 +3,7 @@ pub mod batching;
 pub mod dataset;
 pub mod formats;
 pub mod labels;
+mod parquet_rows;
 pub mod tokenize;
 
 pub use batching::{Batch, Batcher};
