@@ -10,7 +10,7 @@
 set -euo pipefail
 KD=${1:-target/release/kd}
 OUT=${2:-runs/seeds}
-shift 2 || true
+shift $(($# < 2 ? $# : 2))
 SEEDS=("$@")
 [ ${#SEEDS[@]} -gt 0 ] || SEEDS=(42 1 2 3)
 T=${TEMPERATURE:-2}

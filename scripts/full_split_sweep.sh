@@ -5,13 +5,14 @@
 # summary records test NLL/Brier/ECE before and after), then `kd sweep` of the MiniLM-L3 student
 # over T ∈ {1,2,4,8} × α ∈ {0,0.5,0.9} × seeds {0,1}, also with --calibrate. α = 0 is trained
 # once per seed (T plays no part there): 9 points × 2 seeds = 18 students. A rerun skips what is
-# finished. Prints sweep.md and the calibration table.
+# finished (SEEDS=0 first, then the default, spreads the work over two sittings). Prints
+# sweep.md and the calibration table.
 #
-#   scripts/full_split_sweep.sh [KD_BINARY] [OUT_DIR] [extra kd flags, e.g. --device cuda]
+#   [SEEDS=0,1] scripts/full_split_sweep.sh [KD_BINARY] [OUT_DIR] [extra kd flags, e.g. --device cuda]
 set -euo pipefail
 KD=${1:-target/release/kd}
 OUT=${2:-runs/sweep}
-shift 2 || true
+shift $(($# < 2 ? $# : 2))
 SHARED=${SHARED:-../shared}
 DATA=$SHARED/data/ag_news/split
 COMMON=(--data "$DATA" --epochs 2 --batch-size 32 --lr 5e-4 --max-len 128 --calibrate "$@")
@@ -20,7 +21,7 @@ mkdir -p "$OUT"
   "$KD" teach --config configs/teacher.toml --model "$SHARED/models/all-MiniLM-L6-v2" \
     --out "$OUT/teacher" "${COMMON[@]}"
 "$KD" sweep --config configs/student.toml --model "$SHARED/models/paraphrase-MiniLM-L3-v2" \
-  --teacher "$OUT/teacher" --temperature 1,2,4,8 --alpha 0,0.5,0.9 --seeds 0,1 \
+  --teacher "$OUT/teacher" --temperature 1,2,4,8 --alpha 0,0.5,0.9 --seeds "${SEEDS:-0,1}" \
   --out "$OUT/students" "${COMMON[@]}"
 cat "$OUT/students/sweep.md"
 python3 - "$OUT" <<'PY'

@@ -13,7 +13,7 @@
 set -euo pipefail
 KD=${1:-target/release/kd}
 OUT=${2:-runs/lowlabel_kd}
-shift 2 || true
+shift $(($# < 2 ? $# : 2))
 SEEDS=("$@")
 [ ${#SEEDS[@]} -gt 0 ] || SEEDS=(0 1 2 3)
 SHARED=${SHARED:-../shared}

@@ -8,7 +8,7 @@
 set -euo pipefail
 KD=${1:-target/release/kd}
 OUT=${2:-runs/lowlabel}
-shift 2 || true
+shift $(($# < 2 ? $# : 2))
 SEEDS=("$@")
 [ ${#SEEDS[@]} -gt 0 ] || SEEDS=(42 0 1)
 SHARED=${SHARED:-../shared}

@@ -7,7 +7,7 @@
 set -euo pipefail
 KD=${1:-target/release/kd}
 OUT=${2:-runs/real}
-shift 2 || true
+shift $(($# < 2 ? $# : 2))
 SHARED=${SHARED:-../shared}
 DATA=$SHARED/data/ag_news/split
 COMMON=(--data "$DATA" --epochs 2 --batch-size 32 --lr 5e-4 --max-len 128 "$@")
