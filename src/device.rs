@@ -112,3 +112,77 @@ fn cpu_peak_rss() -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
+
+/// What the CPU offers kd's matrix products, for benchmark records: its model name and whether it
+/// has AVX-512 and native bf16 instructions (AVX-512 BF16, AMX-BF16). kd's CPU matmuls are f32
+/// today on every CPU (bf16 weights are converted to f32 at the matmul), so the line also says so.
+pub fn cpu_description() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let f = x86_features();
+    format!(
+        "{model}; avx512f {}, avx512_bf16 {}, amx_bf16 {}; matmuls f32",
+        yes(f.avx512f),
+        yes(f.avx512_bf16),
+        yes(f.amx_bf16)
+    )
+}
+
+/// CPU features that decide a matmul kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct X86Features {
+    pub avx512f: bool,
+    pub avx512_bf16: bool,
+    pub amx_bf16: bool,
+}
+
+/// Reads the features with CPUID (AVX-512 BF16 and AMX-BF16 have no stable
+/// `is_x86_feature_detected!` name); all false off x86-64.
+pub fn x86_features() -> X86Features {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__cpuid, __cpuid_count};
+        #[allow(unused_unsafe)]
+        // SAFETY: CPUID exists on every x86-64 CPU; leaf 7 is read only when the CPU lists it.
+        let (leaf7, leaf7_1) = unsafe {
+            if __cpuid(0).eax < 7 {
+                (None, None)
+            } else {
+                (Some(__cpuid_count(7, 0)), Some(__cpuid_count(7, 1)))
+            }
+        };
+        X86Features {
+            avx512f: std::arch::is_x86_feature_detected!("avx512f"),
+            // CPUID.(EAX=7,ECX=1):EAX bit 5; CPUID.(EAX=7,ECX=0):EDX bit 22.
+            avx512_bf16: leaf7_1.is_some_and(|r| r.eax & (1 << 5) != 0),
+            amx_bf16: leaf7.is_some_and(|r| r.edx & (1 << 22) != 0),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    X86Features::default()
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    #[test]
+    fn the_cpu_is_described_and_avx512f_agrees_with_the_standard_library() {
+        let d = super::cpu_description();
+        assert!(
+            d.contains("avx512_bf16") && d.ends_with("matmuls f32"),
+            "{d}"
+        );
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            super::x86_features().avx512f,
+            std::arch::is_x86_feature_detected!("avx512f")
+        );
+    }
+}

@@ -46,6 +46,9 @@ pub struct BenchReport {
     pub script: &'static str,
     pub model: String,
     pub device: String,
+    /// The CPU's model and its bf16 instructions (recorded with every figure: kd's machines
+    /// change between sessions).
+    pub cpu: String,
     pub dtype: String,
     pub layers: usize,
     pub hidden: usize,
@@ -214,6 +217,7 @@ pub fn run(req: &BenchRequest) -> Result<BenchReport> {
         script: "kd bench",
         model: name,
         device: format!("{:?}", req.device),
+        cpu: crate::device::cpu_description(),
         dtype: format!("{:?}", req.dtype),
         layers: cfg.num_hidden_layers,
         hidden: cfg.hidden_size,
