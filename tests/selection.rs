@@ -116,6 +116,39 @@ fn bert_runs_have_berts_head_and_the_pooler_can_be_frozen() {
         ],
         &[],
     ));
+    // A checkpoint without pooler weights: training says the pooler starts fresh; evaluating
+    // the finished run (its adapter holds the trained pooler) does not.
+    let bare = w.dir.path().join("bert-bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    for entry in std::fs::read_dir(&bert).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), bare.join(entry.file_name())).unwrap();
+    }
+    let weights = bare.join("model.safetensors");
+    let mut t = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    t.retain(|k, _| !k.contains("pooler"));
+    candle_core::safetensors::save(&t, &weights).unwrap();
+    let bare = bare.to_string_lossy().into_owned();
+    let out = w.run_training("teach", &bare, "data", "nb", &[], &[]);
+    let warned = String::from_utf8_lossy(&out.stderr).contains("no pooler.dense weights");
+    ok(out);
+    assert!(
+        warned,
+        "training from a checkpoint without a pooler says so"
+    );
+    let out = common::world::kd(
+        &[
+            "compare",
+            &w.p("nb"),
+            "--device",
+            "cpu",
+            "--json",
+            &w.p("c2.json"),
+        ],
+        &[],
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("no pooler.dense"));
+    ok(out);
     // RoBERTa's head has no pooler to freeze.
     let err = fails(w.teach("r", &["--pooler", "frozen"]));
     assert!(

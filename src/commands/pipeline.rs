@@ -93,14 +93,18 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared> {
 
 /// Loads the model with fresh adapters for this run.
 pub fn fresh_model(cfg: &RunConfig, p: &Prepared) -> Result<TextClassifier> {
-    TextClassifier::load(
+    let model = TextClassifier::load(
         &p.checkpoint,
         &cfg.lora,
         p.data.num_labels,
         &p.device,
         p.dtype,
         cfg.train.seed,
-    )
+    )?;
+    if model.has_fresh_pooler() {
+        tracing::warn!("the checkpoint has no pooler.dense weights: the pooler starts as transformers initialises it (N(0, 0.02²), zero bias) and trains");
+    }
+    Ok(model)
 }
 
 /// Evaluates on the test split when there is one, writes summary.json (the run's last file) and

@@ -30,9 +30,17 @@ pub struct TextClassifier {
     lora: LoraSpec,
     trainable: Vec<NamedVar>,
     device: Device,
+    /// A BERT-family checkpoint without pooler weights: the pooler started from random values.
+    fresh_pooler: bool,
 }
 
 impl TextClassifier {
+    /// Whether this BERT-family model's pooler started from random values (its checkpoint has no
+    /// `pooler.dense`): training says so; a loaded run's adapter replaces it anyway.
+    pub fn has_fresh_pooler(&self) -> bool {
+        self.fresh_pooler
+    }
+
     /// Loads the checkpoint's frozen weights (memory-mapped, cast to `dtype`) and creates fresh
     /// adapters and head from `seed`.
     pub fn load(
@@ -80,6 +88,7 @@ impl TextClassifier {
         let head_dtype = super::ops::compute_dtype(vb.dtype());
         let mut rng = StdRng::seed_from_u64(seed);
         let pooler = load_pooler(&vb, config, lora.pooler)?;
+        let fresh_pooler = config.kind() == ModelKind::Bert && pooler.is_none();
         let encoder = Encoder::load(vb, config, lora, &mut rng)?;
         let layout = HeadLayout {
             kind: config.kind(),
@@ -96,6 +105,7 @@ impl TextClassifier {
             lora: lora.clone(),
             trainable: Vec::new(),
             device,
+            fresh_pooler,
         };
         model.trainable = model.collect_trainable();
         Ok(model)
@@ -254,7 +264,6 @@ fn load_pooler(
         if pooler == Pooler::Frozen {
             candle_core::bail!("{NO_POOLER_TO_FREEZE}");
         }
-        tracing::warn!("the checkpoint has no pooler.dense weights: the pooler starts as transformers initialises it (N(0, 0.02²), zero bias) and trains");
         return Ok(None);
     }
     Ok(Some((vb.get((h, h), "weight")?, vb.get(h, "bias")?)))
