@@ -2,6 +2,8 @@
 //! (.jsonl/.jsonl.gz) and Parquet with `text`/`label` columns, or any named columns: CSV with a
 //! header row, JSON fields, Parquet columns (`--text-column`, `--label-column`). Labels are
 //! integers (0-based) or strings (mapped to classes by the dataset, see `labels`).
+pub use super::columns::Columns;
+use super::columns::{parse_label, Numbered};
 use super::Example;
 use crate::error::{KdError, Result};
 use std::io::{BufRead, BufReader, Read};
@@ -9,53 +11,6 @@ use std::path::Path;
 
 /// The extensions kd reads, in the order they are looked for.
 pub const EXTENSIONS: &[&str] = &["csv", "csv.gz", "jsonl", "jsonl.gz", "parquet"];
-
-/// Which columns hold the text and the label. The default reads AG News CSV (no header:
-/// class, title, description) and `text`/`label` in JSONL and Parquet.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Columns {
-    /// Text columns, joined with a space (CSV files then start with a header row).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub text: Vec<String>,
-    /// The second text of a sentence pair (NLI's hypothesis).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub text_pair: Option<String>,
-    /// The label column: integers 0..K−1 or strings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-}
-
-impl Columns {
-    /// Whether the columns are named (CSV files then have a header row).
-    pub fn named(&self) -> bool {
-        !self.text.is_empty() || self.label.is_some() || self.text_pair.is_some()
-    }
-
-    pub(super) fn text_names(&self) -> Vec<&str> {
-        if self.text.is_empty() {
-            vec!["text"]
-        } else {
-            self.text.iter().map(String::as_str).collect()
-        }
-    }
-
-    /// The label column's name (`label` by default).
-    pub fn label_name(&self) -> &str {
-        self.label.as_deref().unwrap_or("label")
-    }
-}
-
-/// A label cell: an integer class index, or a string to be mapped to one.
-pub(super) fn parse_label(cell: &str) -> (Option<u32>, Option<String>) {
-    let cell = cell.trim();
-    if cell.is_empty() {
-        return (None, None);
-    }
-    match cell.parse::<u32>() {
-        Ok(n) => (Some(n), None),
-        Err(_) => (None, Some(cell.to_string())),
-    }
-}
 
 /// Reads every row of `path` with the default columns. With `require_labels`, an unlabelled
 /// row is an error.
@@ -120,9 +75,6 @@ pub fn read_numbered(
     }
     Ok((rows, lines))
 }
-
-/// Rows and their numbers in the file.
-pub(super) type Numbered = (Vec<Example>, Vec<usize>);
 
 /// Opens a file, decompressing `.gz` on the fly.
 fn open(path: &Path) -> Result<Box<dyn Read>> {

@@ -1,5 +1,6 @@
 //! Data: reading datasets, holding out a validation slice, tokenizing and batching.
 pub mod batching;
+mod columns;
 pub mod dataset;
 pub mod formats;
 pub mod labels;

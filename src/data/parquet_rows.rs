@@ -1,6 +1,6 @@
 //! Reading Parquet rows (the Hub's dataset layout): named text and label columns, integer or
 //! string labels.
-use super::formats::{parse_label, Columns, Numbered};
+use super::columns::{parse_label, Columns, Numbered};
 use super::Example;
 use crate::error::{KdError, Result};
 use std::path::Path;
