@@ -77,28 +77,7 @@ pub fn reliability(
     classes: usize,
     temperature: f64,
 ) -> Vec<ReliabilityBin> {
-    let mut bins = vec![(0usize, 0f64, 0usize); ECE_BINS]; // rows, confidence sum, right
-    for (row, &label) in logits.chunks(classes).zip(labels) {
-        let p = probabilities(row, temperature);
-        let (top, conf) =
-            p.iter()
-                .enumerate()
-                .fold((0, f64::MIN), |b, (c, &v)| if v > b.1 { (c, v) } else { b });
-        let bin = ((conf * ECE_BINS as f64).ceil() as usize).clamp(1, ECE_BINS) - 1;
-        bins[bin].0 += 1;
-        bins[bin].1 += conf;
-        bins[bin].2 += usize::from(top == label as usize);
-    }
-    bins.into_iter()
-        .map(|(rows, conf, right)| {
-            let n = rows.max(1) as f64;
-            ReliabilityBin {
-                rows,
-                confidence: conf / n,
-                accuracy: right as f64 / n,
-            }
-        })
-        .collect()
+    score_rows(logits, labels, classes, temperature).bins
 }
 
 /// Σ_bins (rows in bin / rows) · |accuracy − mean confidence|.
@@ -117,21 +96,56 @@ pub fn calibration(
     temperature: f64,
 ) -> Calibration {
     let n = labels.len().max(1) as f64;
-    let (mut nll, mut brier) = (0.0, 0.0);
+    let s = score_rows(logits, labels, classes, temperature);
+    Calibration {
+        nll: s.nll_sum / n,
+        brier: s.brier_sum / n,
+        ece: expected_calibration_error(&s.bins),
+    }
+}
+
+/// What one pass of softmaxes over the rows gives: summed NLL and Brier score, and the bins.
+struct RowScores {
+    nll_sum: f64,
+    brier_sum: f64,
+    bins: Vec<ReliabilityBin>,
+}
+
+fn score_rows(logits: &[f32], labels: &[u32], classes: usize, temperature: f64) -> RowScores {
+    let (mut nll_sum, mut brier_sum) = (0.0, 0.0);
+    let mut bins = vec![(0usize, 0f64, 0usize); ECE_BINS]; // rows, confidence sum, right
     for (row, &label) in logits.chunks(classes).zip(labels) {
         let p = probabilities(row, temperature);
-        nll -= p[label as usize].max(f64::MIN_POSITIVE).ln();
-        brier += p
+        nll_sum -= p[label as usize].max(f64::MIN_POSITIVE).ln();
+        brier_sum += p
             .iter()
             .enumerate()
             .map(|(c, &pc)| (pc - f64::from(c == label as usize)).powi(2))
             .sum::<f64>();
+        let (top, conf) =
+            p.iter()
+                .enumerate()
+                .fold((0, f64::MIN), |b, (c, &v)| if v > b.1 { (c, v) } else { b });
+        let bin = ((conf * ECE_BINS as f64).ceil() as usize).clamp(1, ECE_BINS) - 1;
+        bins[bin].0 += 1;
+        bins[bin].1 += conf;
+        bins[bin].2 += usize::from(top == label as usize);
     }
-    let ece = expected_calibration_error(&reliability(logits, labels, classes, temperature));
-    Calibration {
-        nll: nll / n,
-        brier: brier / n,
-        ece,
+    let bins = bins
+        .into_iter()
+        .map(|(rows, conf, right)| {
+            let n = rows.max(1) as f64;
+            ReliabilityBin {
+                rows,
+                confidence: conf / n,
+                accuracy: right as f64 / n,
+            }
+        })
+        .collect();
+    RowScores {
+        nll_sum,
+        brier_sum,
+        bins,
     }
 }
 
