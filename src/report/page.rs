@@ -135,55 +135,55 @@ fn training_curves(
     dir: &Path,
     md: &mut String,
 ) -> Result<()> {
-    let named = || {
+    // One line per run that recorded points of the kind `points` picks.
+    let series = |points: &dyn Fn(&History) -> Vec<(f64, f64)>| -> Vec<Series> {
         c.runs
             .iter()
             .zip(histories)
-            .filter_map(|(r, h)| Some((&r.run, h.as_ref()?)))
+            .filter_map(|(r, h)| Some((&r.run, points(h.as_ref()?))))
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(name, points)| Series {
+                name: name.clone(),
+                points,
+            })
+            .collect()
     };
-    let loss: Vec<Series> = named()
-        .filter(|(_, h)| !h.training.is_empty())
-        .map(|(name, h)| Series {
-            name: name.clone(),
-            points: h.training.iter().map(|p| (p.step as f64, p.loss)).collect(),
-        })
-        .collect();
-    let validation: Vec<Series> = named()
-        .filter(|(_, h)| !h.validation.is_empty())
-        .map(|(name, h)| Series {
-            name: name.clone(),
-            points: h
-                .validation
-                .iter()
-                .map(|p| (p.epoch as f64, 100.0 * p.accuracy))
-                .collect(),
-        })
-        .collect();
-    if loss.is_empty() && validation.is_empty() {
+    let charts = [
+        (
+            "training-loss",
+            "training loss",
+            LineChart {
+                title: "training loss (mean since the previous record)".into(),
+                whole_x: true,
+                x_label: "step".into(),
+                y_label: "loss".into(),
+                series: series(&|h| h.training.iter().map(|p| (p.step as f64, p.loss)).collect()),
+            },
+        ),
+        (
+            "validation-accuracy",
+            "validation accuracy",
+            LineChart {
+                title: "validation accuracy after each epoch".into(),
+                whole_x: true,
+                x_label: "epoch".into(),
+                y_label: "accuracy (%)".into(),
+                series: series(&|h| {
+                    let epochs = h.validation.iter();
+                    epochs
+                        .map(|p| (p.epoch as f64, 100.0 * p.accuracy))
+                        .collect()
+                }),
+            },
+        ),
+    ];
+    if charts.iter().all(|(_, _, chart)| chart.series.is_empty()) {
         return Ok(());
     }
     md.push_str("## Training\n\n");
-    if !loss.is_empty() {
-        let chart = LineChart {
-            title: "training loss (mean since the previous record)".into(),
-            whole_x: true,
-            x_label: "step".into(),
-            y_label: "loss".into(),
-            series: loss,
-        };
-        save(&chart, &dir.join("training-loss"))?;
-        md.push_str("![training loss](training-loss.svg)\n\n");
-    }
-    if !validation.is_empty() {
-        let chart = LineChart {
-            title: "validation accuracy after each epoch".into(),
-            whole_x: true,
-            x_label: "epoch".into(),
-            y_label: "accuracy (%)".into(),
-            series: validation,
-        };
-        save(&chart, &dir.join("validation-accuracy"))?;
-        md.push_str("![validation accuracy](validation-accuracy.svg)\n\n");
+    for (stem, alt, chart) in charts.iter().filter(|(_, _, c)| !c.series.is_empty()) {
+        save(chart, &dir.join(stem))?;
+        let _ = write!(md, "![{alt}]({stem}.svg)\n\n");
     }
     Ok(())
 }
