@@ -1,11 +1,13 @@
 //! The model: a BERT/RoBERTa encoder with PEFT-style LoRA and RoBERTa's classification head.
 pub mod adapter;
+pub mod attention_softmax;
 pub mod autograd;
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
 pub mod encoder;
 pub mod export;
+pub mod fast_math;
 pub mod gelu;
 pub mod grad_mode;
 pub mod head;

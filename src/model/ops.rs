@@ -4,6 +4,7 @@
 //! respect to the activations by hand (see [`super::autograd`]). Frozen weights never receive a
 //! gradient, so no work is spent on one. Normalisation and softmax run in f32 whatever the
 //! activation dtype, as mixed-precision training requires.
+use super::attention_softmax::{MaskedSoftmax, MaskedSoftmaxGrad};
 use super::autograd::with_backward;
 use candle_core::{DType, Result, Tensor, D};
 use rand::Rng;
@@ -61,6 +62,9 @@ fn layer_norm_input_grad(x: &Tensor, weight: &Tensor, eps: f64, grad: &Tensor) -
 /// in f32 and differentiable in `scores`. Scaling and masking happen inside the detached forward,
 /// so the graph keeps only the scores and the probabilities.
 pub fn masked_softmax(scores: &Tensor, scale: f64, mask_bias: &Tensor) -> Result<Tensor> {
+    if scores.device().is_cpu() && scores.dtype() == DType::F32 {
+        return fused_masked_softmax(scores, scale as f32, mask_bias);
+    }
     let dtype = scores.dtype();
     let cd = compute_dtype(dtype);
     let logits =
@@ -80,6 +84,20 @@ pub fn masked_softmax(scores: &Tensor, scale: f64, mask_bias: &Tensor) -> Result
         let g = grad.to_dtype(cd)?;
         let dot = (&g * &p)?.sum_keepdim(D::Minus1)?;
         ((g.broadcast_sub(&dot)? * &p)? * scale)?.to_dtype(dtype)
+    })
+}
+
+/// [`masked_softmax`] for f32 on the CPU: one pass per row each way
+/// ([`super::attention_softmax`]).
+fn fused_masked_softmax(scores: &Tensor, scale: f32, mask_bias: &Tensor) -> Result<Tensor> {
+    let mask = mask_bias.to_dtype(DType::F32)?.contiguous()?;
+    let value = scores
+        .detach()
+        .contiguous()?
+        .apply_op2_no_bwd(&mask, &MaskedSoftmax { scale })?;
+    with_backward(scores, value, move |grad, probs| {
+        grad.contiguous()?
+            .apply_op2_no_bwd(probs, &MaskedSoftmaxGrad { scale })
     })
 }
 
