@@ -229,3 +229,37 @@ fn bf16_frozen_weights_train_in_f32() {
     let diff = common::max_abs_diff(&a, &b);
     assert!(diff < 0.05, "bf16 logits drift {diff} from f32");
 }
+
+/// kd builds on a patched candle-core (vendor/): a node's first gradient is stored as it is
+/// instead of being added to zeros. Gradients that arrive more than once, through broadcasts,
+/// transposed (strided) views and a tensor used twice in one op must still sum exactly.
+#[test]
+fn patched_gradient_accumulation_sums_every_path() -> candle_core::Result<()> {
+    let dev = Device::Cpu;
+    let x = candle_core::Var::from_vec(vec![0.5f64, -1.0, 2.0, 3.0, 0.25, -0.75], (2, 3), &dev)?;
+    let b = candle_core::Var::from_vec(vec![1.0f64, 2.0, 3.0], 3, &dev)?;
+    let xt = x.as_tensor();
+    // f = Σ(x² + x) + Σ(xᵀ·1) + Σ(x + b) + Σ((x·x)ᵀ)   (x·x: x used twice in one op)
+    let f = ((xt * xt)? + xt)?.sum_all()?;
+    let f = (f + xt
+        .t()?
+        .matmul(&Tensor::ones((2, 1), DType::F64, &dev)?)?
+        .sum_all()?)?;
+    let f = (f + xt.broadcast_add(b.as_tensor())?.sum_all()?)?;
+    let f = (f + (xt * xt)?.t()?.contiguous()?.sum_all()?)?;
+    let grads = f.backward()?;
+    let gx: Vec<Vec<f64>> = grads.get(xt).expect("x has a gradient").to_vec2()?;
+    let xs: Vec<Vec<f64>> = xt.to_vec2()?;
+    for (gr, xr) in gx.iter().zip(&xs) {
+        for (g, v) in gr.iter().zip(xr) {
+            // d/dx: (2x + 1) + 1 + 1 + 2x
+            assert_eq!(*g, 4.0 * v + 3.0);
+        }
+    }
+    let gb: Vec<f64> = grads
+        .get(b.as_tensor())
+        .expect("b has a gradient")
+        .to_vec1()?;
+    assert_eq!(gb, vec![2.0; 3], "b is broadcast over 2 rows");
+    Ok(())
+}
