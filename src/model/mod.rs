@@ -5,6 +5,7 @@ pub mod autograd;
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
+pub mod dropout;
 pub mod encoder;
 pub mod export;
 pub mod fast_math;

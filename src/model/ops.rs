@@ -166,12 +166,16 @@ fn linear_detached(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result
     y.reshape(out_shape)
 }
 
-/// Inverted dropout. On CPU the mask is drawn from `rng` (kd's seeded RNG, so runs are
-/// reproducible); on a GPU it is drawn on the device (seeded once per run with
+/// Inverted dropout. On CPU the mask comes from `rng` (kd's seeded RNG, so runs are
+/// reproducible): for f32 one seed per call and a hashed mask ([`super::dropout`]), otherwise one
+/// draw per element. On a GPU it is drawn on the device (seeded once per run with
 /// `Device::set_seed`), so no mask crosses the bus. Identity when `p` is 0.
 pub fn dropout<R: Rng>(x: &Tensor, p: f32, rng: &mut R) -> Result<Tensor> {
     if p <= 0.0 {
         return Ok(x.clone());
+    }
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        return super::dropout::hashed_dropout(x, p, rng.random::<u64>());
     }
     let scale = 1.0 / (1.0 - p);
     let mask = if x.device().is_cpu() {
