@@ -35,6 +35,8 @@ def result_of(cmd, env=None, measure_rss=False):
     process's peak resident memory from /usr/bin/time, in bytes)."""
     t0 = time.time()
     if measure_rss:
+        if not os.path.exists(TIME):
+            raise SystemExit(f"{TIME} is needed to measure peak memory (apt-get install time)")
         cmd = [TIME, "-f", "KD_MAX_RSS_KB %M"] + list(cmd)
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     if out.returncode != 0:

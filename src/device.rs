@@ -128,12 +128,41 @@ pub fn cpu_description() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     let yes = |b: bool| if b { "yes" } else { "no" };
     let f = x86_features();
+    let (matmuls, elementwise) = kernel_sets(f);
     format!(
-        "{model}; avx512f {}, avx512_bf16 {}, amx_bf16 {}; matmuls f32",
+        "{model}; avx512f {}, avx512_bf16 {}, amx_bf16 {}; kernels: f32 matmuls {matmuls}, \
+         elementwise {elementwise}",
         yes(f.avx512f),
         yes(f.avx512_bf16),
         yes(f.amx_bf16)
     )
+}
+
+/// Which compiled versions run here: gemm's f32 micro-kernels and kd's own elementwise kernels
+/// (GELU, attention softmax, dropout; `model::fast_math`), both chosen at run time.
+fn kernel_sets(f: X86Features) -> (&'static str, &'static str) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = std::arch::is_x86_feature_detected!("avx2");
+        let fma = std::arch::is_x86_feature_detected!("fma");
+        let matmuls = match (f.avx512f, fma) {
+            (true, _) => "AVX-512",
+            (false, true) => "AVX2+FMA",
+            _ => "scalar",
+        };
+        let elementwise = match (f.avx512f, avx2) {
+            (true, _) => "AVX-512",
+            (false, true) => "AVX2",
+            _ => "portable",
+        };
+        (matmuls, elementwise)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = f;
+        // gemm picks NEON on aarch64 by itself; kd's kernels are the portable build there.
+        ("gemm's own (NEON on aarch64)", "portable")
+    }
 }
 
 /// CPU features that decide a matmul kernel.
@@ -176,7 +205,7 @@ mod cpu_tests {
     fn the_cpu_is_described_and_avx512f_agrees_with_the_standard_library() {
         let d = super::cpu_description();
         assert!(
-            d.contains("avx512_bf16") && d.ends_with("matmuls f32"),
+            d.contains("avx512_bf16") && d.contains("kernels: f32 matmuls"),
             "{d}"
         );
         #[cfg(target_arch = "x86_64")]

@@ -132,6 +132,9 @@ impl CustomOp2 for MaskedSoftmax {
         let scores = contiguous(ss, sl, "kd-masked-softmax scores")?;
         let mask = contiguous(ms, ml, "kd-masked-softmax mask")?;
         let mut out = vec![0f32; scores.len()];
+        if out.is_empty() {
+            return Ok((CpuStorage::F32(out), sl.shape().clone()));
+        }
         // One task per (batch, head): q rows sharing one mask row.
         out.par_chunks_mut(q * k)
             .zip(scores.par_chunks(q * k))
@@ -172,6 +175,9 @@ impl CustomOp2 for MaskedSoftmaxGrad {
         let grad = contiguous(gs, gl, "kd-masked-softmax-grad grad")?;
         let probs = contiguous(ps, pl, "kd-masked-softmax-grad probs")?;
         let mut out = vec![0f32; grad.len()];
+        if out.is_empty() {
+            return Ok((CpuStorage::F32(out), gl.shape().clone()));
+        }
         let block = k * 64;
         out.par_chunks_mut(block)
             .zip(grad.par_chunks(block).zip(probs.par_chunks(block)))

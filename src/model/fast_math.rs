@@ -46,13 +46,14 @@ pub(crate) use multiversion;
 
 /// Below this, e^x is returned as 0 (e^-87.3 is the smallest normal f32).
 const EXP_LOWEST: f32 = -87.33;
-/// Above this, e^x would overflow; inputs are clamped here.
+/// Inputs above this are clamped to it (e^88.37 ≈ 2.4e38, under f32::MAX), so `exp` saturates
+/// instead of returning +∞; kd only calls it with arguments ≤ 0.
 const EXP_HIGHEST: f32 = 88.37;
 
 /// e^x (Cephes' expf: x = n·ln2 + r, |r| ≤ ln2/2, a degree-6 polynomial for e^r, 2^n from the
-/// exponent bits). NaN stays NaN.
+/// exponent bits). NaN stays NaN; 0 below −87.33; saturates at e^88.37 above.
 #[inline(always)]
-pub fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // Adding 1.5·2^23 rounds to an integer and leaves that integer in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
@@ -106,7 +107,7 @@ fn erfc(x: f32) -> f32 {
 
 /// Φ(x), the standard normal CDF: ½·erfc(−x/√2).
 #[inline(always)]
-pub fn normal_cdf(x: f32) -> f32 {
+pub(crate) fn normal_cdf(x: f32) -> f32 {
     0.5 * erfc(-x * std::f32::consts::FRAC_1_SQRT_2)
 }
 
@@ -179,7 +180,7 @@ mod tests {
             let cdf = 0.5 * (1.0 + erf64(x64 / std::f64::consts::SQRT_2));
             // For x < -5 the f64 erf itself is 1 − ε: compare Φ through erfc there.
             let cdf = if x64 < -5.0 {
-                0.5 * statrs_erfc(-x64 / std::f64::consts::SQRT_2)
+                0.5 * erfc_f64_tail(-x64 / std::f64::consts::SQRT_2)
             } else {
                 cdf
             };
@@ -206,9 +207,10 @@ mod tests {
         }
     }
 
-    /// erfc in f64 for large arguments (continued fraction), where 1 − erf loses everything.
-    fn statrs_erfc(z: f64) -> f64 {
-        // Lentz's continued fraction for erfc(z)·e^{z²}·√π·... converges fast for z > 3.
+    /// erfc in f64 for large arguments, where 1 − erf loses everything: the continued fraction
+    /// erfc(z) = e^{−z²}/√π · 1/(z + (1/2)/(z + 1/(z + (3/2)/(z + …)))), evaluated from the tail
+    /// backwards (200 terms; it converges fast for z > 3).
+    fn erfc_f64_tail(z: f64) -> f64 {
         let mut f = 0.0;
         for k in (1..200).rev() {
             f = (k as f64 / 2.0) / (z + f);

@@ -88,7 +88,8 @@ pub fn masked_softmax(scores: &Tensor, scale: f64, mask_bias: &Tensor) -> Result
 }
 
 /// [`masked_softmax`] for f32 on the CPU: one pass per row each way
-/// ([`super::attention_softmax`]).
+/// ([`super::attention_softmax`]). The mask must be (batch, 1, 1, keys), as
+/// `encoder::attention_bias` builds it; the other paths broadcast any shape.
 fn fused_masked_softmax(scores: &Tensor, scale: f32, mask_bias: &Tensor) -> Result<Tensor> {
     let mask = mask_bias.to_dtype(DType::F32)?.contiguous()?;
     let value = scores

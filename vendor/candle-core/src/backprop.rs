@@ -721,9 +721,12 @@ impl GradStore {
         self.0.insert(id, grad)
     }
 
-    /// Get the gradient tensor associated with the given tensor, or, if it does not exist,
-    /// insert a tensor of zeroes, with the same shape and type as the given tensors and return it
-    fn accumulate(&mut self, tensor: &Tensor, grad: impl std::borrow::Borrow<Tensor>) -> Result<()> {
+    /// Add `grad` to the gradient stored for `tensor`, or store it when there is none yet.
+    fn accumulate(
+        &mut self,
+        tensor: &Tensor,
+        grad: impl std::borrow::Borrow<Tensor>,
+    ) -> Result<()> {
         let grad = grad.borrow();
         match self.0.entry(tensor.id()) {
             Entry::Occupied(mut entry) => {
@@ -731,14 +734,34 @@ impl GradStore {
                 entry.insert(sum);
             }
             Entry::Vacant(entry) => {
-                // `zeros + grad` used to give a fresh contiguous tensor; keep the layout
-                // guarantee (a strided view is copied), without the zeros and the add.
+                // `zeros_like(tensor) + grad` used to check these and give a fresh contiguous
+                // tensor: keep the checks and the layout (a strided view is copied), without
+                // the zeros and the add.
+                tensor.same_shape_binary_op(grad, "add")?;
+                if tensor.dtype() != grad.dtype() {
+                    Err(Error::DTypeMismatchBinaryOp {
+                        lhs: tensor.dtype(),
+                        rhs: grad.dtype(),
+                        op: "add",
+                    }
+                    .bt())?
+                }
+                if tensor.device().location() != grad.device().location() {
+                    Err(Error::DeviceMismatchBinaryOp {
+                        lhs: tensor.device().location(),
+                        rhs: grad.device().location(),
+                        op: "add",
+                    }
+                    .bt())?
+                }
                 entry.insert(grad.contiguous()?);
             }
         }
         Ok(())
     }
 
+    /// Get the gradient tensor associated with the given tensor, or, if it does not exist,
+    /// insert a tensor of zeroes, with the same shape and type as the given tensors and return it
     fn or_insert(&mut self, tensor: &Tensor) -> Result<&mut Tensor> {
         let grad = match self.0.entry(tensor.id()) {
             Entry::Occupied(entry) => entry.into_mut(),
