@@ -51,17 +51,17 @@ def result_of(cmd, env=None, measure_rss=False):
     return r
 
 
-def cpu_run(config, kd, model, split, steps, r, alpha):
+def cpu_run(config, kd, model, split, steps, r, alpha, infer_rows):
     """One CPU configuration: (train samples/s, infer samples/s, peak RSS bytes, full json)."""
     who, dtype = config.split("-")
     if who == "kd":
         j = result_of(kd + ["bench", "--model", str(model), "--data", str(split / "train.csv.gz"),
-                            "--steps", str(steps), "--warmup-steps", "3", "--cache-rows", "512",
+                            "--steps", str(steps), "--warmup-steps", "3", "--cache-rows", str(infer_rows),
                             "--lora-r", str(r), "--lora-alpha", str(alpha), "--device", "cpu",
                             "--dtype", dtype], measure_rss=True)
         return j["train_samples_per_s"], j["cache_samples_per_s"], j["max_rss_bytes"], j
     j = result_of([PY, "bench/peer_train.py", "--model", str(model), "--data", str(split),
-                   "--max-steps", str(steps + 3), "--limit-test", "512", "--attn", "sdpa",
+                   "--max-steps", str(steps + 3), "--limit-test", str(infer_rows), "--attn", "sdpa",
                    "--lora-r", str(r), "--lora-alpha", str(alpha), "--dtype", dtype], measure_rss=True)
     return j["train_samples_per_s"], j.get("eval_samples_per_s"), j["max_rss_bytes"], j
 
@@ -78,7 +78,8 @@ def cpu_mode(args, kd):
             # Rotate the order each repeat so that no configuration always runs first (or last).
             order = configs[rep % len(configs):] + configs[:rep % len(configs)]
             for c in order:
-                train, infer, rss, j = cpu_run(c, kd, SHARED / folder, split, args.steps, r, alpha)
+                train, infer, rss, j = cpu_run(c, kd, SHARED / folder, split, args.steps, r, alpha,
+                                               args.infer_rows)
                 runs.append({"model": name, "repeat": rep, "config": c, "train_samples_per_s": train,
                              "infer_samples_per_s": infer, "max_rss_bytes": rss, "result": j})
                 print(f"{name:<26} rep {rep} {c:<11} train {train:7.1f}/s  infer {infer or 0:7.1f}/s  "
@@ -115,6 +116,8 @@ def main():
     ap.add_argument("--steps", type=int, default=40, help="timed training steps per run")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--configs", default=",".join(CPU_CONFIGS), help="cpu mode: which configurations")
+    ap.add_argument("--infer-rows", type=int, default=512,
+                    help="cpu mode: rows in kd's caching pass and the peer's evaluation (the test split has 1,600)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     kd = args.kd.split(",")
