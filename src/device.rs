@@ -114,8 +114,9 @@ fn cpu_peak_rss() -> Option<u64> {
 }
 
 /// What the CPU offers kd's matrix products, for benchmark records: its model name and whether it
-/// has AVX-512 and native bf16 instructions (AVX-512 BF16, AMX-BF16). kd's CPU matmuls are f32
-/// today on every CPU (bf16 weights are converted to f32 at the matmul), so the line also says so.
+/// has AVX-512 and native bf16 instructions (AVX-512 BF16, AMX-BF16), and which kernels kd runs
+/// on it: f32 matmuls, bf16 matmuls (native, or none: bf16 weights then go through f32), and the
+/// elementwise ones.
 pub fn cpu_description() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -129,9 +130,11 @@ pub fn cpu_description() -> String {
     let yes = |b: bool| if b { "yes" } else { "no" };
     let f = x86_features();
     let (matmuls, elementwise) = kernel_sets(f);
+    let bf16 = crate::model::bf16_matmul::native_kernel()
+        .map_or("none (bf16 weights converted to f32)", |k| k.name());
     format!(
         "{model}; avx512f {}, avx512_bf16 {}, amx_bf16 {}; kernels: f32 matmuls {matmuls}, \
-         elementwise {elementwise}",
+         bf16 matmuls {bf16}, elementwise {elementwise}",
         yes(f.avx512f),
         yes(f.avx512_bf16),
         yes(f.amx_bf16)
@@ -174,8 +177,14 @@ pub struct X86Features {
 }
 
 /// Reads the features with CPUID (AVX-512 BF16 and AMX-BF16 have no stable
-/// `is_x86_feature_detected!` name); all false off x86-64.
+/// `is_x86_feature_detected!` name); all false off x86-64. Read once: CPUID is slow (a VM exit
+/// under virtualisation) and kernels ask per call.
 pub fn x86_features() -> X86Features {
+    static FEATURES: std::sync::OnceLock<X86Features> = std::sync::OnceLock::new();
+    *FEATURES.get_or_init(read_x86_features)
+}
+
+fn read_x86_features() -> X86Features {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{__cpuid, __cpuid_count};

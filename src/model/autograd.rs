@@ -36,9 +36,16 @@ impl CustomOp1 for AttachBackward {
     fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> Result<(CpuStorage, Shape)> {
         use candle_core::backend::BackendStorage;
         let value = self.take_value()?;
+        let shape = value.shape().clone();
+        // The value is usually held by nobody else: its storage moves into the graph as is
+        // (kd's patch of candle); a shared or non-f32 one is copied.
+        let value = match value.into_cpu_f32_storage() {
+            Ok(storage) => return Ok((storage, shape)),
+            Err(value) => value,
+        };
         let (storage, layout) = value.storage_and_layout();
         match &*storage {
-            Storage::Cpu(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+            Storage::Cpu(s) => Ok((s.try_clone(layout)?, shape)),
             _ => candle_core::bail!("kd-attach-backward: value and input on different devices"),
         }
     }
@@ -75,15 +82,21 @@ where
     if !input.track_op() {
         return Ok(value);
     }
-    // The storage is copied whole, so the value must be contiguous from offset 0.
-    let value = value.contiguous()?;
-    let value = if value.layout().start_offset() != 0 {
-        value.copy()?
-    } else {
-        value
-    };
+    let value = whole_contiguous(value)?;
     input.apply_op1(AttachBackward {
         value: Mutex::new(Some(value)),
         grad_fn: Box::new(grad_fn),
     })
+}
+
+/// `value` contiguous from offset 0 (the storage is handed over, or copied, whole). Taking it by
+/// value matters: a tensor returned as is keeps no second handle alive, so its storage can move.
+fn whole_contiguous(value: Tensor) -> Result<Tensor> {
+    if !value.is_contiguous() {
+        value.contiguous()
+    } else if value.layout().start_offset() != 0 {
+        value.copy()
+    } else {
+        Ok(value)
+    }
 }

@@ -68,7 +68,7 @@ impl CustomOp1 for HashedMask {
             candle_core::bail!("kd-hashed-dropout: more than 2^32 elements");
         }
         let scale = 1.0 / (1.0 - self.p);
-        let mut out = vec![0f32; x.len()];
+        let mut out = crate::model::fast_math::vec_for_overwrite(x.len());
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .enumerate()

@@ -4,7 +4,7 @@
 //! Module and tensor names mirror HF's `modeling_bert.py` / `modeling_roberta.py`.
 use super::config::{Activation, EncoderConfig, ModelKind};
 use super::lora::{AdaptedLinear, LoraSpec};
-use super::ops::{dropout, layer_norm, masked_softmax, FrozenLinear};
+use super::ops::{activation_dtype, dropout, layer_norm, masked_softmax, FrozenLinear};
 use crate::data::Batch;
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -50,6 +50,8 @@ struct Embeddings {
     kind: ModelKind,
     pad_id: u32,
     dropout: f64,
+    /// The dtype the summed embeddings go on in (f32 where the CPU multiplies bf16 natively).
+    activation_dtype: DType,
 }
 
 impl Embeddings {
@@ -66,6 +68,7 @@ impl Embeddings {
             kind: cfg.kind(),
             pad_id: cfg.pad_id(),
             dropout: cfg.hidden_dropout_prob,
+            activation_dtype: activation_dtype(vb.dtype(), vb.device()),
         })
     }
 
@@ -97,19 +100,23 @@ impl Embeddings {
         let ids = Tensor::from_slice(&batch.input_ids, b * l, device)?;
         let positions = Tensor::from_vec(self.position_ids(batch), b * l, device)?;
         let h = self.word.dim(1)?;
+        // Rows are converted to the activations' dtype as they are looked up, so the sums run
+        // in it (f32 sums are fast on every CPU; bf16 ones go through conversions in candle).
+        let dt = self.activation_dtype;
         let x = self
             .word
             .index_select(&ids, 0)?
-            .add(&self.position.index_select(&positions, 0)?)?;
+            .to_dtype(dt)?
+            .add(&self.position.index_select(&positions, 0)?.to_dtype(dt)?)?;
         let x = match &batch.token_types {
             // Sentence pairs: the second segment's tokens are type 1 (in a model that has a
             // second token type; RoBERTa's tokenizer never gives one).
             Some(types) if self.token_type.dim(0)? > 1 => {
                 let types = Tensor::from_slice(types, b * l, device)?;
-                x.add(&self.token_type.index_select(&types, 0)?)?
+                x.add(&self.token_type.index_select(&types, 0)?.to_dtype(dt)?)?
             }
             // Single-segment inputs: every token type is 0.
-            _ => x.broadcast_add(&self.token_type.get(0)?)?,
+            _ => x.broadcast_add(&self.token_type.get(0)?.to_dtype(dt)?)?,
         };
         let x = x.reshape((b, l, h))?;
         let x = self.layer_norm.forward(&x)?;
@@ -307,7 +314,7 @@ impl Encoder {
         Ok(Self {
             embeddings,
             layers,
-            dtype: vb.dtype(),
+            dtype: activation_dtype(vb.dtype(), vb.device()),
         })
     }
 
@@ -327,7 +334,7 @@ impl Encoder {
         out
     }
 
-    /// The last hidden state (batch, seq, hidden), in the weights' dtype.
+    /// The last hidden state (batch, seq, hidden), in the activations' dtype ([`activation_dtype`]).
     pub fn forward(&self, batch: &Batch, mut rng: Option<&mut StdRng>) -> Result<Tensor> {
         let device = self.embeddings.word.device();
         let mask_bias = attention_bias(batch, self.dtype, device)?;

@@ -36,7 +36,7 @@ impl CustomOp1 for GeluForward {
             candle_core::bail!("kd-gelu-erf: f32 input expected")
         };
         let x = slice(x, xl);
-        let mut out = vec![0f32; x.len()];
+        let mut out = crate::model::fast_math::vec_for_overwrite(x.len());
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(o, x)| gelu_slice(x, o));
@@ -88,7 +88,7 @@ impl CustomOp2 for GeluGrad {
         match (xs, gs) {
             (CpuStorage::F32(x), CpuStorage::F32(g)) => {
                 let (x, g) = (slice(x, xl), slice(g, gl));
-                let mut out = vec![0f32; x.len()];
+                let mut out = crate::model::fast_math::vec_for_overwrite(x.len());
                 out.par_chunks_mut(CHUNK)
                     .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
                     .for_each(|(o, (x, g))| gelu_grad_slice(x, g, o));

@@ -106,7 +106,7 @@ impl ClassificationHead {
                 bias: Var::from_tensor(&bias)?,
             }
         } else {
-            Dense::Frozen(FrozenLinear::new(weight, Some(bias)))
+            Dense::Frozen(FrozenLinear::new(weight, Some(bias))?)
         };
         Ok(Self {
             kind,

@@ -2,6 +2,7 @@
 pub mod adapter;
 pub mod attention_softmax;
 pub mod autograd;
+pub mod bf16_matmul;
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod gelu;
 pub mod grad_mode;
 pub mod head;
 pub mod lora;
+pub mod native_linear;
 pub mod ops;
 pub mod params;
 pub mod random_init;

@@ -6,8 +6,11 @@
 //! activation dtype, as mixed-precision training requires.
 use super::attention_softmax::{MaskedSoftmax, MaskedSoftmaxGrad};
 use super::autograd::with_backward;
-use candle_core::{DType, Result, Tensor, D};
+use super::bf16_matmul::Kernel;
+use super::native_linear::NativeLinear;
+use candle_core::{DType, Device, Result, Tensor, D};
 use rand::Rng;
+use std::sync::Arc;
 
 /// The precision normalisation, softmax and losses run in: f32, or f64 for an f64 model
 /// (finite-difference tests).
@@ -16,6 +19,20 @@ pub fn compute_dtype(dtype: DType) -> DType {
         DType::F64
     } else {
         DType::F32
+    }
+}
+
+/// The dtype activations flow in for frozen weights of `weight_dtype` on `device`: f32 for bf16
+/// weights on a CPU with a native bf16 kernel (products in bf16 there, everything else in f32,
+/// as under PyTorch's CPU autocast); the weights' dtype otherwise.
+pub fn activation_dtype(weight_dtype: DType, device: &Device) -> DType {
+    if weight_dtype == DType::BF16
+        && device.is_cpu()
+        && super::bf16_matmul::native_kernel().is_some()
+    {
+        DType::F32
+    } else {
+        weight_dtype
     }
 }
 
@@ -107,19 +124,26 @@ fn fused_masked_softmax(scores: &Tensor, scale: f32, mask_bias: &Tensor) -> Resu
 pub struct FrozenLinear {
     weight: Tensor,
     bias: Option<Tensor>,
+    /// The weight packed for the CPU's native bf16 kernel (bf16 weights on a CPU that has one).
+    native: Option<Arc<NativeLinear>>,
 }
 
 impl FrozenLinear {
     /// Wraps a weight of shape (out, in) and an optional bias of shape (out,).
-    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let native = NativeLinear::for_weight(&weight, bias.as_ref())?;
+        Ok(Self {
+            weight,
+            bias,
+            native,
+        })
     }
 
     /// Loads `weight` and `bias` under `vb` (HF's nn.Linear names).
     pub fn load(vb: candle_nn::VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
         let weight = vb.get((out_dim, in_dim), "weight")?;
         let bias = vb.get(out_dim, "bias")?;
-        Ok(Self::new(weight, Some(bias)))
+        Self::new(weight, Some(bias))
     }
 
     /// The (out, in) weight.
@@ -138,8 +162,20 @@ impl FrozenLinear {
         (in_dim, out_dim)
     }
 
+    /// The native bf16 kernel this layer's products run on, if any.
+    pub fn native_kernel(&self) -> Option<Kernel> {
+        self.native.as_ref().map(|n| n.kernel())
+    }
+
     /// Applies the layer to `x` of shape (..., in).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let (Some(native), DType::F32) = (&self.native, x.dtype()) {
+            let value = native.forward(&x.detach())?;
+            let native = native.clone();
+            return with_backward(x, value, move |grad, _| {
+                native.input_grad(&grad.to_dtype(DType::F32)?)
+            });
+        }
         let value = linear_detached(&x.detach(), &self.weight, self.bias.as_ref())?;
         let weight = self.weight.clone();
         let in_shape = x.shape().clone();

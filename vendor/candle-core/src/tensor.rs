@@ -2775,6 +2775,52 @@ impl Tensor {
         (storage, &self.layout)
     }
 
+    /// kd patch: the f32 CPU storage of a contiguous tensor (offset 0, storage exactly its
+    /// size) that no other handle shares, moved out without a copy; the tensor itself back
+    /// otherwise. Lets a custom op hand over a value computed outside the graph.
+    pub fn into_cpu_f32_storage(self) -> std::result::Result<crate::CpuStorage, Tensor> {
+        if self.dtype != DType::F32
+            || !self.device.is_cpu()
+            || !self.layout.is_contiguous()
+            || self.layout.start_offset() != 0
+        {
+            return Err(self);
+        }
+        let inner = match Arc::try_unwrap(self.0) {
+            Ok(inner) => inner,
+            Err(shared) => return Err(Tensor(shared)),
+        };
+        let Tensor_ {
+            id,
+            storage,
+            layout,
+            op,
+            is_variable,
+            dtype,
+            device,
+        } = inner;
+        let rebuild = |storage| {
+            Tensor(Arc::new(Tensor_ {
+                id,
+                storage,
+                layout: layout.clone(),
+                op,
+                is_variable,
+                dtype,
+                device,
+            }))
+        };
+        match Arc::try_unwrap(storage) {
+            Ok(lock) => match lock.into_inner() {
+                Storage::Cpu(crate::CpuStorage::F32(v)) if v.len() == layout.shape().elem_count() => {
+                    Ok(crate::CpuStorage::F32(v))
+                }
+                other => Err(rebuild(Arc::new(RwLock::new(other)))),
+            },
+            Err(shared) => Err(rebuild(shared)),
+        }
+    }
+
     /// The storage used by this tensor, together with the layout to use to access it safely.
     pub fn storage_and_layout(&self) -> (StorageRef<'_>, &Layout) {
         let storage = self.storage.read();

@@ -1,0 +1,92 @@
+//! The AVX-512 BF16 kernel (CPUs without AMX: AMD Zen 4/5, Intel Cooper Lake): each 32×32 block
+//! of C is four 8-row micro-tiles of 8 × 2 zmm accumulators; per pair of depths one broadcast of
+//! A's pair per row and one `vdpbf16ps` per accumulator.
+use super::{for_each_block, Out, PackedMatrix, PANEL};
+use std::arch::x86_64::*;
+
+/// Rows of one micro-tile (16 accumulators of the 32 zmm registers).
+const MICRO_ROWS: usize = 8;
+
+/// C rows of one thread's part.
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX-512 BF16; the slices are sized as [`super::amx::run_rows`] says.
+pub(super) unsafe fn run_rows(
+    a: &[u16],
+    rows: usize,
+    b: &PackedMatrix,
+    bias: &[f32],
+    out: Out<'_>,
+) {
+    let pairs = b.k_pad / 2;
+    let lda = b.k_pad;
+    for_each_block(a, rows, b, bias, out, |a, b0, b1, bias, c, ldc| {
+        for r in (0..super::BLOCK).step_by(MICRO_ROWS) {
+            // SAFETY: 8 rows of A from row r of the 32-row block, panels of `pairs` rows of 32
+            // bf16, C rows r..r+8 of the caller's block.
+            unsafe {
+                micro_tile(
+                    a[r * lda..].as_ptr(),
+                    lda,
+                    b0.as_ptr(),
+                    b1.as_ptr(),
+                    pairs,
+                    bias.as_ptr(),
+                    c.add(r * ldc),
+                    ldc,
+                )
+            };
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn micro_tile(
+    a: *const u16,
+    lda: usize,
+    b0: *const u16,
+    b1: *const u16,
+    pairs: usize,
+    bias: *const f32,
+    c: *mut f32,
+    ldc: usize,
+) {
+    let bias0 = _mm512_loadu_ps(bias);
+    let bias1 = _mm512_loadu_ps(bias.add(PANEL));
+    let mut acc = [[bias0, bias1]; MICRO_ROWS];
+    for p in 0..pairs {
+        let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b0.add(p * 2 * PANEL).cast()));
+        let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b1.add(p * 2 * PANEL).cast()));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // A[r][2p] and A[r][2p+1] as one 32-bit lane, in all 16 lanes.
+            let pair = a.add(r * lda + 2 * p).cast::<i32>().read_unaligned();
+            let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+            acc[0] = _mm512_dpbf16_ps(acc[0], x, w0);
+            acc[1] = _mm512_dpbf16_ps(acc[1], x, w1);
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        _mm512_storeu_ps(c.add(r * ldc), acc[0]);
+        _mm512_storeu_ps(c.add(r * ldc + PANEL), acc[1]);
+    }
+}
+
+/// `dst[i] = bf16(src[i])` with `vcvtneps2bf16` (round to nearest even; denormals flush to 0,
+/// as they do inside the dot-product instructions).
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX-512 BF16.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub(super) unsafe fn convert_row(src: &[f32], dst: &mut [std::mem::MaybeUninit<u16>]) {
+    let n = src.len().min(dst.len());
+    let whole = n / PANEL * PANEL;
+    for i in (0..whole).step_by(PANEL) {
+        let v = _mm512_loadu_ps(src.as_ptr().add(i));
+        let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
+        _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), h);
+    }
+    for i in whole..n {
+        dst[i].write(super::bf16_bits(src[i]));
+    }
+}

@@ -1,0 +1,311 @@
+//! Native bf16 matrix products on the CPU: C = A·B (+ bias) with A in f32, rounded to bf16 where
+//! it enters the product, B packed once in bf16, and the products accumulated in f32 by the CPU's
+//! own bf16 instructions: AMX tiles (Intel Sapphire Rapids and later) or AVX-512 BF16 (AMD Zen 4
+//! and 5, Intel Cooper Lake). Which one runs is decided at run time ([`native_kernel`]); CPUs
+//! with neither keep kd's f32 matmuls.
+//!
+//! Both kernels read the same packed layout (see [`PackedMatrix`]) and compute the same 32×32
+//! blocks of C, so one driver ([`matmul`]) splits the work: rows across threads, then columns
+//! in chunks that stay in the L2 cache, then 32×32 blocks over the whole depth.
+mod amx;
+mod avx512;
+
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+use std::sync::OnceLock;
+
+/// Rows and columns of one block of C.
+const BLOCK: usize = 32;
+/// Columns of one packed panel (one AMX tile's width in f32, one zmm register).
+const PANEL: usize = 16;
+/// Depth of one AMX tile step (32 bf16 = 64 bytes a tile row).
+const DEPTH_STEP: usize = 32;
+/// Panels per column chunk: 256 columns of B (K·512 bytes) stay in L2 while the rows pass.
+const CHUNK_PANELS: usize = 16;
+
+/// A CPU bf16 matrix kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// AMX tiles: `tdpbf16ps` on 16×32 by 32×16 tiles.
+    Amx,
+    /// AVX-512 BF16: `vdpbf16ps` on zmm registers.
+    Avx512Bf16,
+}
+
+impl Kernel {
+    /// The name records and logs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Amx => "AMX-BF16",
+            Kernel::Avx512Bf16 => "AVX-512 BF16",
+        }
+    }
+
+    /// Whether this CPU (and, for AMX, the kernel's permission) lets the kernel run.
+    pub fn available(self) -> bool {
+        let f = crate::device::x86_features();
+        match self {
+            Kernel::Amx => f.amx_bf16 && f.avx512_bf16 && amx::permitted(),
+            Kernel::Avx512Bf16 => f.avx512f && f.avx512_bf16,
+        }
+    }
+
+    fn run_rows(self, a: &[u16], rows: usize, b: &PackedMatrix, bias: &[f32], out: Out<'_>) {
+        match self {
+            // SAFETY: `available()` was checked when the kernel was chosen; the slices have
+            // the sizes `matmul` asserts (A padded to whole blocks, B and bias to whole panels).
+            Kernel::Amx => unsafe { amx::run_rows(a, rows, b, bias, out) },
+            Kernel::Avx512Bf16 => unsafe { avx512::run_rows(a, rows, b, bias, out) },
+        }
+    }
+}
+
+/// The best native kernel here, or `None`. `KD_CPU_BF16=off|amx|avx512bf16` overrides the
+/// choice (benchmarks of one kernel against the other; `off` for kd's f32 path).
+pub fn native_kernel() -> Option<Kernel> {
+    static CHOICE: OnceLock<Option<Kernel>> = OnceLock::new();
+    *CHOICE.get_or_init(|| {
+        let wanted = std::env::var("KD_CPU_BF16").unwrap_or_default();
+        let order: &[Kernel] = match wanted.as_str() {
+            "off" => &[],
+            "amx" => &[Kernel::Amx],
+            "avx512bf16" => &[Kernel::Avx512Bf16],
+            _ => &[Kernel::Amx, Kernel::Avx512Bf16],
+        };
+        order.iter().copied().find(|k| k.available())
+    })
+}
+
+/// f32 → bf16 bits, rounding to nearest even (as `_mm512_cvtneps_pbh` and PyTorch do); NaN
+/// stays a quiet NaN.
+#[inline(always)]
+pub fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+    if x.is_nan() {
+        ((b >> 16) as u16) | 0x40
+    } else {
+        rounded
+    }
+}
+
+/// bf16 bits → f32 (exact).
+#[inline(always)]
+pub fn bf16_value(bits: u16) -> f32 {
+    f32::from_bits((bits as u32) << 16)
+}
+
+/// B (K × N) in bf16, packed for both kernels: panels of 16 columns, each panel K_pad/2 rows of
+/// 16 column pairs (B[2p][j], B[2p+1][j]): the "VNNI" layout `tdpbf16ps` and `vdpbf16ps` read.
+/// K is padded with zeros to a multiple of 32 and N to a multiple of 32.
+#[derive(Debug)]
+pub struct PackedMatrix {
+    k: usize,
+    n: usize,
+    k_pad: usize,
+    n_pad: usize,
+    data: Vec<u16>,
+}
+
+impl PackedMatrix {
+    /// Packs B from `get(k, n)` (bf16 bits).
+    pub fn pack(k: usize, n: usize, get: impl Fn(usize, usize) -> u16 + Sync) -> Self {
+        let k_pad = k.div_ceil(DEPTH_STEP) * DEPTH_STEP;
+        let n_pad = n.div_ceil(BLOCK).max(1) * BLOCK;
+        let panel_len = k_pad * PANEL;
+        let mut data = vec![0u16; panel_len * (n_pad / PANEL)];
+        data.par_chunks_mut(panel_len)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                for col in 0..PANEL.min(n.saturating_sub(p * PANEL)) {
+                    let j = p * PANEL + col;
+                    for kk in 0..k {
+                        panel[(kk / 2) * 2 * PANEL + 2 * col + kk % 2] = get(kk, j);
+                    }
+                }
+            });
+        Self {
+            k,
+            n,
+            k_pad,
+            n_pad,
+            data,
+        }
+    }
+
+    /// B = Wᵀ for a weight W (out × in) in bf16 bits: the forward x·Wᵀ of a linear layer.
+    pub fn from_weight_transposed(w: &[u16], out_dim: usize, in_dim: usize) -> Self {
+        assert_eq!(w.len(), out_dim * in_dim, "weight size");
+        Self::pack(in_dim, out_dim, |k, n| w[n * in_dim + k])
+    }
+
+    /// B = W for a weight W (out × in): the input gradient g·W of a linear layer.
+    pub fn from_weight(w: &[u16], out_dim: usize, in_dim: usize) -> Self {
+        assert_eq!(w.len(), out_dim * in_dim, "weight size");
+        Self::pack(out_dim, in_dim, |k, n| w[k * in_dim + n])
+    }
+
+    /// (K, N).
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// B[k][n] as f32 (tests, the reference).
+    pub fn get(&self, k: usize, n: usize) -> f32 {
+        let (p, col) = (n / PANEL, n % PANEL);
+        bf16_value(self.data[p * self.k_pad * PANEL + (k / 2) * 2 * PANEL + 2 * col + k % 2])
+    }
+
+    fn panel(&self, p: usize) -> &[u16] {
+        let len = self.k_pad * PANEL;
+        &self.data[p * len..(p + 1) * len]
+    }
+}
+
+/// C rows a kernel writes, not yet initialised (every element is written exactly once).
+type Out<'a> = &'a mut [MaybeUninit<f32>];
+
+/// A (M × K, f32) · B + bias → C (M × N), with `kernel`. A is rounded to bf16 here.
+pub fn matmul(
+    kernel: Kernel,
+    a: &[f32],
+    m: usize,
+    b: &PackedMatrix,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let (k, n) = (b.k, b.n);
+    assert_eq!(a.len(), m * k, "A is M×K");
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), n, "bias has N entries");
+    }
+    // C is written whole by the blocks, so it is never zeroed first.
+    let mut c = Vec::with_capacity(m * n);
+    if m == 0 || n == 0 {
+        return c;
+    }
+    let mut bias_pad = vec![0f32; b.n_pad];
+    if let Some(bias) = bias {
+        bias_pad[..n].copy_from_slice(bias);
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let rows_per_part = m.div_ceil(threads).div_ceil(BLOCK) * BLOCK;
+    let a16 = to_bf16_padded(a, m, k, b.k_pad, rows_per_part);
+    c.spare_capacity_mut()[..m * n]
+        .par_chunks_mut(rows_per_part * n)
+        .zip(a16.par_chunks(rows_per_part * b.k_pad))
+        .for_each(|(out, a)| kernel.run_rows(a, out.len() / n, b, &bias_pad, out));
+    // SAFETY: the blocks wrote each of the m·n elements (`for_each_block` covers every row and
+    // every column of C).
+    unsafe { c.set_len(m * n) };
+    c
+}
+
+/// A in bf16, K padded to `k_pad` and the rows of every `part`-row slice padded to whole blocks
+/// with zeros, so that each part's kernel reads only whole blocks. Only the padding is zeroed.
+fn to_bf16_padded(a: &[f32], m: usize, k: usize, k_pad: usize, part: usize) -> Vec<u16> {
+    let len = m.div_ceil(part) * part * k_pad;
+    let mut a16: Vec<u16> = Vec::with_capacity(len);
+    let rows = &mut a16.spare_capacity_mut()[..len];
+    let (data, pad_rows) = rows.split_at_mut(m * k_pad);
+    data.par_chunks_mut(k_pad)
+        .zip(a.par_chunks(k))
+        .for_each(|(dst, src)| {
+            let (dst, pad) = dst.split_at_mut(k);
+            convert_row(src, dst);
+            pad.fill(MaybeUninit::new(0));
+        });
+    pad_rows.fill(MaybeUninit::new(0));
+    // SAFETY: every row was converted or zeroed above, its padding columns zeroed.
+    unsafe { a16.set_len(len) };
+    a16
+}
+
+/// Rounds a row to bf16: with the CPU's own instruction where it has one (every CPU a native
+/// kernel runs on does), else in software; the same bits for all normal numbers.
+fn convert_row(src: &[f32], dst: &mut [MaybeUninit<u16>]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::device::x86_features().avx512_bf16 {
+        // SAFETY: the CPU has AVX-512 BF16 (and so AVX-512F).
+        return unsafe { avx512::convert_row(src, dst) };
+    }
+    convert_row_portable(src, dst);
+}
+
+super::fast_math::multiversion! {
+    fn convert_row_portable(src: &[f32], dst: &mut [MaybeUninit<u16>]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            d.write(bf16_bits(s));
+        }
+    }
+}
+
+/// The driver both kernels share: column chunks that stay in L2, 32-row blocks of A that stay in
+/// L1, 32×32 blocks of C over the whole depth. `block(a, b0, b1, bias, c, ldc)` computes one block
+/// into `c`; blocks at the edges of C go through a scratch block.
+#[inline(always)]
+fn for_each_block(
+    a: &[u16],
+    rows: usize,
+    b: &PackedMatrix,
+    bias: &[f32],
+    out: Out<'_>,
+    mut block: impl FnMut(&[u16], &[u16], &[u16], &[f32], *mut f32, usize),
+) {
+    let n = b.n;
+    let panels = b.n_pad / PANEL;
+    let mut scratch = [0f32; BLOCK * BLOCK];
+    for chunk in (0..panels).step_by(CHUNK_PANELS) {
+        for row in (0..rows).step_by(BLOCK) {
+            let a_block = &a[row * b.k_pad..(row + BLOCK) * b.k_pad];
+            for p in (chunk..panels.min(chunk + CHUNK_PANELS)).step_by(2) {
+                let col = p * PANEL;
+                let bias = &bias[col..col + BLOCK];
+                let (valid_rows, valid_cols) =
+                    ((rows - row).min(BLOCK), (n - col.min(n)).min(BLOCK));
+                if valid_cols == 0 {
+                    continue;
+                }
+                if valid_rows == BLOCK && valid_cols == BLOCK {
+                    let c = out[row * n + col..].as_mut_ptr().cast::<f32>();
+                    block(a_block, b.panel(p), b.panel(p + 1), bias, c, n);
+                } else {
+                    block(
+                        a_block,
+                        b.panel(p),
+                        b.panel(p + 1),
+                        bias,
+                        scratch.as_mut_ptr(),
+                        BLOCK,
+                    );
+                    for r in 0..valid_rows {
+                        for (o, &v) in out[(row + r) * n + col..][..valid_cols]
+                            .iter_mut()
+                            .zip(&scratch[r * BLOCK..])
+                        {
+                            o.write(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The reference the kernels are tested against: A rounded to bf16, products and sums in f64.
+pub fn reference(a: &[f32], m: usize, b: &PackedMatrix, bias: Option<&[f32]>) -> Vec<f32> {
+    let (k, n) = b.dims();
+    let mut out = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = bias.map_or(0.0, |b| b[j] as f64);
+            for kk in 0..k {
+                acc += bf16_value(bf16_bits(a[i * k + kk])) as f64 * b.get(kk, j) as f64;
+            }
+            out[i * n + j] = acc as f32;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

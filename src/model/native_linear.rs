@@ -1,0 +1,132 @@
+//! Frozen linear layers on the CPU's native bf16 kernels ([`super::bf16_matmul`]): the weight is
+//! packed once in bf16 for the forward x·Wᵀ + b and, on the first backward, once more for the
+//! input gradient g·W; activations and gradients stay f32 and are rounded to bf16 only where they
+//! enter a product, as under PyTorch's CPU autocast.
+use super::bf16_matmul::{self, Kernel, PackedMatrix};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use std::sync::{Arc, OnceLock};
+
+/// A frozen (out × in) weight and bias, packed for a native bf16 kernel.
+#[derive(Debug)]
+pub struct NativeLinear {
+    kernel: Kernel,
+    weight: Tensor,
+    forward: PackedMatrix,
+    bias: Option<Vec<f32>>,
+    backward: OnceLock<PackedMatrix>,
+}
+
+impl NativeLinear {
+    /// Packs a bf16 weight on the CPU when this CPU has a native bf16 kernel; `None` otherwise
+    /// (the layer keeps candle's matmul).
+    pub fn for_weight(weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Arc<Self>>> {
+        let kernel = match bf16_matmul::native_kernel() {
+            Some(k) if weight.device().is_cpu() && weight.dtype() == DType::BF16 => k,
+            _ => return Ok(None),
+        };
+        let (out_dim, in_dim) = weight.dims2()?;
+        let forward = PackedMatrix::from_weight_transposed(&bits(weight)?, out_dim, in_dim);
+        let bias = match bias {
+            Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+            None => None,
+        };
+        Ok(Some(Arc::new(Self {
+            kernel,
+            weight: weight.clone(),
+            forward,
+            bias,
+            backward: OnceLock::new(),
+        })))
+    }
+
+    /// The kernel this layer runs on.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// x·Wᵀ + b for f32 `x` of shape (..., in), not tracked (the caller attaches the backward).
+    pub fn forward(self: &Arc<Self>, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, Direction::Forward)
+    }
+
+    /// g·W for an f32 output gradient `g` of shape (..., out).
+    pub fn input_grad(self: &Arc<Self>, grad: &Tensor) -> Result<Tensor> {
+        if self.backward.get().is_none() {
+            let (out_dim, in_dim) = self.weight.dims2()?;
+            let packed = PackedMatrix::from_weight(&bits(&self.weight)?, out_dim, in_dim);
+            // Another thread may have packed it meanwhile; either copy is the same.
+            let _ = self.backward.set(packed);
+        }
+        self.apply(grad, Direction::InputGrad)
+    }
+
+    fn apply(self: &Arc<Self>, x: &Tensor, direction: Direction) -> Result<Tensor> {
+        let op = LinearOp {
+            layer: self.clone(),
+            direction,
+        };
+        let (k, n) = op.packed().dims();
+        let mut out_shape = x.dims().to_vec();
+        match out_shape.last_mut() {
+            Some(last) if *last == k => *last = n,
+            _ => candle_core::bail!("kd-bf16-linear: input {:?}, depth {k} expected", x.shape()),
+        }
+        let rows = x.elem_count() / k.max(1);
+        x.contiguous()?
+            .reshape((rows, k))?
+            .apply_op1_no_bwd(&op)?
+            .reshape(out_shape)
+    }
+}
+
+fn bits(t: &Tensor) -> Result<Vec<u16>> {
+    Ok(t.flatten_all()?
+        .to_vec1::<half::bf16>()?
+        .into_iter()
+        .map(half::bf16::to_bits)
+        .collect())
+}
+
+#[derive(Clone, Copy)]
+enum Direction {
+    Forward,
+    InputGrad,
+}
+
+struct LinearOp {
+    layer: Arc<NativeLinear>,
+    direction: Direction,
+}
+
+impl LinearOp {
+    fn packed(&self) -> &PackedMatrix {
+        match self.direction {
+            Direction::Forward => &self.layer.forward,
+            Direction::InputGrad => self.layer.backward.get().expect("packed before use"),
+        }
+    }
+}
+
+impl CustomOp1 for LinearOp {
+    fn name(&self) -> &'static str {
+        "kd-bf16-linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("kd-bf16-linear: f32 activations expected")
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("kd-bf16-linear: contiguous input expected")
+        };
+        let (rows, _) = layout.shape().dims2()?;
+        let packed = self.packed();
+        let bias = match self.direction {
+            Direction::Forward => self.layer.bias.as_deref(),
+            Direction::InputGrad => None,
+        };
+        let n = packed.dims().1;
+        let out = bf16_matmul::matmul(self.layer.kernel, &data[start..end], rows, packed, bias);
+        Ok((CpuStorage::F32(out), Shape::from((rows, n))))
+    }
+}
