@@ -26,10 +26,12 @@ pub fn select(name: &str) -> Result<Device> {
     }
 }
 
-/// The frozen weights' dtype: `auto` is bf16 on CUDA and f32 on CPU.
+/// The frozen weights' dtype: `auto` is bf16 on CUDA and on a CPU with a native bf16 kernel
+/// (AMX-BF16 or AVX-512 BF16: products in bf16, activations in f32), f32 on other CPUs.
 pub fn weight_dtype(name: &str, device: &Device) -> Result<DType> {
+    let native_cpu_bf16 = device.is_cpu() && crate::model::bf16_matmul::native_kernel().is_some();
     match name {
-        "auto" if device.is_cuda() => Ok(DType::BF16),
+        "auto" if device.is_cuda() || native_cpu_bf16 => Ok(DType::BF16),
         "auto" | "f32" => Ok(DType::F32),
         "bf16" => Ok(DType::BF16),
         "f16" => Ok(DType::F16),
@@ -44,6 +46,22 @@ pub fn select_with_dtype(device: &str, dtype: &str) -> Result<(Device, DType)> {
     let dev = select(device)?;
     let dtype = weight_dtype(dtype, &dev)?;
     Ok((dev, dtype))
+}
+
+/// Which kernels a model on `device` with frozen weights in `dtype` runs its products on, for
+/// run summaries and logs: e.g. "CPU: bf16 products on AMX-BF16, f32 activations".
+pub fn kernels_used(device: &Device, dtype: DType) -> String {
+    if !device.is_cpu() {
+        return format!("{device:?}: {dtype:?}");
+    }
+    let (f32_matmuls, _) = kernel_sets(x86_features());
+    match (dtype, crate::model::bf16_matmul::native_kernel()) {
+        (DType::BF16, Some(k)) => format!("CPU: bf16 products on {}, f32 activations", k.name()),
+        (DType::BF16, None) => {
+            format!("CPU: bf16 weights and activations, products in f32 ({f32_matmuls})")
+        }
+        (dt, _) => format!("CPU: {dt:?} products ({f32_matmuls})"),
+    }
 }
 
 /// Measures peak memory over a run: the process's peak resident set (VmHWM) on CPU; on CUDA

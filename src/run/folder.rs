@@ -23,6 +23,9 @@ pub struct Summary {
     pub model: String,
     pub data: String,
     pub device: String,
+    /// The kernels the products ran on ([`crate::device::kernels_used`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<String>,
     pub trainable_params: usize,
     pub steps: usize,
     /// The epoch whose weights the run kept (`best_epoch` in summaries before `--select`).
