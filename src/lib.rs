@@ -26,6 +26,7 @@
 //! ```
 pub mod cache;
 pub mod commands;
+pub mod cpu_features;
 pub mod data;
 pub mod device;
 pub mod error;

@@ -20,6 +20,9 @@ const BLOCK: usize = 32;
 const PANEL: usize = 16;
 /// Depth of one AMX tile step (32 bf16 = 64 bytes a tile row).
 const DEPTH_STEP: usize = 32;
+// A block of C is two panels wide (the AMX kernel's two column tiles, the AVX-512 kernel's two
+// registers per row).
+const _: () = assert!(BLOCK == 2 * PANEL);
 /// Panels per column chunk: 256 columns of B (K·512 bytes) stay in L2 while the rows pass.
 const CHUNK_PANELS: usize = 16;
 
@@ -43,7 +46,7 @@ impl Kernel {
 
     /// Whether this CPU (and, for AMX, the kernel's permission) lets the kernel run.
     pub fn available(self) -> bool {
-        let f = crate::device::x86_features();
+        let f = crate::cpu_features::x86_features();
         match self {
             Kernel::Amx => f.amx_bf16 && f.avx512_bf16 && amx::permitted(),
             Kernel::Avx512Bf16 => f.avx512f && f.avx512_bf16,
@@ -224,7 +227,7 @@ fn to_bf16_padded(a: &[f32], m: usize, k: usize, k_pad: usize, part: usize) -> V
 /// kernel runs on does), else in software; the same bits for all normal numbers.
 fn convert_row(src: &[f32], dst: &mut [MaybeUninit<u16>]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::device::x86_features().avx512_bf16 {
+    if crate::cpu_features::x86_features().avx512_bf16 {
         // SAFETY: the CPU has AVX-512 BF16 (and so AVX-512F).
         return unsafe { avx512::convert_row(src, dst) };
     }

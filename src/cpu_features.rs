@@ -1,0 +1,42 @@
+//! What the CPU offers kd's kernels: AVX-512 and the native bf16 instructions, read once. The
+//! model's kernels and the device's descriptions both ask here.
+
+/// CPU features that decide a matmul kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct X86Features {
+    pub avx512f: bool,
+    pub avx512_bf16: bool,
+    pub amx_bf16: bool,
+}
+
+/// Reads the features with CPUID (AVX-512 BF16 and AMX-BF16 have no stable
+/// `is_x86_feature_detected!` name); all false off x86-64. Read once: CPUID is slow (a VM exit
+/// under virtualisation) and kernels ask per call.
+pub fn x86_features() -> X86Features {
+    static FEATURES: std::sync::OnceLock<X86Features> = std::sync::OnceLock::new();
+    *FEATURES.get_or_init(read_x86_features)
+}
+
+fn read_x86_features() -> X86Features {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__cpuid, __cpuid_count};
+        #[allow(unused_unsafe)]
+        // SAFETY: CPUID exists on every x86-64 CPU; leaf 7 is read only when the CPU lists it.
+        let (leaf7, leaf7_1) = unsafe {
+            if __cpuid(0).eax < 7 {
+                (None, None)
+            } else {
+                (Some(__cpuid_count(7, 0)), Some(__cpuid_count(7, 1)))
+            }
+        };
+        X86Features {
+            avx512f: std::arch::is_x86_feature_detected!("avx512f"),
+            // CPUID.(EAX=7,ECX=1):EAX bit 5; CPUID.(EAX=7,ECX=0):EDX bit 22.
+            avx512_bf16: leaf7_1.is_some_and(|r| r.eax & (1 << 5) != 0),
+            amx_bf16: leaf7.is_some_and(|r| r.edx & (1 << 22) != 0),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    X86Features::default()
+}
