@@ -7,7 +7,10 @@
 //! Both kernels read the same packed layout (see [`PackedMatrix`]) and compute the same 32×32
 //! blocks of C, so one driver ([`matmul`]) splits the work: rows across threads, then columns
 //! in chunks that stay in the L2 cache, then 32×32 blocks over the whole depth.
+// x86-64 only: elsewhere no kernel is available and kd keeps its f32 matmuls.
+#[cfg(target_arch = "x86_64")]
 mod amx;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 
 use rayon::prelude::*;
@@ -24,6 +27,7 @@ const DEPTH_STEP: usize = 32;
 // registers per row).
 const _: () = assert!(BLOCK == 2 * PANEL);
 /// Panels per column chunk: 256 columns of B (K·512 bytes) stay in L2 while the rows pass.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const CHUNK_PANELS: usize = 16;
 
 /// A CPU bf16 matrix kernel.
@@ -47,19 +51,33 @@ impl Kernel {
     /// Whether this CPU (and, for AMX, the kernel's permission) lets the kernel run.
     pub fn available(self) -> bool {
         let f = crate::cpu_features::x86_features();
-        match self {
+        #[cfg(target_arch = "x86_64")]
+        return match self {
             Kernel::Amx => f.amx_bf16 && f.avx512_bf16 && amx::permitted(),
             Kernel::Avx512Bf16 => f.avx512f && f.avx512_bf16,
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = f;
+            false
         }
     }
 
     fn run_rows(self, a: &[u16], rows: usize, b: &PackedMatrix, bias: &[f32], out: Out<'_>) {
+        assert!(
+            self.available(),
+            "{} is not available on this CPU",
+            self.name()
+        );
+        #[cfg(target_arch = "x86_64")]
         match self {
-            // SAFETY: `available()` was checked when the kernel was chosen; the slices have
-            // the sizes `matmul` asserts (A padded to whole blocks, B and bias to whole panels).
+            // SAFETY: the kernel is available (checked above); the slices have the sizes
+            // `matmul` asserts (A padded to whole blocks, B and bias to whole panels).
             Kernel::Amx => unsafe { amx::run_rows(a, rows, b, bias, out) },
             Kernel::Avx512Bf16 => unsafe { avx512::run_rows(a, rows, b, bias, out) },
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (a, rows, b, bias, out);
     }
 }
 
@@ -159,6 +177,7 @@ impl PackedMatrix {
         bf16_value(self.data[p * self.k_pad * PANEL + (k / 2) * 2 * PANEL + 2 * col + k % 2])
     }
 
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn panel(&self, p: usize) -> &[u16] {
         let len = self.k_pad * PANEL;
         &self.data[p * len..(p + 1) * len]
@@ -245,6 +264,7 @@ super::fast_math::multiversion! {
 /// The driver both kernels share: column chunks that stay in L2, 32-row blocks of A that stay in
 /// L1, 32×32 blocks of C over the whole depth. `block(a, b0, b1, bias, c, ldc)` computes one block
 /// into `c`; blocks at the edges of C go through a scratch block.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 fn for_each_block(
     a: &[u16],
