@@ -2,7 +2,7 @@
 //! teach → distill → compare → predict, reproducibility, and the refusals a user can run into.
 mod common;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use common::world::{fails, kd, ok, summary, World};
 use kd::cache::LogitCache;
 use kd::data::tokenize_rows;
@@ -33,7 +33,9 @@ fn teach_distill_compare_predict() {
 
     // The cache holds exactly what the saved teacher predicts for every training row, in file order.
     let cache = LogitCache::open(&teacher.join("logits.bin")).unwrap();
-    let run = load_run(&teacher, &Device::Cpu, DType::F32).unwrap();
+    // The dtype the teacher ran in (`--dtype auto`: bf16 on a CPU with native bf16 kernels).
+    let dtype = kd::device::weight_dtype("auto", &Device::Cpu).unwrap();
+    let run = load_run(&teacher, &Device::Cpu, dtype).unwrap();
     let data = Dataset::load(
         &SplitFiles::single(&Path::new(&w.p("data")).join("train.csv")),
         None,
