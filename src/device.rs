@@ -27,10 +27,10 @@ pub fn select(name: &str) -> Result<Device> {
     }
 }
 
-/// The frozen weights' dtype: `auto` is bf16 on CUDA and on a CPU with a native bf16 kernel
-/// (AMX-BF16 or AVX-512 BF16: products in bf16, activations in f32), f32 on other CPUs.
+/// The frozen weights' dtype: `auto` is bf16 on CUDA and on a CPU whose native bf16 kernel beats
+/// f32 (AMX-BF16; AVX-512 BF16 on AMD: products in bf16, activations in f32), f32 on other CPUs.
 pub fn weight_dtype(name: &str, device: &Device) -> Result<DType> {
-    let native_cpu_bf16 = device.is_cpu() && crate::model::bf16_matmul::native_kernel().is_some();
+    let native_cpu_bf16 = device.is_cpu() && crate::model::bf16_matmul::auto_prefers_bf16();
     match name {
         "auto" if device.is_cuda() || native_cpu_bf16 => Ok(DType::BF16),
         "auto" | "f32" => Ok(DType::F32),

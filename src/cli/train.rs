@@ -111,8 +111,8 @@ pub struct TrainArgs {
     /// cpu, cuda, cuda:N or auto
     #[arg(long)]
     pub device: Option<String>,
-    /// Frozen weights' dtype: auto (bf16 on CUDA and on a CPU with AMX-BF16 or AVX-512 BF16, f32
-    /// on other CPUs), f32, bf16
+    /// Frozen weights' dtype: auto (bf16 on CUDA and on a CPU with AMX-BF16, or AMD's AVX-512
+    /// BF16; f32 on other CPUs), f32, bf16
     #[arg(long)]
     pub dtype: Option<String>,
 }

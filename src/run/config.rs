@@ -27,8 +27,8 @@ pub struct RunConfig {
     /// cpu, cuda, cuda:N or auto.
     #[serde(default = "auto")]
     pub device: String,
-    /// The frozen weights' dtype: auto (bf16 on CUDA and on a CPU with a native bf16 kernel, f32 on
-    /// other CPUs), f32, bf16.
+    /// The frozen weights' dtype: auto (bf16 on CUDA and on a CPU whose native bf16 kernel beats
+    /// f32, f32 on other CPUs), f32, bf16.
     #[serde(default = "auto")]
     pub dtype: String,
     /// In a run folder's config.toml: the run that wrote it (see `summary.json`).
