@@ -85,6 +85,13 @@ impl CustomOp2 for GeluGrad {
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let shape = xl.shape().clone();
+        if gl.shape() != xl.shape() {
+            candle_core::bail!(
+                "kd-gelu-grad: gradient {:?} for input {:?}",
+                gl.shape(),
+                shape
+            );
+        }
         match (xs, gs) {
             (CpuStorage::F32(x), CpuStorage::F32(g)) => {
                 let (x, g) = (slice(x, xl), slice(g, gl));

@@ -25,6 +25,10 @@ impl NativeLinear {
             _ => return Ok(None),
         };
         let (out_dim, in_dim) = weight.dims2()?;
+        if in_dim == 0 {
+            // No rows to recover from an empty input; candle's matmul handles that shape.
+            return Ok(None);
+        }
         let forward = PackedMatrix::from_weight_transposed(&bits(weight)?, out_dim, in_dim);
         let bias = match bias {
             Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),

@@ -48,9 +48,10 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
         candle_nn::ops::layer_norm_slow(&x32, &w32, &b32, eps as f32)?
     } else {
         candle_nn::ops::layer_norm(&x32.contiguous()?, &w32, &b32, eps as f32)?
-    };
+    }
+    // Consumed here, so no second handle keeps the value's storage from moving into the graph.
+    .to_dtype(dtype)?;
     drop(x32);
-    let value = value.to_dtype(dtype)?;
     // The backward recomputes the statistics from `x` (which the graph keeps anyway) rather
     // than holding an f32 copy of it.
     with_backward(x, value, move |grad, _| {

@@ -53,7 +53,9 @@ impl Kernel {
         let f = crate::cpu_features::x86_features();
         #[cfg(target_arch = "x86_64")]
         return match self {
-            Kernel::Amx => f.amx_bf16 && f.avx512_bf16 && amx::permitted(),
+            // avx512f comes from `is_x86_feature_detected!`, which also checks that the OS
+            // saves AVX-512 state; the bf16 bits are raw CPUID.
+            Kernel::Amx => f.avx512f && f.amx_bf16 && f.avx512_bf16 && amx::permitted(),
             Kernel::Avx512Bf16 => f.avx512f && f.avx512_bf16,
         };
         #[cfg(not(target_arch = "x86_64"))]
@@ -152,7 +154,8 @@ impl PackedMatrix {
         let n_pad = n.div_ceil(BLOCK).max(1) * BLOCK;
         let panel_len = k_pad * PANEL;
         let mut data = vec![0u16; panel_len * (n_pad / PANEL)];
-        data.par_chunks_mut(panel_len)
+        // (A depth of 0 leaves nothing to pack; `par_chunks_mut(0)` would panic.)
+        data.par_chunks_mut(panel_len.max(1))
             .enumerate()
             .for_each(|(p, panel)| {
                 for col in 0..PANEL.min(n.saturating_sub(p * PANEL)) {
@@ -222,6 +225,12 @@ pub fn matmul(
     if m == 0 || n == 0 {
         return c;
     }
+    if k == 0 {
+        // An empty product: every row is the bias.
+        return (0..m)
+            .flat_map(|_| (0..n).map(|j| bias.map_or(0.0, |b| b[j])))
+            .collect();
+    }
     let mut bias_pad = vec![0f32; b.n_pad];
     if let Some(bias) = bias {
         bias_pad[..n].copy_from_slice(bias);
@@ -263,7 +272,8 @@ fn to_bf16_padded(a: &[f32], m: usize, k: usize, k_pad: usize, part: usize) -> V
 /// kernel runs on does), else in software; the same bits for all normal numbers.
 fn convert_row(src: &[f32], dst: &mut [MaybeUninit<u16>]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::cpu_features::x86_features().avx512_bf16 {
+    let f = crate::cpu_features::x86_features();
+    if f.avx512f && f.avx512_bf16 {
         // SAFETY: the CPU has AVX-512 BF16 (and so AVX-512F).
         return unsafe { avx512::convert_row(src, dst) };
     }

@@ -110,6 +110,11 @@ fn empty_and_single_thread_parts_are_handled() {
     let b = PackedMatrix::from_weight_transposed(&w, 4, 3);
     for kernel in kernels_here() {
         assert!(matmul(kernel, &[], 0, &b, None).is_empty());
+        let depthless = PackedMatrix::from_weight_transposed(&[], 2, 0);
+        assert_eq!(
+            matmul(kernel, &[], 3, &depthless, Some(&[1.0, 2.0])),
+            [1.0, 2.0].repeat(3)
+        );
         let out = matmul(kernel, &[1.0, 2.0, 3.0], 1, &b, Some(&[0.5; 4]));
         assert_eq!(out, vec![6.5; 4]);
     }
