@@ -56,7 +56,10 @@ pub fn kernels_used(device: &Device, dtype: DType) -> String {
         return format!("{device:?}: {dtype:?}");
     }
     let (f32_matmuls, _) = kernel_sets(x86_features());
-    match (dtype, crate::model::bf16_matmul::native_kernel()) {
+    match (
+        dtype,
+        crate::model::native_linear::kernel_for(dtype, device),
+    ) {
         (DType::BF16, Some(k)) => format!("CPU: bf16 products on {}, f32 activations", k.name()),
         (DType::BF16, None) => {
             format!("CPU: bf16 weights and activations, products in f32 ({f32_matmuls})")

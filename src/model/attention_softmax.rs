@@ -6,7 +6,7 @@
 //! exp), and the backward four more. Here each row is read once into the output, with
 //! [`fast_math::exp`] and 16-lane sums that vectorize. The lane order is fixed, so the results
 //! are the same bits on every CPU.
-use super::fast_math::{self, multiversion};
+use super::fast_math::{self, contiguous_f32 as contiguous, multiversion};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
 use rayon::prelude::*;
 
@@ -90,16 +90,6 @@ multiversion! {
                 *o = (g - dot) * p * scale;
             }
         }
-    }
-}
-
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = s else {
-        candle_core::bail!("{what}: f32 expected")
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("{what}: contiguous input expected"),
     }
 }
 

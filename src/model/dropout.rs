@@ -57,13 +57,7 @@ impl CustomOp1 for HashedMask {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = s else {
-            candle_core::bail!("kd-hashed-dropout: f32 expected")
-        };
-        let Some((start, end)) = l.contiguous_offsets() else {
-            candle_core::bail!("kd-hashed-dropout: contiguous input expected")
-        };
-        let x = &data[start..end];
+        let x = super::fast_math::contiguous_f32(s, l, "kd-hashed-dropout")?;
         if x.len() > u32::MAX as usize {
             candle_core::bail!("kd-hashed-dropout: more than 2^32 elements");
         }

@@ -44,6 +44,22 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
+/// The f32 elements of a CPU custom op's input, which must be contiguous; `what` names the op
+/// and input in the error.
+pub(crate) fn contiguous_f32<'a>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let candle_core::CpuStorage::F32(data) = s else {
+        candle_core::bail!("{what}: f32 expected")
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{what}: contiguous input expected"),
+    }
+}
+
 /// A vector of `len` f32 for a kernel that writes every element before anything reads it.
 /// Skipping `vec![0.0; len]`'s memset saves a pass over memory as large as the output (8–10% of a
 /// CPU profile: every activation is fresh); the same pattern as candle's own uninitialised

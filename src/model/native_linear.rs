@@ -3,7 +3,7 @@
 //! input gradient g·W; activations and gradients stay f32 and are rounded to bf16 only where they
 //! enter a product, as under PyTorch's CPU autocast.
 use super::bf16_matmul::{self, Kernel, PackedMatrix};
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, OnceLock};
 
 /// A frozen (out × in) weight and bias, packed for a native bf16 kernel.
@@ -16,13 +16,18 @@ pub struct NativeLinear {
     backward: OnceLock<PackedMatrix>,
 }
 
+/// The native kernel frozen weights of `dtype` on `device` run on: bf16 weights on a CPU that
+/// has one. The layers, the activations' dtype and the run records all ask here.
+pub fn kernel_for(dtype: DType, device: &Device) -> Option<Kernel> {
+    bf16_matmul::native_kernel().filter(|_| dtype == DType::BF16 && device.is_cpu())
+}
+
 impl NativeLinear {
     /// Packs a bf16 weight on the CPU when this CPU has a native bf16 kernel; `None` otherwise
     /// (the layer keeps candle's matmul).
     pub fn for_weight(weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Arc<Self>>> {
-        let kernel = match bf16_matmul::native_kernel() {
-            Some(k) if weight.device().is_cpu() && weight.dtype() == DType::BF16 => k,
-            _ => return Ok(None),
+        let Some(kernel) = kernel_for(weight.dtype(), weight.device()) else {
+            return Ok(None);
         };
         let (out_dim, in_dim) = weight.dims2()?;
         if in_dim == 0 {
@@ -41,11 +46,6 @@ impl NativeLinear {
             bias,
             backward: OnceLock::new(),
         })))
-    }
-
-    /// The kernel this layer runs on.
-    pub fn kernel(&self) -> Kernel {
-        self.kernel
     }
 
     /// x·Wᵀ + b for f32 `x` of shape (..., in), not tracked (the caller attaches the backward).
@@ -117,12 +117,7 @@ impl CustomOp1 for LinearOp {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("kd-bf16-linear: f32 activations expected")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("kd-bf16-linear: contiguous input expected")
-        };
+        let x = super::fast_math::contiguous_f32(storage, layout, "kd-bf16-linear")?;
         let (rows, _) = layout.shape().dims2()?;
         let packed = self.packed();
         let bias = match self.direction {
@@ -130,7 +125,7 @@ impl CustomOp1 for LinearOp {
             Direction::InputGrad => None,
         };
         let n = packed.dims().1;
-        let out = bf16_matmul::matmul(self.layer.kernel, &data[start..end], rows, packed, bias);
+        let out = bf16_matmul::matmul(self.layer.kernel, x, rows, packed, bias);
         Ok((CpuStorage::F32(out), Shape::from((rows, n))))
     }
 }

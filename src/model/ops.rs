@@ -6,7 +6,6 @@
 //! activation dtype, as mixed-precision training requires.
 use super::attention_softmax::{MaskedSoftmax, MaskedSoftmaxGrad};
 use super::autograd::with_backward;
-use super::bf16_matmul::Kernel;
 use super::native_linear::NativeLinear;
 use candle_core::{DType, Device, Result, Tensor, D};
 use rand::Rng;
@@ -26,13 +25,9 @@ pub fn compute_dtype(dtype: DType) -> DType {
 /// weights on a CPU with a native bf16 kernel (products in bf16 there, everything else in f32,
 /// as under PyTorch's CPU autocast); the weights' dtype otherwise.
 pub fn activation_dtype(weight_dtype: DType, device: &Device) -> DType {
-    if weight_dtype == DType::BF16
-        && device.is_cpu()
-        && super::bf16_matmul::native_kernel().is_some()
-    {
-        DType::F32
-    } else {
-        weight_dtype
+    match super::native_linear::kernel_for(weight_dtype, device) {
+        Some(_) => DType::F32,
+        None => weight_dtype,
     }
 }
 
@@ -161,11 +156,6 @@ impl FrozenLinear {
     pub fn dims(&self) -> (usize, usize) {
         let (out_dim, in_dim) = self.weight.dims2().expect("linear weight is 2-D");
         (in_dim, out_dim)
-    }
-
-    /// The native bf16 kernel this layer's products run on, if any.
-    pub fn native_kernel(&self) -> Option<Kernel> {
-        self.native.as_ref().map(|n| n.kernel())
     }
 
     /// Applies the layer to `x` of shape (..., in).

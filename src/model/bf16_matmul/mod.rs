@@ -89,13 +89,10 @@ impl Kernel {
 /// an FMA: 0.87× f32 measured on a Xeon with AMX forced to it), so Intel CPUs without AMX keep
 /// f32. `KD_CPU_BF16` choosing a kernel counts as asking for it.
 pub fn auto_prefers_bf16() -> bool {
-    let forced = matches!(
-        std::env::var("KD_CPU_BF16").as_deref(),
-        Ok("amx" | "avx512bf16")
-    );
-    match native_kernel() {
+    let choice = choice();
+    match choice.kernel {
         Some(Kernel::Amx) => true,
-        Some(Kernel::Avx512Bf16) => forced || crate::cpu_features::x86_features().amd,
+        Some(Kernel::Avx512Bf16) => choice.forced || crate::cpu_features::x86_features().amd,
         None => false,
     }
 }
@@ -103,8 +100,18 @@ pub fn auto_prefers_bf16() -> bool {
 /// The best native kernel here, or `None`. `KD_CPU_BF16=off|amx|avx512bf16` overrides the
 /// choice (benchmarks of one kernel against the other; `off` for kd's f32 path).
 pub fn native_kernel() -> Option<Kernel> {
-    static CHOICE: OnceLock<Option<Kernel>> = OnceLock::new();
-    *CHOICE.get_or_init(|| {
+    choice().kernel
+}
+
+/// The kernel this process uses, and whether `KD_CPU_BF16` named it; decided once.
+struct Choice {
+    kernel: Option<Kernel>,
+    forced: bool,
+}
+
+fn choice() -> &'static Choice {
+    static CHOICE: OnceLock<Choice> = OnceLock::new();
+    CHOICE.get_or_init(|| {
         let wanted = std::env::var("KD_CPU_BF16").unwrap_or_default();
         let order: &[Kernel] = match wanted.as_str() {
             "off" => &[],
@@ -112,7 +119,10 @@ pub fn native_kernel() -> Option<Kernel> {
             "avx512bf16" => &[Kernel::Avx512Bf16],
             _ => &[Kernel::Amx, Kernel::Avx512Bf16],
         };
-        order.iter().copied().find(|k| k.available())
+        Choice {
+            kernel: order.iter().copied().find(|k| k.available()),
+            forced: matches!(wanted.as_str(), "amx" | "avx512bf16"),
+        }
     })
 }
 
@@ -161,7 +171,7 @@ impl PackedMatrix {
                 for col in 0..PANEL.min(n.saturating_sub(p * PANEL)) {
                     let j = p * PANEL + col;
                     for kk in 0..k {
-                        panel[(kk / 2) * 2 * PANEL + 2 * col + kk % 2] = get(kk, j);
+                        panel[offset_in_panel(kk, col)] = get(kk, j);
                     }
                 }
             });
@@ -194,7 +204,7 @@ impl PackedMatrix {
     /// B[k][n] as f32 (tests, the reference).
     pub fn get(&self, k: usize, n: usize) -> f32 {
         let (p, col) = (n / PANEL, n % PANEL);
-        bf16_value(self.data[p * self.k_pad * PANEL + (k / 2) * 2 * PANEL + 2 * col + k % 2])
+        bf16_value(self.data[p * self.k_pad * PANEL + offset_in_panel(k, col)])
     }
 
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -202,6 +212,12 @@ impl PackedMatrix {
         let len = self.k_pad * PANEL;
         &self.data[p * len..(p + 1) * len]
     }
+}
+
+/// Where B[k][col] sits inside its panel: row k/2 of column pairs, then the pair's k%2 half.
+#[inline(always)]
+fn offset_in_panel(k: usize, col: usize) -> usize {
+    (k / 2) * 2 * PANEL + 2 * col + k % 2
 }
 
 /// C rows a kernel writes, not yet initialised (every element is written exactly once).
@@ -272,10 +288,12 @@ fn to_bf16_padded(a: &[f32], m: usize, k: usize, k_pad: usize, part: usize) -> V
 /// kernel runs on does), else in software; the same bits for all normal numbers.
 fn convert_row(src: &[f32], dst: &mut [MaybeUninit<u16>]) {
     #[cfg(target_arch = "x86_64")]
-    let f = crate::cpu_features::x86_features();
-    if f.avx512f && f.avx512_bf16 {
-        // SAFETY: the CPU has AVX-512 BF16 (and so AVX-512F).
-        return unsafe { avx512::convert_row(src, dst) };
+    {
+        let f = crate::cpu_features::x86_features();
+        if f.avx512f && f.avx512_bf16 {
+            // SAFETY: the CPU has AVX-512 BF16 (and so AVX-512F).
+            return unsafe { avx512::convert_row(src, dst) };
+        }
     }
     convert_row_portable(src, dst);
 }
