@@ -1,7 +1,7 @@
 //! GFLOP/s of kd's native CPU bf16 kernels against candle's f32 matmul on the shapes of a MiniLM
 //! layer (32 texts × 54 tokens) and of roberta-base: `cargo run --release --example
 //! bf16_matmul_speed`. Kernels this CPU lacks are skipped.
-use kd::model::bf16_matmul::{bf16_bits, bf16_value, matmul, Kernel, PackedMatrix};
+use kd::nn::cpu::bf16_matmul::{bf16_bits, bf16_value, matmul, Kernel, PackedMatrix};
 use std::time::Instant;
 
 fn seconds_per_call(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -14,7 +14,7 @@ fn seconds_per_call(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() -> candle_core::Result<()> {
-    println!("{}", kd::device::cpu_description());
+    println!("{}", kd::nn::cpu_description());
     let shapes = [
         (1728, 384, 1536),
         (1728, 1536, 384),

@@ -26,13 +26,13 @@
 //! ```
 pub mod cache;
 pub mod commands;
-pub mod cpu_features;
 pub mod data;
 pub mod device;
 pub mod error;
 pub mod fsutil;
 mod hub;
 pub mod model;
+pub mod nn;
 pub mod report;
 pub mod run;
 pub mod training;

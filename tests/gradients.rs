@@ -237,7 +237,7 @@ fn bf16_frozen_weights_train_in_f32() {
 /// kind of check (`kd selftest --dtype bf16`). Skipped, saying so, on a CPU without them.
 #[test]
 fn native_bf16_training_step_matches_f32() {
-    let Some(kernel) = kd::model::bf16_matmul::native_kernel() else {
+    let Some(kernel) = kd::nn::cpu::bf16_matmul::native_kernel() else {
         eprintln!("skipped: this CPU has no native bf16 kernel (AMX-BF16 or AVX-512 BF16)");
         return;
     };

@@ -1,8 +1,8 @@
 //! Checks on the real assets in ../shared (real tokenizers and pretrained MiniLM checkpoints).
 //! A user's clone has no ../shared: then each test says so and passes without checking.
 use candle_core::{DType, Device};
+use kd::data::TokenizerFiles;
 use kd::data::{Batcher, TextTokenizer};
-use kd::model::checkpoint::TokenizerFiles;
 use kd::model::{Checkpoint, LoraSpec, TextClassifier};
 use std::path::PathBuf;
 

@@ -3,9 +3,9 @@
 //! the PyTorch peer (`bench/peer_hf.py`), so the two can be compared in one run.
 use crate::data::formats::read_examples;
 use crate::data::tokenize_rows;
+use crate::data::TokenizerFiles;
 use crate::data::{Batcher, TextTokenizer};
 use crate::error::{KdError, Result};
-use crate::model::checkpoint::TokenizerFiles;
 use crate::model::params::trainable_breakdown;
 use crate::model::random_init::{shape_config, RandomWeights, SHAPES};
 use crate::model::{Checkpoint, EncoderConfig, LoraSpec, TextClassifier};
@@ -217,7 +217,7 @@ pub fn run(req: &BenchRequest) -> Result<BenchReport> {
         script: "kd bench",
         model: name,
         device: format!("{:?}", req.device),
-        cpu: crate::device::cpu_description(),
+        cpu: crate::nn::cpu_description(),
         dtype: format!("{:?}", req.dtype),
         layers: cfg.num_hidden_layers,
         hidden: cfg.hidden_size,

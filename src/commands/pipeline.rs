@@ -49,7 +49,7 @@ pub fn prepare(cfg: &RunConfig) -> Result<Prepared> {
     cfg.validate()?;
     let device = device::select(&cfg.device)?;
     let dtype = device::weight_dtype(&cfg.dtype, &device)?;
-    tracing::info!(kernels = %device::kernels_used(&device, dtype), "device");
+    tracing::info!(kernels = %crate::nn::kernels_used(&device, dtype), "device");
     let checkpoint = Checkpoint::resolve(&cfg.model)?;
     let (files, data) = load_data(cfg, &cfg.unlabelled)?;
     // String labels name their classes; else --label-names or the data's metadata may.
@@ -151,7 +151,7 @@ pub fn finish(
         model: cfg.model.clone(),
         data: cfg.data.clone(),
         device: format!("{:?}/{:?}", p.device, p.dtype),
-        kernels: Some(device::kernels_used(&p.device, p.dtype)),
+        kernels: Some(crate::nn::kernels_used(&p.device, p.dtype)),
         trainable_params: model.trainable_count(),
         steps: report.steps,
         kept_epoch: report.selection.epoch,

@@ -10,7 +10,7 @@ pub mod tokenize;
 pub use batching::{Batch, Batcher};
 pub use dataset::{DataFiles, Dataset, SplitFiles};
 pub use formats::Columns;
-pub use tokenize::{tokenize_rows, TextTokenizer};
+pub use tokenize::{tokenize_rows, TextTokenizer, TokenizerFiles};
 
 /// One row: a text and, for labelled data, its class index (0-based).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

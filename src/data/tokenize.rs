@@ -2,8 +2,35 @@
 //! are padded to their own longest row).
 use super::{Batcher, Example};
 use crate::error::{KdError, Result};
-use crate::model::checkpoint::TokenizerFiles;
+use std::path::PathBuf;
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
+
+/// The tokenizer files a checkpoint ships.
+#[derive(Clone, Debug)]
+pub enum TokenizerFiles {
+    /// A `tokenizers` JSON file.
+    Json(PathBuf),
+    /// A byte-level BPE vocabulary and merges (RoBERTa's original files).
+    VocabMerges { vocab: PathBuf, merges: PathBuf },
+}
+
+impl TokenizerFiles {
+    /// Finds the tokenizer files in `dir`.
+    pub fn find(dir: &std::path::Path) -> Result<Self> {
+        let json = dir.join("tokenizer.json");
+        if json.is_file() {
+            return Ok(TokenizerFiles::Json(json));
+        }
+        let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
+        if vocab.is_file() && merges.is_file() {
+            return Ok(TokenizerFiles::VocabMerges { vocab, merges });
+        }
+        Err(KdError::NotFound(format!(
+            "{}: no tokenizer.json and no vocab.json + merges.txt",
+            dir.display()
+        )))
+    }
+}
 
 /// Token ids per row, and where each pair's second segment starts.
 pub type Encoded = (Vec<Vec<u32>>, Vec<Option<usize>>);

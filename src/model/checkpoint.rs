@@ -1,5 +1,6 @@
 //! Finding a checkpoint: a local folder, the Hugging Face cache, or a download through hf-hub.
 use super::config::EncoderConfig;
+use crate::data::TokenizerFiles;
 use crate::error::{KdError, Result};
 use std::path::{Path, PathBuf};
 
@@ -16,15 +17,6 @@ pub struct Checkpoint {
     pub weights: PathBuf,
     /// `tokenizer.json`, or `vocab.json` + `merges.txt`.
     pub tokenizer: TokenizerFiles,
-}
-
-/// The tokenizer files a checkpoint ships.
-#[derive(Clone, Debug)]
-pub enum TokenizerFiles {
-    /// A `tokenizers` JSON file.
-    Json(PathBuf),
-    /// A byte-level BPE vocabulary and merges (RoBERTa's original files).
-    VocabMerges { vocab: PathBuf, merges: PathBuf },
 }
 
 const FILES_HINT: &str =
@@ -73,7 +65,8 @@ impl Checkpoint {
                 dir.display()
             )));
         }
-        let tokenizer = TokenizerFiles::find(dir)?;
+        let tokenizer = TokenizerFiles::find(dir)
+            .map_err(|e| KdError::NotFound(format!("{e}: {FILES_HINT}")))?;
         Ok(Self {
             id: id.to_string(),
             config,
@@ -81,24 +74,6 @@ impl Checkpoint {
             weights,
             tokenizer,
         })
-    }
-}
-
-impl TokenizerFiles {
-    /// Finds the tokenizer files in `dir`.
-    pub fn find(dir: &Path) -> Result<Self> {
-        let json = dir.join("tokenizer.json");
-        if json.is_file() {
-            return Ok(TokenizerFiles::Json(json));
-        }
-        let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
-        if vocab.is_file() && merges.is_file() {
-            return Ok(TokenizerFiles::VocabMerges { vocab, merges });
-        }
-        Err(KdError::NotFound(format!(
-            "{}: no tokenizer.json and no vocab.json + merges.txt: {FILES_HINT}",
-            dir.display()
-        )))
     }
 }
 

@@ -85,7 +85,7 @@ impl TextClassifier {
         seed: u64,
     ) -> candle_core::Result<Self> {
         let device = vb.device().clone();
-        let head_dtype = super::ops::compute_dtype(vb.dtype());
+        let head_dtype = crate::nn::compute_dtype(vb.dtype());
         let mut rng = StdRng::seed_from_u64(seed);
         let pooler = load_pooler(&vb, config, lora.pooler)?;
         let fresh_pooler = config.kind() == ModelKind::Bert && pooler.is_none();

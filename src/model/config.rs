@@ -179,7 +179,7 @@ impl Activation {
     /// Applies the activation (each differentiable in `x`).
     pub fn apply(self, x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
         match self {
-            Activation::GeluErf => super::gelu::gelu_erf(x),
+            Activation::GeluErf => crate::nn::gelu_erf(x),
             Activation::GeluTanh => x.gelu(),
             Activation::Relu => x.relu(),
         }

@@ -4,8 +4,8 @@
 //! Module and tensor names mirror HF's `modeling_bert.py` / `modeling_roberta.py`.
 use super::config::{Activation, EncoderConfig, ModelKind};
 use super::lora::{AdaptedLinear, LoraSpec};
-use super::ops::{activation_dtype, dropout, layer_norm, masked_softmax, FrozenLinear};
 use crate::data::Batch;
+use crate::nn::{activation_dtype, dropout, layer_norm, masked_softmax, FrozenLinear};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use rand::rngs::StdRng;

@@ -6,8 +6,8 @@
 //!   (PEFT's `modules_to_save=["classifier", "pooler"]`, kd's default) or frozen (PEFT's
 //!   default, `modules_to_save=["classifier"]`).
 use super::config::ModelKind;
-use super::grad_mode::param;
-use super::ops::{dropout, FrozenLinear};
+use crate::nn::param;
+use crate::nn::{dropout, FrozenLinear};
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::Rng;

@@ -1,7 +1,7 @@
 //! LoRA exactly as PEFT defines it: y = W·x + (α/r)·B·A·dropout(x), targets chosen by module-name
 //! suffix (or a regular expression) and an optional list of layers.
-use super::grad_mode::param;
-use super::ops::{compute_dtype, dropout, FrozenLinear};
+use crate::nn::param;
+use crate::nn::{compute_dtype, dropout, FrozenLinear};
 use candle_core::{Result, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::Rng;

@@ -23,7 +23,7 @@ pub struct Summary {
     pub model: String,
     pub data: String,
     pub device: String,
-    /// The kernels the products ran on ([`crate::device::kernels_used`]).
+    /// The kernels the products ran on ([`crate::nn::kernels_used`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernels: Option<String>,
     pub trainable_params: usize,

@@ -23,7 +23,7 @@ pub fn predict_logits(
     let mut out = vec![0f32; rows.len() * classes];
     let plan = batcher.eval_plan(rows, batch_size.max(1));
     let bar = progress_bar(rows.len(), what);
-    let _no_grad = crate::model::grad_mode::no_grad();
+    let _no_grad = crate::nn::no_grad();
     for chunk in plan {
         let batch = batcher.batch(&chunk);
         let logits = model.forward(&batch, None)?;

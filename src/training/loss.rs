@@ -3,7 +3,7 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::ops::log_softmax;
 
 fn precise(t: &Tensor) -> Result<Tensor> {
-    t.to_dtype(crate::model::ops::compute_dtype(t.dtype()))
+    t.to_dtype(crate::nn::compute_dtype(t.dtype()))
 }
 
 /// `F.cross_entropy(logits, labels, label_smoothing=ε)`: per row

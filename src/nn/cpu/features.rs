@@ -1,5 +1,5 @@
 //! What the CPU offers kd's kernels: AVX-512 and the native bf16 instructions, read once. The
-//! model's kernels and the device's descriptions both ask here.
+//! kernels and their records ([`super::kernels`]) both ask here.
 
 /// CPU features that decide a matmul kernel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

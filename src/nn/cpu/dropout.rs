@@ -8,8 +8,8 @@
 //! element `i` is kept when `hash(seed, i)`, read as a uniform in [0, 1), is ≥ p. The backward
 //! applies the same mask (same seed) to the gradient. The mask does not depend on the thread
 //! count or the instruction set.
-use super::autograd::with_backward;
 use super::fast_math::multiversion;
+use crate::nn::autograd::with_backward;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -62,7 +62,7 @@ impl CustomOp1 for HashedMask {
             candle_core::bail!("kd-hashed-dropout: more than 2^32 elements");
         }
         let scale = 1.0 / (1.0 - self.p);
-        let mut out = crate::model::fast_math::vec_for_overwrite(x.len());
+        let mut out = super::fast_math::vec_for_overwrite(x.len());
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .enumerate()

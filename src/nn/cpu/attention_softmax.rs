@@ -121,7 +121,7 @@ impl CustomOp2 for MaskedSoftmax {
         }
         let scores = contiguous(ss, sl, "kd-masked-softmax scores")?;
         let mask = contiguous(ms, ml, "kd-masked-softmax mask")?;
-        let mut out = crate::model::fast_math::vec_for_overwrite(scores.len());
+        let mut out = super::fast_math::vec_for_overwrite(scores.len());
         if out.is_empty() {
             return Ok((CpuStorage::F32(out), sl.shape().clone()));
         }
@@ -164,7 +164,7 @@ impl CustomOp2 for MaskedSoftmaxGrad {
         let k = *gl.shape().dims().last().unwrap_or(&1);
         let grad = contiguous(gs, gl, "kd-masked-softmax-grad grad")?;
         let probs = contiguous(ps, pl, "kd-masked-softmax-grad probs")?;
-        let mut out = crate::model::fast_math::vec_for_overwrite(grad.len());
+        let mut out = super::fast_math::vec_for_overwrite(grad.len());
         if out.is_empty() {
             return Ok((CpuStorage::F32(out), gl.shape().clone()));
         }

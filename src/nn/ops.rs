@@ -4,9 +4,9 @@
 //! respect to the activations by hand (see [`super::autograd`]). Frozen weights never receive a
 //! gradient, so no work is spent on one. Normalisation and softmax run in f32 whatever the
 //! activation dtype, as mixed-precision training requires.
-use super::attention_softmax::{MaskedSoftmax, MaskedSoftmaxGrad};
 use super::autograd::with_backward;
-use super::native_linear::NativeLinear;
+use super::cpu::attention_softmax::{MaskedSoftmax, MaskedSoftmaxGrad};
+use super::cpu::native_linear::NativeLinear;
 use candle_core::{DType, Device, Result, Tensor, D};
 use rand::Rng;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ pub fn compute_dtype(dtype: DType) -> DType {
 /// weights on a CPU with a native bf16 kernel (products in bf16 there, everything else in f32,
 /// as under PyTorch's CPU autocast); the weights' dtype otherwise.
 pub fn activation_dtype(weight_dtype: DType, device: &Device) -> DType {
-    match super::native_linear::kernel_for(weight_dtype, device) {
+    match super::cpu::native_linear::kernel_for(weight_dtype, device) {
         Some(_) => DType::F32,
         None => weight_dtype,
     }
@@ -203,7 +203,7 @@ pub fn dropout<R: Rng>(x: &Tensor, p: f32, rng: &mut R) -> Result<Tensor> {
         return Ok(x.clone());
     }
     if x.device().is_cpu() && x.dtype() == DType::F32 {
-        return super::dropout::hashed_dropout(x, p, rng.random::<u64>());
+        return super::cpu::dropout::hashed_dropout(x, p, rng.random::<u64>());
     }
     let scale = 1.0 / (1.0 - p);
     let mask = if x.device().is_cpu() {

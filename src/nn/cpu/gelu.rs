@@ -3,8 +3,8 @@
 //! candle's own GeluErf backward builds the derivative from about fourteen elementwise ops, each
 //! a full pass over an FFN-sized tensor; on CPU kd computes it in one parallel pass instead, and
 //! both directions use the vectorized Φ of [`super::fast_math`] instead of libm's scalar erf.
-use super::autograd::with_backward;
 use super::fast_math::{gelu_grad_slice, gelu_slice};
+use crate::nn::autograd::with_backward;
 use candle_core::cpu::erf::erf_f64;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -36,7 +36,7 @@ impl CustomOp1 for GeluForward {
             candle_core::bail!("kd-gelu-erf: f32 input expected")
         };
         let x = slice(x, xl);
-        let mut out = crate::model::fast_math::vec_for_overwrite(x.len());
+        let mut out = super::fast_math::vec_for_overwrite(x.len());
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(o, x)| gelu_slice(x, o));
@@ -95,7 +95,7 @@ impl CustomOp2 for GeluGrad {
         match (xs, gs) {
             (CpuStorage::F32(x), CpuStorage::F32(g)) => {
                 let (x, g) = (slice(x, xl), slice(g, gl));
-                let mut out = crate::model::fast_math::vec_for_overwrite(x.len());
+                let mut out = super::fast_math::vec_for_overwrite(x.len());
                 out.par_chunks_mut(CHUNK)
                     .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
                     .for_each(|(o, (x, g))| gelu_grad_slice(x, g, o));

@@ -50,7 +50,7 @@ impl Kernel {
 
     /// Whether this CPU (and, for AMX, the kernel's permission) lets the kernel run.
     pub fn available(self) -> bool {
-        let f = crate::cpu_features::x86_features();
+        let f = super::features::x86_features();
         #[cfg(target_arch = "x86_64")]
         return match self {
             // avx512f comes from `is_x86_feature_detected!`, which also checks that the OS
@@ -92,7 +92,7 @@ pub fn auto_prefers_bf16() -> bool {
     let choice = choice();
     match choice.kernel {
         Some(Kernel::Amx) => true,
-        Some(Kernel::Avx512Bf16) => choice.forced || crate::cpu_features::x86_features().amd,
+        Some(Kernel::Avx512Bf16) => choice.forced || super::features::x86_features().amd,
         None => false,
     }
 }
@@ -289,7 +289,7 @@ fn to_bf16_padded(a: &[f32], m: usize, k: usize, k_pad: usize, part: usize) -> V
 fn convert_row(src: &[f32], dst: &mut [MaybeUninit<u16>]) {
     #[cfg(target_arch = "x86_64")]
     {
-        let f = crate::cpu_features::x86_features();
+        let f = super::features::x86_features();
         if f.avx512f && f.avx512_bf16 {
             // SAFETY: the CPU has AVX-512 BF16 (and so AVX-512F).
             return unsafe { avx512::convert_row(src, dst) };

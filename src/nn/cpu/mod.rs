@@ -1,0 +1,14 @@
+//! kd's CPU kernels, chosen at run time from what the CPU offers ([`features`]): vectorized exp,
+//! Φ and GELU ([`fast_math`], [`gelu`]), the attention softmax, the hashed dropout mask, and the
+//! native bf16 products ([`bf16_matmul`]) that frozen linear layers run on ([`native_linear`]).
+//! Each has a reference implementation and tests against it beside it.
+pub(crate) mod attention_softmax;
+pub mod bf16_matmul;
+pub(crate) mod dropout;
+mod fast_math;
+pub(crate) mod features;
+pub(crate) mod gelu;
+mod kernels;
+pub(crate) mod native_linear;
+
+pub use kernels::{cpu_description, kernels_used};

@@ -1,0 +1,21 @@
+//! kd's own candle-nn: the differentiable building blocks the model is made of, and the kernels
+//! under them. Nothing here knows the model, the data or training.
+//!
+//! - [`FrozenLinear`], [`layer_norm`], [`masked_softmax`], [`dropout`], [`gelu_erf`]: forward
+//!   passes on the fastest kernel for the device, each with a hand-written backward pass in the
+//!   one input that needs it ([`autograd`]); frozen weights never get a gradient.
+//! - [`no_grad`] / [`param`]: `torch.no_grad()` for kd.
+//! - [`compute_dtype`], [`activation_dtype`]: which precision norms, softmax and losses run in,
+//!   and which the activations flow in.
+//! - [`cpu`]: the CPU kernels and the record of which ones run here ([`kernels_used`],
+//!   [`cpu_description`]).
+mod autograd;
+pub mod cpu;
+mod grad_mode;
+mod ops;
+
+pub use cpu::bf16_matmul::auto_prefers_bf16;
+pub use cpu::gelu::gelu_erf;
+pub use cpu::{cpu_description, kernels_used};
+pub use grad_mode::{no_grad, param, NoGradGuard};
+pub use ops::{activation_dtype, compute_dtype, dropout, layer_norm, masked_softmax, FrozenLinear};
