@@ -27,6 +27,15 @@ pub fn select(name: &str) -> Result<Device> {
     }
 }
 
+/// The `--device` name of `device`: `cpu`, `cuda:N` or `metal:N`.
+pub fn name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
 /// The frozen weights' dtype: `auto` is bf16 on CUDA and on a CPU whose native bf16 kernel beats
 /// f32 (AMX-BF16; AVX-512 BF16 on AMD: products in bf16, activations in f32), f32 on other CPUs.
 pub fn weight_dtype(name: &str, device: &Device) -> Result<DType> {

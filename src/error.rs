@@ -29,9 +29,25 @@ pub enum KdError {
         message: String,
     },
 
-    /// A configuration value is invalid or inconsistent.
+    /// A configuration value is invalid or inconsistent: the user's flags or config file.
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    /// Training or scoring produced non-finite numbers: the run diverged.
+    #[error("{what} became non-finite ({value}) at step {step}: lower --lr (or check the inputs), then rerun with --fresh")]
+    Diverged {
+        what: String,
+        value: f64,
+        step: usize,
+    },
+
+    /// A device or one of its kernels computed something wrong or could not run.
+    #[error("device {device}: {message}: run `kd selftest --device {device}` and report it")]
+    Device { device: String, message: String },
+
+    /// One of kd's own invariants broke: a bug in kd, not in the input.
+    #[error("internal error (a bug in kd; please report it with the command that ran): {0}")]
+    Internal(String),
 
     /// A model, dataset or run folder could not be found.
     #[error("{0}")]

@@ -88,7 +88,7 @@ pub fn fingerprint_hex(f: u128) -> String {
 /// Writes `logits` (rows × classes, row-major) to `path` atomically.
 pub fn write(path: &Path, header: &CacheHeader, logits: &[f32]) -> Result<()> {
     if logits.len() != header.rows * header.classes {
-        return Err(KdError::Config(format!(
+        return Err(KdError::Internal(format!(
             "logit cache: {} values for {} rows × {} classes",
             logits.len(),
             header.rows,

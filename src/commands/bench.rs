@@ -208,15 +208,16 @@ pub fn run(req: &BenchRequest) -> Result<BenchReport> {
     let logits = predict_logits(&model, &batcher, &cache, req.cache_batch_size, "cache")?;
     let cache_seconds = started.elapsed().as_secs_f64().max(1e-9);
     if logits.iter().any(|v| !v.is_finite()) {
-        return Err(KdError::Config(
-            "the caching pass produced non-finite logits".into(),
-        ));
+        return Err(KdError::Device {
+            device: crate::device::name(&req.device),
+            message: "the caching pass of a random model produced non-finite logits".into(),
+        });
     }
     let peak = req.peak_tflops * 1e12;
     Ok(BenchReport {
         script: "kd bench",
         model: name,
-        device: format!("{:?}", req.device),
+        device: crate::device::name(&req.device),
         cpu: crate::nn::cpu_description(),
         dtype: format!("{:?}", req.dtype),
         layers: cfg.num_hidden_layers,

@@ -51,7 +51,10 @@ fn logits_and_grads(model: &TextClassifier, batch: &Batch) -> Result<(Tensor, Ve
             grads
                 .get(nv.var.as_tensor())
                 .cloned()
-                .ok_or_else(|| KdError::Config(format!("{}: no gradient on this device", nv.name)))
+                .ok_or_else(|| KdError::Device {
+                    device: crate::device::name(model.device()),
+                    message: format!("{}: no gradient", nv.name),
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((logits, g))

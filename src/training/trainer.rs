@@ -188,9 +188,11 @@ pub fn train(
             }
             let loss = train_step(model, &batch, objective, &mut opt, lr, s, &mut rng)?;
             if !loss.is_finite() {
-                return Err(KdError::Config(format!(
-                    "the loss became {loss} at step {step}: lower --lr"
-                )));
+                return Err(KdError::Diverged {
+                    what: "the training loss".into(),
+                    value: loss,
+                    step,
+                });
             }
             st.seconds += started.elapsed().as_secs_f64();
             st.samples += batch.batch_size;
@@ -345,8 +347,8 @@ pub fn train_step(
     let loss = match objective {
         Objective::Supervised => {
             if !batch.all_labelled() {
-                return Err(KdError::Config(
-                    "unlabelled rows can only be learnt from a teacher's logits".into(),
+                return Err(KdError::Internal(
+                    "unlabelled rows reached a supervised step: they can only be learnt from a teacher's logits".into(),
                 ));
             }
             cross_entropy(&logits, &labels, s.label_smoothing)?
