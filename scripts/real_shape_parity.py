@@ -62,7 +62,7 @@ def main():
     # kd first, so that the two never hold a roberta-base training graph in memory together.
     out = work / "kd_dump.safetensors"
     cmd = args.kd.split(",") + ["parity-dump", str(model_dir), str(adapter_dir), str(SHARED / "data/ag_news/test.csv.gz"),
-                             str(args.rows), str(out), args.device, args.dtype]
+                             str(args.rows), str(out), "--device", args.device, "--dtype", args.dtype]
     subprocess.run(cmd, check=True, cwd=ROOT)
 
     rows = []

@@ -7,8 +7,8 @@ use common::world::{fails, kd, ok, summary, World};
 use kd::cache::LogitCache;
 use kd::data::tokenize_rows;
 use kd::data::{Dataset, SplitFiles};
+use kd::model::predict_logits;
 use kd::run::load_run;
-use kd::training::predict_logits;
 use std::path::{Path, PathBuf};
 
 #[test]

@@ -1,8 +1,17 @@
-//! `TrainArgs`: the flags `teach`, `distill` and `sweep` share, each overriding the config file.
+//! The training commands' flags: `TrainArgs` (what `teach`, `distill` and `sweep` share, each
+//! overriding the config file) and the distillation flags on top, each turning itself into the
+//! run config or request its command takes.
+use super::device::DeviceArgs;
+use anyhow::Context;
 use clap::Args;
 use kd::commands::RunConfig;
 use kd::model::TargetModules;
 use std::path::PathBuf;
+
+/// The teacher and student configs shipped in configs/, used when no --config is given and
+/// configs/ is not in the working directory.
+const DEFAULT_TEACHER: &str = include_str!("../../configs/teacher.toml");
+const DEFAULT_STUDENT: &str = include_str!("../../configs/student.toml");
 
 /// Settings shared by `teach` and `distill`; each overrides the config file.
 #[derive(Args)]
@@ -108,18 +117,42 @@ pub struct TrainArgs {
     /// modules_to_save=["classifier", "pooler"]) or keep it as it is (`frozen`, PEFT's default)
     #[arg(long, value_enum)]
     pub pooler: Option<kd::model::head::Pooler>,
-    /// cpu, cuda, cuda:N or auto
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Frozen weights' dtype: auto (bf16 on CUDA and on a CPU with AMX-BF16, or AMD's AVX-512
-    /// BF16; f32 on other CPUs), f32, bf16
-    #[arg(long)]
-    pub dtype: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 impl TrainArgs {
+    /// `kd teach`'s run config: the teacher config with these flags over it.
+    pub fn teacher_config(&self) -> anyhow::Result<RunConfig> {
+        let mut cfg = base_config(self.config.as_ref(), "teacher", DEFAULT_TEACHER)?;
+        self.apply(&mut cfg);
+        cfg.distill = None;
+        Ok(cfg)
+    }
+
+    /// The student config with these flags, `--teacher` and `--budget` over it.
+    fn student_config(
+        &self,
+        teacher: &[PathBuf],
+        budget: Option<usize>,
+    ) -> anyhow::Result<RunConfig> {
+        let mut cfg = base_config(self.config.as_ref(), "student", DEFAULT_STUDENT)?;
+        self.apply(&mut cfg);
+        let d = cfg
+            .distill
+            .as_mut()
+            .context("the student config has no [distill] table")?;
+        if !teacher.is_empty() {
+            d.teacher = teacher.to_vec();
+        }
+        if let Some(b) = budget {
+            d.budget = b;
+        }
+        Ok(cfg)
+    }
+
     /// Applies every flag that was given on top of `cfg`.
-    pub fn apply(&self, cfg: &mut RunConfig) {
+    fn apply(&self, cfg: &mut RunConfig) {
         macro_rules! set {
             ($flag:expr => $field:expr) => {
                 if let Some(v) = &$flag {
@@ -145,8 +178,8 @@ impl TrainArgs {
         if !self.unlabelled.is_empty() {
             cfg.unlabelled = self.unlabelled.clone();
         }
-        set!(self.device => cfg.device);
-        set!(self.dtype => cfg.dtype);
+        set!(self.device.device => cfg.device);
+        set!(self.device.dtype => cfg.dtype);
         set!(self.epochs => cfg.train.epochs);
         set!(self.batch_size => cfg.train.batch_size);
         set!(self.lr => cfg.train.lr);
@@ -179,5 +212,91 @@ impl TrainArgs {
         if self.layers.is_some() {
             cfg.lora.layers = self.layers.clone();
         }
+    }
+}
+
+/// Reads --config, else configs/<name>.toml in the working directory, else the built-in copy.
+fn base_config(path: Option<&PathBuf>, name: &str, builtin: &str) -> anyhow::Result<RunConfig> {
+    if let Some(p) = path {
+        return Ok(RunConfig::from_file(p)?);
+    }
+    let local = PathBuf::from("configs").join(format!("{name}.toml"));
+    if local.is_file() {
+        return Ok(RunConfig::from_file(&local)?);
+    }
+    Ok(toml::from_str(builtin)?)
+}
+
+#[derive(Args)]
+pub struct DistillArgs {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// The teacher's run folder (its logits.bin is memory-mapped). Repeat it to distil from an
+    /// ensemble: the mean of the teachers' probabilities at temperature T (teachers may have
+    /// other backbones and tokenizers than the student; their caches must hold the same rows)
+    #[arg(long)]
+    pub teacher: Vec<PathBuf>,
+    /// Softmax temperature T of the KD term
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Weight α of the KD term; 0 trains on the labels alone
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// The student must have fewer trainable parameters than this
+    #[arg(long)]
+    pub budget: Option<usize>,
+}
+
+impl DistillArgs {
+    /// `kd distill`'s run config: the student config with every flag over it.
+    pub fn into_config(self) -> anyhow::Result<RunConfig> {
+        let mut cfg = self.train.student_config(&self.teacher, self.budget)?;
+        let d = cfg.distill.as_mut().expect("student_config checked it");
+        if let Some(t) = self.temperature {
+            d.temperature = t;
+        }
+        if let Some(a) = self.alpha {
+            d.alpha = a;
+        }
+        anyhow::ensure!(
+            !(self.temperature.is_some() && d.alpha == 0.0),
+            "--temperature has no effect with --alpha 0 (labels alone)"
+        );
+        Ok(cfg)
+    }
+}
+
+#[derive(Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// The teacher's run folder (repeat for an ensemble)
+    #[arg(long)]
+    pub teacher: Vec<PathBuf>,
+    /// The student must have fewer trainable parameters than this
+    #[arg(long)]
+    pub budget: Option<usize>,
+    /// Temperatures, comma-separated, e.g. 1,2,4,8
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub temperature: Vec<f64>,
+    /// KD weights α, comma-separated, e.g. 0,0.5,0.9 (0 = labels alone, the paired baseline)
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub alpha: Vec<f64>,
+    /// Seeds, comma-separated, e.g. 0,1,2,3
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub seeds: Vec<u64>,
+}
+
+impl SweepArgs {
+    /// `kd sweep`'s request: the student config as `kd distill` builds it, and the grid.
+    pub fn into_request(self) -> anyhow::Result<kd::commands::sweep::SweepRequest> {
+        let base = self.train.student_config(&self.teacher, self.budget)?;
+        Ok(kd::commands::sweep::SweepRequest {
+            base,
+            temperatures: self.temperature,
+            alphas: self.alpha,
+            seeds: self.seeds,
+            out: self.train.out.unwrap_or_else(|| "sweep".into()),
+        })
     }
 }

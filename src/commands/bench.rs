@@ -4,12 +4,13 @@
 use crate::data::formats::read_examples;
 use crate::data::tokenize_rows;
 use crate::data::TokenizerFiles;
-use crate::data::{Batcher, TextTokenizer};
+use crate::data::{Batch, Batcher, TextTokenizer};
 use crate::error::{KdError, Result};
-use crate::model::params::trainable_breakdown;
+use crate::model::flops::FlopModel;
 use crate::model::random_init::{shape_config, RandomWeights, SHAPES};
-use crate::model::{Checkpoint, EncoderConfig, LoraSpec, TextClassifier};
-use crate::training::{new_optimizer, predict_logits, train_step, Objective, TrainSettings};
+use crate::model::{Checkpoint, LoraSpec, TextClassifier};
+use crate::model::predict_logits;
+use crate::training::{new_optimizer, train_step, Objective, TrainSettings};
 use candle_core::{DType, Device};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -17,27 +18,50 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// What to measure.
-pub struct BenchRequest {
-    /// A checkpoint folder or Hub id; or else `shape`.
+/// What to measure; the fields are `kd bench`'s flags.
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchSettings {
+    /// Checkpoint folder or Hub id
+    #[arg(long, conflicts_with = "shape")]
     pub model: Option<String>,
-    /// A named shape with random weights (see [`SHAPES`]).
+    /// Random weights of a named shape: roberta-base or small
+    #[arg(long)]
     pub shape: Option<String>,
-    /// The tokenizer folder for `shape`.
+    /// Tokenizer folder for --shape (tokenizer.json or vocab.json + merges.txt)
+    #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// AG News texts (e.g. test.csv.gz), repeated to fill the run.
+    /// AG News texts, e.g. ../shared/data/ag_news/test.csv.gz (repeated to fill the run)
+    #[arg(long)]
     pub data: PathBuf,
-    pub lora: LoraSpec,
+    #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    #[arg(long, default_value_t = 128)]
     pub max_len: usize,
+    /// Untimed steps first
+    #[arg(long, default_value_t = 3)]
     pub warmup_steps: usize,
+    /// Timed training steps
+    #[arg(long, default_value_t = 20)]
     pub steps: usize,
+    /// Rows in the timed caching pass
+    #[arg(long, default_value_t = 1024)]
     pub cache_rows: usize,
+    #[arg(long, default_value_t = 128)]
     pub cache_batch_size: usize,
+    #[arg(long, default_value_t = 8)]
+    pub lora_r: usize,
+    #[arg(long, default_value_t = 32.0)]
+    pub lora_alpha: f64,
+    /// Peak dense TFLOP/s for the MFU (H100 bf16: 800)
+    #[arg(long, default_value_t = 800.0)]
+    pub peak_tflops: f64,
+}
+
+/// What to measure, on which device.
+pub struct BenchRequest {
+    pub settings: BenchSettings,
     pub device: Device,
     pub dtype: DType,
-    /// Peak dense bf16 throughput the MFU is measured against, in TFLOP/s.
-    pub peak_tflops: f64,
 }
 
 /// The measurements (keys match the peer script's JSON).
@@ -81,57 +105,22 @@ pub struct BenchReport {
     pub mfu_formula: &'static str,
 }
 
-/// FLOPs of the shapes actually run (the peer's `frozen_base_lora_v1`): with N = L·(4H² + 2HF)
-/// frozen matmul weights, a training step costs 4·N·T (forward + activation gradients, no weight
-/// gradients) + 12·L·H·Σ(B·S²) (attention) + 6·N_lora·T, and inference 2·N·T + 4·L·H·Σ(B·S²),
-/// with T = Σ B·S padded tokens.
-struct FlopModel {
-    n: f64,
-    n_lora: f64,
-    lh: f64,
-}
-
-impl FlopModel {
-    fn new(cfg: &EncoderConfig, lora: &LoraSpec) -> Self {
-        let (l, h, f) = (
-            cfg.num_hidden_layers as f64,
-            cfg.hidden_size as f64,
-            cfg.intermediate_size as f64,
-        );
-        let n_lora: usize = trainable_breakdown(cfg, lora, 4)
-            .iter()
-            .filter(|m| !m.module.starts_with("classifier"))
-            .map(|m| m.params)
-            .sum();
-        Self {
-            n: l * (4.0 * h * h + 2.0 * h * f),
-            n_lora: n_lora as f64,
-            lh: l * h,
-        }
-    }
-    fn train(&self, b: usize, s: usize) -> f64 {
-        let t = (b * s) as f64;
-        4.0 * self.n * t + 12.0 * self.lh * (b * s * s) as f64 + 6.0 * self.n_lora * t
-    }
-    fn infer(&self, b: usize, s: usize) -> f64 {
-        2.0 * self.n * (b * s) as f64 + 4.0 * self.lh * (b * s * s) as f64
-    }
-}
-
 /// Builds the model and tokenizer the request names.
 fn build(req: &BenchRequest, labels: usize) -> Result<(TextClassifier, TextTokenizer, String)> {
-    if let Some(model) = &req.model {
+    let s = &req.settings;
+    let lora = s.lora();
+    if let Some(model) = &s.model {
         let ckpt = Checkpoint::resolve(model)?;
-        let m = TextClassifier::load(&ckpt, &req.lora, labels, &req.device, req.dtype, 0)?;
-        let tok = TextTokenizer::load(&ckpt.tokenizer, req.max_len.min(ckpt.config.max_tokens()))?;
+        let m = TextClassifier::load(&ckpt, &lora, labels, &req.device, req.dtype, 0)?;
+        let tok = TextTokenizer::load(&ckpt.tokenizer, s.max_len.min(ckpt.config.max_tokens()))?;
         return Ok((m, tok, model.clone()));
     }
-    let shape = req.shape.as_deref().unwrap_or("roberta-base");
-    let dir = req.tokenizer.clone().ok_or_else(|| {
+    let shape = s.shape.as_deref().unwrap_or("roberta-base");
+    let dir = s.tokenizer.clone().ok_or_else(|| {
         KdError::Config("--shape needs --tokenizer DIR (e.g. the roberta-base tokenizer)".into())
     })?;
     let files = TokenizerFiles::find(&dir)?;
-    let tok = TextTokenizer::load(&files, req.max_len)?;
+    let tok = TextTokenizer::load(&files, s.max_len)?;
     let cfg = shape_config(shape, tok.vocab_size()).ok_or_else(|| {
         KdError::Config(format!(
             "--shape {shape}: known shapes are {}",
@@ -140,80 +129,51 @@ fn build(req: &BenchRequest, labels: usize) -> Result<(TextClassifier, TextToken
     })?;
     let vb =
         candle_nn::VarBuilder::from_backend(Box::new(RandomWeights), req.dtype, req.device.clone());
-    let m = TextClassifier::from_var_builder(vb, &cfg, &req.lora, labels, 0)?;
+    let m = TextClassifier::from_var_builder(vb, &cfg, &lora, labels, 0)?;
     Ok((m, tok, format!("{shape} (random weights)")))
+}
+
+impl BenchSettings {
+    fn lora(&self) -> LoraSpec {
+        LoraSpec::query_value(self.lora_r, self.lora_alpha)
+    }
+}
+
+/// What one timed phase did: rows, real and padded tokens, FLOPs and seconds.
+#[derive(Default)]
+struct Phase {
+    samples: usize,
+    tokens: usize,
+    padded: usize,
+    flops: f64,
+    seconds: f64,
+}
+
+impl Phase {
+    fn add(&mut self, batch: &Batch, flops: f64) {
+        self.samples += batch.batch_size;
+        self.tokens += batch.real_tokens();
+        self.padded += batch.batch_size * batch.seq_len;
+        self.flops += flops;
+    }
 }
 
 /// Runs the measurement.
 pub fn run(req: &BenchRequest) -> Result<BenchReport> {
-    let rows = read_examples(&req.data, true)?;
+    let s = &req.settings;
+    let rows = read_examples(&s.data, true)?;
     let mut memory = crate::device::MemoryMeter::start(&req.device);
     let (model, tok, name) = build(req, 4)?;
     let cfg = model.config().clone();
-    let flops = FlopModel::new(&cfg, &req.lora);
+    let flops = FlopModel::new(&cfg, &s.lora());
     // Repeat the texts to fill both phases, so every row index is distinct.
-    let needed = rows.len().max(req.cache_rows).max(req.batch_size);
+    let needed = rows.len().max(s.cache_rows).max(s.batch_size);
     let cycled: Vec<_> = (0..needed).map(|i| rows[i % rows.len()].clone()).collect();
     let batcher: Batcher = tokenize_rows(&tok, &cycled, cfg.pad_id())?;
-    let settings = TrainSettings {
-        batch_size: req.batch_size,
-        max_len: req.max_len,
-        lr: 5e-4,
-        ..Default::default()
-    };
-    let mut opt = new_optimizer(&model, &settings)?;
-    let mut rng = StdRng::seed_from_u64(0);
-    // Training draws from at least one full batch of rows, so every timed batch is full.
-    let all: Vec<usize> = (0..rows.len().max(req.batch_size)).collect();
-    let mut plan = Vec::new();
-    while plan.len() < req.warmup_steps + req.steps {
-        plan.extend(batcher.training_plan(&all, req.batch_size, &mut rng));
-    }
-    let (mut samples, mut tokens, mut padded, mut train_flops) = (0, 0, 0, 0.0);
-    let mut started = Instant::now();
-    for (i, chunk) in plan.iter().take(req.warmup_steps + req.steps).enumerate() {
-        if i == req.warmup_steps {
-            started = Instant::now();
-        }
-        let batch = batcher.batch(chunk);
-        train_step(
-            &model,
-            &batch,
-            &Objective::Supervised,
-            &mut opt,
-            5e-4,
-            &settings,
-            &mut rng,
-        )?;
-        memory.sample();
-        if i >= req.warmup_steps {
-            samples += batch.batch_size;
-            tokens += batch.real_tokens();
-            padded += batch.batch_size * batch.seq_len;
-            train_flops += flops.train(batch.batch_size, batch.seq_len);
-        }
-    }
-    let train_seconds = started.elapsed().as_secs_f64().max(1e-9);
+    let train = time_training(&model, &batcher, rows.len(), s, &flops, &mut memory)?;
     let train_peak = memory.peak_bytes();
-
-    let cache: Vec<usize> = (0..req.cache_rows).collect();
-    let (mut cache_tokens, mut cache_padded, mut cache_flops) = (0, 0, 0.0);
-    for chunk in batcher.eval_plan(&cache, req.cache_batch_size) {
-        let b = batcher.batch(&chunk);
-        cache_tokens += b.real_tokens();
-        cache_padded += b.batch_size * b.seq_len;
-        cache_flops += flops.infer(b.batch_size, b.seq_len);
-    }
-    let started = Instant::now();
-    let logits = predict_logits(&model, &batcher, &cache, req.cache_batch_size, "cache")?;
-    let cache_seconds = started.elapsed().as_secs_f64().max(1e-9);
-    if logits.iter().any(|v| !v.is_finite()) {
-        return Err(KdError::Device {
-            device: crate::device::name(&req.device),
-            message: "the caching pass of a random model produced non-finite logits".into(),
-        });
-    }
-    let peak = req.peak_tflops * 1e12;
+    let cache = time_caching(&model, &batcher, s, &flops, &req.device)?;
+    let peak = s.peak_tflops * 1e12;
     Ok(BenchReport {
         script: "kd bench",
         model: name,
@@ -223,29 +183,96 @@ pub fn run(req: &BenchRequest) -> Result<BenchReport> {
         layers: cfg.num_hidden_layers,
         hidden: cfg.hidden_size,
         ffn: cfg.intermediate_size,
-        batch_size: req.batch_size,
-        max_len: req.max_len,
-        lora_r: req.lora.r,
+        batch_size: s.batch_size,
+        max_len: s.max_len,
+        lora_r: s.lora_r,
         trainable_params: model.trainable_count(),
-        steps: req.steps,
-        train_samples: samples,
-        train_tokens: tokens,
-        train_padded_tokens: padded,
-        train_seconds,
-        train_samples_per_s: samples as f64 / train_seconds,
-        train_tokens_per_s: tokens as f64 / train_seconds,
-        train_tflops: train_flops / train_seconds / 1e12,
-        train_mfu: train_flops / train_seconds / peak,
-        cache_rows: req.cache_rows,
-        cache_tokens,
-        cache_padded_tokens: cache_padded,
-        cache_seconds,
-        cache_samples_per_s: req.cache_rows as f64 / cache_seconds,
-        cache_tokens_per_s: cache_tokens as f64 / cache_seconds,
-        cache_tflops: cache_flops / cache_seconds / 1e12,
-        cache_mfu: cache_flops / cache_seconds / peak,
+        steps: s.steps,
+        train_samples: train.samples,
+        train_tokens: train.tokens,
+        train_padded_tokens: train.padded,
+        train_seconds: train.seconds,
+        train_samples_per_s: train.samples as f64 / train.seconds,
+        train_tokens_per_s: train.tokens as f64 / train.seconds,
+        train_tflops: train.flops / train.seconds / 1e12,
+        train_mfu: train.flops / train.seconds / peak,
+        cache_rows: s.cache_rows,
+        cache_tokens: cache.tokens,
+        cache_padded_tokens: cache.padded,
+        cache_seconds: cache.seconds,
+        cache_samples_per_s: s.cache_rows as f64 / cache.seconds,
+        cache_tokens_per_s: cache.tokens as f64 / cache.seconds,
+        cache_tflops: cache.flops / cache.seconds / 1e12,
+        cache_mfu: cache.flops / cache.seconds / peak,
         train_peak_mem_bytes: train_peak,
         peak_mem_bytes: memory.peak_bytes(),
-        mfu_formula: "frozen_base_lora_v1",
+        mfu_formula: FlopModel::FORMULA,
     })
+}
+
+/// Warmup steps, then `steps` timed training steps in length-grouped batches of the first
+/// `distinct_rows` rows (at least one full batch, so every timed batch is full).
+fn time_training(
+    model: &TextClassifier,
+    batcher: &Batcher,
+    distinct_rows: usize,
+    s: &BenchSettings,
+    flops: &FlopModel,
+    memory: &mut crate::device::MemoryMeter,
+) -> Result<Phase> {
+    let settings = TrainSettings {
+        batch_size: s.batch_size,
+        max_len: s.max_len,
+        lr: 5e-4,
+        ..Default::default()
+    };
+    let mut opt = new_optimizer(model, &settings)?;
+    let mut rng = StdRng::seed_from_u64(0);
+    let all: Vec<usize> = (0..distinct_rows.max(s.batch_size)).collect();
+    let mut plan = Vec::new();
+    while plan.len() < s.warmup_steps + s.steps {
+        plan.extend(batcher.training_plan(&all, s.batch_size, &mut rng));
+    }
+    let mut phase = Phase::default();
+    let mut started = Instant::now();
+    for (i, chunk) in plan.iter().take(s.warmup_steps + s.steps).enumerate() {
+        if i == s.warmup_steps {
+            started = Instant::now();
+        }
+        let batch = batcher.batch(chunk);
+        let objective = Objective::Supervised;
+        train_step(model, &batch, &objective, &mut opt, 5e-4, &settings, &mut rng)?;
+        memory.sample();
+        if i >= s.warmup_steps {
+            phase.add(&batch, flops.train(batch.batch_size, batch.seq_len));
+        }
+    }
+    phase.seconds = started.elapsed().as_secs_f64().max(1e-9);
+    Ok(phase)
+}
+
+/// The timed caching pass over the first `cache_rows` rows, sorted by length as kd caches.
+fn time_caching(
+    model: &TextClassifier,
+    batcher: &Batcher,
+    s: &BenchSettings,
+    flops: &FlopModel,
+    device: &Device,
+) -> Result<Phase> {
+    let rows: Vec<usize> = (0..s.cache_rows).collect();
+    let mut phase = Phase::default();
+    for chunk in batcher.eval_plan(&rows, s.cache_batch_size) {
+        let b = batcher.batch(&chunk);
+        phase.add(&b, flops.infer(b.batch_size, b.seq_len));
+    }
+    let started = Instant::now();
+    let logits = predict_logits(model, batcher, &rows, s.cache_batch_size, "cache")?;
+    phase.seconds = started.elapsed().as_secs_f64().max(1e-9);
+    if logits.iter().any(|v| !v.is_finite()) {
+        return Err(KdError::Device {
+            device: crate::device::name(device),
+            message: "the caching pass of a random model produced non-finite logits".into(),
+        });
+    }
+    Ok(phase)
 }

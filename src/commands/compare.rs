@@ -4,7 +4,8 @@ use crate::error::{KdError, Result};
 pub use crate::report::comparison::{
     render_table, save_json, Comparison, PairAgreement, RunResult,
 };
-use crate::run::{load_adapter, load_run, LoadedModel};
+use crate::data::SplitFiles;
+use crate::run::{LoadedModel, ModelSource};
 use crate::training::calibration::reliability;
 use crate::training::evaluate_file;
 use crate::training::metrics::agreement;
@@ -30,89 +31,27 @@ pub struct CompareRequest {
 
 /// Evaluates every run on the same test file.
 pub fn run(req: &CompareRequest) -> Result<Comparison> {
-    let mut loaded: Vec<(String, LoadedModel)> = Vec::new();
-    for dir in &req.runs {
-        let mut m = load_run(dir, &req.device, req.dtype)?;
-        if let Some(max_len) = req.max_len {
-            m.set_max_len(max_len)?;
-        }
-        loaded.push((dir.display().to_string(), m));
-    }
-    for dir in &req.adapters {
-        let m = load_adapter(
-            dir,
-            req.model.as_deref(),
-            &req.device,
-            req.dtype,
-            req.max_len.unwrap_or(128),
-        )?;
-        loaded.push((dir.display().to_string(), m));
-    }
+    let sources = req.runs.iter().map(|d| ModelSource::Run(d.clone()));
+    let adapters = req.adapters.iter().map(|dir| ModelSource::Adapter {
+        dir: dir.clone(),
+        model: req.model.clone(),
+    });
+    let loaded = sources
+        .chain(adapters)
+        .map(|s| Ok((s.display_name(), s.load(&req.device, req.dtype, req.max_len)?)))
+        .collect::<Result<Vec<_>>>()?;
     if loaded.is_empty() {
         return Err(KdError::Config(
             "nothing to compare: name run folders or --adapter DIR".into(),
         ));
     }
-    let data = req
-        .data
-        .clone()
-        .or_else(|| {
-            loaded
-                .iter()
-                .find_map(|(_, m)| m.run.as_ref().map(|r| r.data.clone()))
-        })
-        .ok_or_else(|| KdError::Config("pass --data: no run folder names its dataset".into()))?;
-    // The columns the runs were trained with: one test split is read once, so they must agree.
-    let mut all_columns = loaded
-        .iter()
-        .filter_map(|(name, m)| Some((name, &m.run.as_ref()?.columns)));
-    let columns = all_columns
-        .next()
-        .map(|(_, c)| c.clone())
-        .unwrap_or_default();
-    if let Some((name, other)) = all_columns.find(|(_, c)| **c != columns) {
-        return Err(KdError::Config(format!(
-            "{name} reads other columns ({other:?}) than the first run ({columns:?}): compare them separately"
-        )));
-    }
-    let test_split = DataFiles::resolve(&data)?
-        .with_columns(&columns)
-        .test_split()?
-        .clone();
+    let test_split = common_test_split(&loaded, req.data.as_deref())?;
     let mut runs = Vec::new();
     let mut predictions = Vec::new();
     for (name, m) in &loaded {
-        let settings = m.run.as_ref().map(|r| r.train.clone()).unwrap_or_default();
-        let settings = TrainSettings {
-            max_len: m.max_len,
-            ..settings
-        };
-        let names = m.run.as_ref().and_then(|r| r.label_names.as_deref());
-        let fe = evaluate_file(
-            &m.model,
-            &m.tokenizer,
-            &test_split,
-            names,
-            &m.checkpoint,
-            &settings,
-        )?;
-        tracing::info!(run = %name, accuracy = fe.evaluation.accuracy, "evaluated");
-        let calibration = fe.calibration(m.temperature);
-        let classes = fe.evaluation.per_class.len();
-        let bins = |t: f64| reliability(&fe.logits, &fe.labels, classes, t);
-        predictions.push(fe.predicted);
-        runs.push(RunResult {
-            run: name.clone(),
-            model: m.checkpoint.id.clone(),
-            trainable_params: m.model.trainable_count(),
-            class_names: (0..m.model.num_labels()).map(|c| m.class_name(c)).collect(),
-            eval_samples_per_s: fe.samples_per_s,
-            calibrated_temperature: (m.temperature != 1.0).then_some(m.temperature),
-            calibration,
-            reliability: bins(m.temperature),
-            reliability_uncalibrated: (m.temperature != 1.0).then(|| bins(1.0)),
-            evaluation: fe.evaluation,
-        });
+        let (result, predicted) = evaluate_one(name, m, &test_split)?;
+        runs.push(result);
+        predictions.push(predicted);
     }
     let mut pairs = Vec::new();
     for i in 0..runs.len() {
@@ -129,4 +68,73 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
         runs,
         agreement: pairs,
     })
+}
+
+/// The one test split every model is scored on: `data`'s, else the first run's dataset, read
+/// with the columns the runs were trained with (which must agree, since it is read once).
+fn common_test_split(loaded: &[(String, LoadedModel)], data: Option<&str>) -> Result<SplitFiles> {
+    let data = data
+        .map(str::to_string)
+        .or_else(|| {
+            loaded
+                .iter()
+                .find_map(|(_, m)| m.run.as_ref().map(|r| r.data.clone()))
+        })
+        .ok_or_else(|| KdError::Config("pass --data: no run folder names its dataset".into()))?;
+    let mut all_columns = loaded
+        .iter()
+        .filter_map(|(name, m)| Some((name, &m.run.as_ref()?.columns)));
+    let columns = all_columns
+        .next()
+        .map(|(_, c)| c.clone())
+        .unwrap_or_default();
+    if let Some((name, other)) = all_columns.find(|(_, c)| **c != columns) {
+        return Err(KdError::Config(format!(
+            "{name} reads other columns ({other:?}) than the first run ({columns:?}): compare them separately"
+        )));
+    }
+    Ok(DataFiles::resolve(&data)?
+        .with_columns(&columns)
+        .test_split()?
+        .clone())
+}
+
+/// One model's scores on the test split, and its predicted classes (for agreement).
+fn evaluate_one(
+    name: &str,
+    m: &LoadedModel,
+    test_split: &SplitFiles,
+) -> Result<(RunResult, Vec<u32>)> {
+    let settings = m.run.as_ref().map(|r| r.train.clone()).unwrap_or_default();
+    let settings = TrainSettings {
+        max_len: m.max_len,
+        ..settings
+    };
+    let names = m.run.as_ref().and_then(|r| r.label_names.as_deref());
+    let fe = evaluate_file(
+        &m.model,
+        &m.tokenizer,
+        test_split,
+        names,
+        &m.checkpoint,
+        &settings,
+    )?;
+    tracing::info!(run = %name, accuracy = fe.evaluation.accuracy, "evaluated");
+    let calibration = fe.calibration(m.temperature);
+    let classes = fe.evaluation.per_class.len();
+    let bins = |t: f64| reliability(&fe.logits, &fe.labels, classes, t);
+    let calibrated = m.temperature != 1.0;
+    let result = RunResult {
+        run: name.to_string(),
+        model: m.checkpoint.id.clone(),
+        trainable_params: m.model.trainable_count(),
+        class_names: (0..m.model.num_labels()).map(|c| m.class_name(c)).collect(),
+        eval_samples_per_s: fe.samples_per_s,
+        calibrated_temperature: calibrated.then_some(m.temperature),
+        calibration,
+        reliability: bins(m.temperature),
+        reliability_uncalibrated: calibrated.then(|| bins(1.0)),
+        evaluation: fe.evaluation,
+    };
+    Ok((result, fe.predicted))
 }

@@ -1,10 +1,8 @@
 //! `kd distill`: train the student on the teacher's cached logits and the labels.
-use super::pipeline::{finish, fresh_model, prepare, Prepared};
-use crate::cache::LogitCache;
 use crate::error::{KdError, Result};
-use crate::model::params::{format_breakdown, trainable_breakdown};
-use crate::run::folder::{files, open_run, save_trained};
-use crate::run::load::check_one_run;
+use crate::model::params::check_budget;
+use crate::run::folder::{open_run, save_trained};
+use crate::run::{check_not_a_teacher, finish, fresh_model, open_teachers, prepare, Prepared};
 use crate::run::{RunConfig, Summary};
 use crate::training::{train, Objective};
 
@@ -22,64 +20,10 @@ pub fn run_prepared(cfg: &RunConfig, p: &Prepared) -> Result<Summary> {
         .distill
         .as_ref()
         .ok_or_else(|| KdError::Config("a student config needs a [distill] table".into()))?;
-
-    // Refuse an over-budget student before any weights are touched.
-    let breakdown = trainable_breakdown(&p.checkpoint.config, &cfg.lora, p.data.num_labels);
-    let count: usize = breakdown.iter().map(|m| m.params).sum();
-    if count >= d.budget {
-        return Err(KdError::OverBudget {
-            count,
-            budget: d.budget,
-            breakdown: format_breakdown(&breakdown),
-        });
-    }
-
-    // Writing the student over a teacher would delete the logits it learns from.
-    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).ok();
-    if let Some(t) = d
-        .teacher
-        .iter()
-        .find(|t| canonical(t).is_some() && canonical(t) == canonical(&cfg.out))
-    {
-        return Err(KdError::Config(format!(
-            "--out {} is the teacher's run folder {}: choose another --out",
-            cfg.out.display(),
-            t.display()
-        )));
-    }
-
+    let count = check_budget(&p.checkpoint.config, &cfg.lora, p.data.num_labels, d.budget)?;
+    check_not_a_teacher(d, &cfg.out)?;
     // The teachers are never run: their logits come from the memory-mapped caches.
-    let mut caches = Vec::new();
-    if d.alpha > 0.0 {
-        for teacher in &d.teacher {
-            check_one_run(teacher)?;
-            let names = RunConfig::from_file(&teacher.join(files::CONFIG))?.label_names;
-            if let (Some(t), Some(s)) = (&names, &p.label_names) {
-                if t != s {
-                    return Err(KdError::Config(format!(
-                        "the teacher {} names its classes {}, the student's data {}",
-                        teacher.display(),
-                        t.join(", "),
-                        s.join(", ")
-                    )));
-                }
-            }
-            let cache = LogitCache::open(&teacher.join(files::LOGITS))?;
-            let (labelled, unlabelled) = p.data.parts();
-            cache.check_matches(labelled, unlabelled, &p.data.unlabelled_files)?;
-            if cache.header().classes != p.data.num_labels {
-                return Err(KdError::bad_file(
-                    cache.path(),
-                    format!(
-                        "{} classes, the data has {}",
-                        cache.header().classes,
-                        p.data.num_labels
-                    ),
-                ));
-            }
-            caches.push(cache);
-        }
-    }
+    let caches = open_teachers(d, p)?;
 
     let model = fresh_model(cfg, p)?;
     debug_assert_eq!(model.trainable_count(), count);
@@ -94,14 +38,8 @@ pub fn run_prepared(cfg: &RunConfig, p: &Prepared) -> Result<Summary> {
             alpha: d.alpha,
         }
     };
-    let report = train(
-        &model,
-        &p.batcher,
-        &p.data,
-        &cfg.train,
-        &objective,
-        open.progress(),
-    )?;
+    let progress = open.progress();
+    let report = train(&model, &p.batcher, &p.data, &cfg.train, &objective, progress)?;
     let run = open.run;
     save_trained(cfg, &model, p.label_names.as_deref(), &run)?;
     finish(cfg, p, &model, &report, "student", None, run)

@@ -1,10 +1,13 @@
 //! `kd export`: a trained run (or PEFT adapter) as a plain transformers folder.
 use crate::error::Result;
-use crate::run::LoadedModel;
+use crate::run::ModelSource;
+use candle_core::{DType, Device};
 use std::path::Path;
 
-/// Writes `loaded` into the new folder `out` (see [`crate::model::export`]).
-pub fn run(loaded: &LoadedModel, out: &Path) -> Result<()> {
+/// Writes `source`'s model, loaded on the CPU in f32, into the new folder `out` (see
+/// [`crate::model::export`]).
+pub fn run(source: &ModelSource, out: &Path) -> Result<()> {
+    let loaded = source.load(&Device::Cpu, DType::F32, None)?;
     let names = loaded.run.as_ref().and_then(|r| r.label_names.as_deref());
     crate::model::export::export(&loaded.model, &loaded.checkpoint, names, out)
 }

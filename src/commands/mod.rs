@@ -5,7 +5,6 @@ pub mod compare;
 pub mod distill;
 pub mod export;
 pub mod parity_dump;
-pub mod pipeline;
 pub mod predict;
 pub mod report;
 pub mod selftest;

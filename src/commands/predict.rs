@@ -2,18 +2,39 @@
 use crate::data::formats::read_examples_with;
 use crate::data::tokenize_rows;
 use crate::error::{KdError, Result};
-use crate::run::LoadedModel;
-use crate::training::calibration::probabilities;
+use crate::run::{LoadedModel, ModelSource};
+use crate::model::probabilities;
 use crate::training::metrics::argmax_rows;
-use crate::training::predict_logits;
+use crate::model::predict_logits;
+use candle_core::{DType, Device};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// What to label, with which model, where.
+pub struct PredictRequest {
+    pub source: ModelSource,
+    /// Rows to label (.csv/.csv.gz, .jsonl, .parquet).
+    pub input: PathBuf,
+    /// The CSV to write.
+    pub output: PathBuf,
+    pub batch_size: usize,
+    pub device: Device,
+    pub dtype: DType,
+    /// Truncation (None: the run's own, 128 for an adapter).
+    pub max_len: Option<usize>,
+}
+
+/// Loads the model and labels the rows; returns the number of rows written.
+pub fn run(req: &PredictRequest) -> Result<usize> {
+    let loaded = req.source.load(&req.device, req.dtype, req.max_len)?;
+    label_rows(&loaded, &req.input, &req.output, req.batch_size)
+}
 
 /// Writes `row,label,label_name,logit_0..logit_K,prob_0..prob_K` for every row of `input`, in
 /// input order
 /// (probabilities at the run's calibrated temperature, if it has one).
 /// Returns the number of rows written.
-pub fn run(loaded: &LoadedModel, input: &Path, output: &Path, batch_size: usize) -> Result<usize> {
+pub fn label_rows(loaded: &LoadedModel, input: &Path, output: &Path, batch_size: usize) -> Result<usize> {
     // The columns the run was trained with.
     let columns = loaded
         .run

@@ -4,14 +4,13 @@
 //! `OUT/sweep.json` and `OUT/sweep.md`: test accuracy and macro-F1 per (T, α) as mean ± standard
 //! deviation over seeds, and each point's paired difference against α = 0 with the same seed.
 use super::distill::run_prepared;
-use super::pipeline::prepare;
 use crate::error::{KdError, Result};
-pub use crate::report::sweep::{render, Sweep, SweepPoint};
+use crate::run::prepare;
+pub use crate::report::sweep::{render, GridPoint, Sweep, SweepPoint};
 use crate::run::checkpoints::settings_key;
 use crate::run::folder::write_json;
 use crate::run::load::{check_one_run, read_summary};
 use crate::run::{RunConfig, Summary};
-use crate::training::metrics::{mean, sample_sd};
 use std::path::PathBuf;
 
 /// The grid and where it goes.
@@ -32,7 +31,7 @@ pub fn run(req: &SweepRequest) -> Result<Sweep> {
                 .into(),
         ));
     }
-    let mut grid: Vec<(Option<f64>, f64)> = Vec::new();
+    let mut grid: Vec<GridPoint> = Vec::new();
     for &alpha in &req.alphas {
         if alpha == 0.0 {
             grid.push((None, 0.0));
@@ -56,16 +55,7 @@ pub fn run(req: &SweepRequest) -> Result<Sweep> {
     for configs in &points {
         let mut per_seed = Vec::new();
         for cfg in configs {
-            // A point is finished when its folder holds a whole run of these very settings (a
-            // sweep rerun with another teacher, data or grid retrains it).
-            let finished = match read_summary(&cfg.out)? {
-                Some(s) if same_settings(cfg)? => {
-                    check_one_run(&cfg.out)?;
-                    Some(s)
-                }
-                _ => None,
-            };
-            let summary = match finished {
+            let summary = match finished_point(cfg)? {
                 Some(s) => s,
                 None => {
                     tracing::info!(point = %cfg.out.display(), "training");
@@ -77,47 +67,22 @@ pub fn run(req: &SweepRequest) -> Result<Sweep> {
         }
         results.push(per_seed);
     }
-    let alpha0 = grid.iter().position(|&(_, a)| a == 0.0);
-    let accuracy = |s: &Summary| s.test_accuracy.unwrap_or(f64::NAN);
-    let summarise = |k: usize| -> SweepPoint {
-        let (t, alpha) = grid[k];
-        let acc: Vec<f64> = results[k].iter().map(accuracy).collect();
-        let f1: Vec<f64> = results[k]
-            .iter()
-            .map(|s| s.test_macro_f1.unwrap_or(f64::NAN))
-            .collect();
-        let paired = alpha0.filter(|&z| z != k).map(|z| {
-            let d: Vec<f64> = acc
-                .iter()
-                .zip(&results[z])
-                .map(|(a, s0)| a - accuracy(s0))
-                .collect();
-            (mean(&d), spread(&d).map(|s| s / (d.len() as f64).sqrt()))
-        });
-        SweepPoint {
-            temperature: t,
-            alpha,
-            runs: req
-                .seeds
-                .iter()
-                .zip(acc.iter().zip(&f1))
-                .map(|(&s, (&a, &f))| (s, a, f))
-                .collect(),
-            accuracy_mean: mean(&acc),
-            accuracy_sd: spread(&acc),
-            macro_f1_mean: mean(&f1),
-            macro_f1_sd: spread(&f1),
-            vs_alpha0_mean: paired.map(|p| p.0),
-            vs_alpha0_se: paired.and_then(|p| p.1),
-        }
-    };
-    let sweep = Sweep {
-        points: (0..grid.len()).map(summarise).collect(),
-        trained,
-    };
+    let sweep = Sweep::summarise(&grid, &req.seeds, &results, trained);
     write_json(&req.out.join(crate::report::sweep::SWEEP_JSON), &sweep)?;
     crate::fsutil::write_bytes_atomic(&req.out.join("sweep.md"), render(&sweep).as_bytes())?;
     Ok(sweep)
+}
+
+/// A point is finished when its folder holds a whole run of these very settings (a sweep rerun
+/// with another teacher, data or grid retrains it).
+fn finished_point(cfg: &RunConfig) -> Result<Option<Summary>> {
+    match read_summary(&cfg.out)? {
+        Some(s) if same_settings(cfg)? => {
+            check_one_run(&cfg.out)?;
+            Ok(Some(s))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Whether the run folder of `cfg` was trained with the settings of `cfg`.
@@ -157,9 +122,4 @@ fn point_config(req: &SweepRequest, t: Option<f64>, alpha: f64, seed: u64) -> Re
     }
     cfg.validate()?;
     Ok(cfg)
-}
-
-/// The sample standard deviation, or None for fewer than two values (one seed has no spread).
-fn spread(v: &[f64]) -> Option<f64> {
-    (v.len() > 1).then(|| sample_sd(v))
 }

@@ -1,14 +1,11 @@
 //! `kd teach`: fine-tune the teacher, then cache its logits over every training row and every
 //! unlabelled row.
-use super::pipeline::{finish, fresh_model, prepare};
-use crate::cache::{self, CacheHeader};
+use crate::cache::{CacheHeader, Pass};
 use crate::error::Result;
-use crate::run::checkpoints::cache_in_chunks;
 use crate::run::folder::{files, open_run, save_trained};
+use crate::run::{finish, fresh_model, prepare};
 use crate::run::{RunConfig, Summary};
-use crate::training::inference::cache_chunk;
 use crate::training::{train, Objective};
-use std::time::Instant;
 
 /// Trains the teacher described by `cfg` and writes its run folder, `logits.bin` included.
 pub fn run(cfg: &RunConfig) -> Result<Summary> {
@@ -29,32 +26,26 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
 
     // One pass over every row (validation and unlabelled rows included), stored in file order,
     // chunk by chunk: an interrupted pass resumes at the first chunk it had not finished.
-    let all: Vec<usize> = (0..p.data.rows.len()).collect();
-    let chunk_rows = cfg.train.cache_chunk_rows.max(1);
-    let started = Instant::now();
-    let logits = cache_in_chunks(run.dir(), all.len().div_ceil(chunk_rows), |k| {
-        cache_chunk(
-            &model,
-            &p.batcher,
-            &all,
-            cfg.train.eval_batch_size,
-            chunk_rows,
-            k,
-        )
-    })?;
-    let cache_rate = all.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
-    let header = CacheHeader {
-        rows: all.len(),
-        classes: model.num_labels(),
-        fingerprint: cache::fingerprint(p.data.parts().0),
-        labelled: p.data.labelled,
-        unlabelled_fingerprint: cache::fingerprint(p.data.parts().1),
-        teacher: format!("{} ({})", cfg.out.display(), cfg.model),
-        run_id: Some(run.run_id().to_string()),
+    let (labelled, unlabelled) = p.data.parts();
+    let teacher = format!("{} ({})", cfg.out.display(), cfg.model);
+    let header = CacheHeader::new(
+        labelled,
+        unlabelled,
+        model.num_labels(),
+        teacher,
+        run.run_id(),
+    );
+    let pass = Pass {
+        model: &model,
+        batcher: &p.batcher,
+        rows: p.data.rows.len(),
+        batch_size: cfg.train.eval_batch_size,
+        chunk_rows: cfg.train.cache_chunk_rows,
     };
-    cache::write(&run.dir().join(files::LOGITS), &header, &logits)?;
+    let logits = run.dir().join(files::LOGITS);
+    let cache_rate = pass.write_resumable(run.dir(), &header, &logits)?;
     tracing::info!(
-        rows = all.len(),
+        rows = header.rows,
         samples_per_s = cache_rate,
         "cached teacher logits"
     );

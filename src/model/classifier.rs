@@ -1,7 +1,6 @@
 //! The full text classifier: a frozen encoder with LoRA adapters and a trainable head.
 use super::checkpoint::Checkpoint;
-use super::config::EncoderConfig;
-use super::config::ModelKind;
+use super::config::{EncoderConfig, ModelKind, LINEAR_MODULES};
 use super::encoder::Encoder;
 use super::head::{ClassificationHead, HeadLayout, Pooler};
 use super::lora::LoraSpec;
@@ -220,16 +219,16 @@ fn check_fits(vb: &VarBuilder, checkpoint: &Checkpoint, lora: &LoraSpec) -> Resu
         .filter(|m| m.module.contains(".encoder.layer."))
         .count();
     if adapted == 0 {
-        let names: Vec<&str> = cfg.linear_modules().iter().map(|m| m.0).collect();
+        let names: Vec<&str> = LINEAR_MODULES.iter().map(|m| m.path).collect();
         return Err(KdError::Config(format!(
             "LoRA targets {:?} match no module of this model (its linear modules: {})",
             lora.targets,
             names.join(", ")
         )));
     }
-    if vb.contains_tensor(&format!(
-        "encoder.layer.{layers}.attention.self.query.weight"
-    )) {
+    // Any of a layer's tensors would show it; its first linear module's is one.
+    let beyond = format!("encoder.layer.{layers}.{}.weight", LINEAR_MODULES[0].path);
+    if vb.contains_tensor(&beyond) {
         return Err(KdError::bad_file(
             &checkpoint.weights,
             format!(

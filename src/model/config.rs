@@ -22,6 +22,60 @@ impl ModelKind {
     }
 }
 
+/// A linear layer of an encoder layer: what LoRA can target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearModule {
+    /// Its HF/PEFT module path below `encoder.layer.N`.
+    pub path: &'static str,
+    pub input: Width,
+    pub output: Width,
+}
+
+/// Which of the config's widths a side of a [`LinearModule`] has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Width {
+    /// `hidden_size`.
+    Hidden,
+    /// `intermediate_size`.
+    Intermediate,
+}
+
+/// The one list of an encoder layer's linear modules, which the loader, the adapter names, the
+/// parameter count and the error messages walk. The order is the load order: each adapter's
+/// initialisation draws from the run's RNG in it, so reordering changes a run's bits.
+pub const LINEAR_MODULES: [LinearModule; 6] = [
+    LinearModule {
+        path: "attention.self.query",
+        input: Width::Hidden,
+        output: Width::Hidden,
+    },
+    LinearModule {
+        path: "attention.self.key",
+        input: Width::Hidden,
+        output: Width::Hidden,
+    },
+    LinearModule {
+        path: "attention.self.value",
+        input: Width::Hidden,
+        output: Width::Hidden,
+    },
+    LinearModule {
+        path: "attention.output.dense",
+        input: Width::Hidden,
+        output: Width::Hidden,
+    },
+    LinearModule {
+        path: "intermediate.dense",
+        input: Width::Hidden,
+        output: Width::Intermediate,
+    },
+    LinearModule {
+        path: "output.dense",
+        input: Width::Intermediate,
+        output: Width::Hidden,
+    },
+];
+
 /// The fields of `config.json` that define the encoder.
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
 pub struct EncoderConfig {
@@ -131,17 +185,17 @@ impl EncoderConfig {
         }
     }
 
-    /// The linear layers of one encoder layer: (name below `encoder.layer.N`, in, out).
+    /// The linear layers of one encoder layer: (name below `encoder.layer.N`, in, out), in
+    /// [`LINEAR_MODULES`] order.
     pub fn linear_modules(&self) -> [(&'static str, usize, usize); 6] {
-        let (h, f) = (self.hidden_size, self.intermediate_size);
-        [
-            ("attention.self.query", h, h),
-            ("attention.self.key", h, h),
-            ("attention.self.value", h, h),
-            ("attention.output.dense", h, h),
-            ("intermediate.dense", h, f),
-            ("output.dense", f, h),
-        ]
+        LINEAR_MODULES.map(|m| (m.path, self.width(m.input), self.width(m.output)))
+    }
+
+    fn width(&self, width: Width) -> usize {
+        match width {
+            Width::Hidden => self.hidden_size,
+            Width::Intermediate => self.intermediate_size,
+        }
     }
 
     /// Dropout in the classification head (HF: classifier_dropout, else hidden_dropout_prob).

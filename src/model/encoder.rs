@@ -2,7 +2,7 @@
 //! the loss has a backward pass, and frozen weights get no gradient work.
 //!
 //! Module and tensor names mirror HF's `modeling_bert.py` / `modeling_roberta.py`.
-use super::config::{Activation, EncoderConfig, ModelKind};
+use super::config::{Activation, EncoderConfig, ModelKind, LINEAR_MODULES};
 use super::lora::{AdaptedLinear, LoraSpec};
 use crate::data::Batch;
 use crate::nn::{activation_dtype, dropout, layer_norm, masked_softmax, FrozenLinear};
@@ -138,52 +138,42 @@ struct Attention {
     hidden_dropout: f64,
 }
 
-/// Loads a frozen `nn.Linear` at `vb` and adapts it when `spec` targets `name`.
-fn adapted(
-    vb: VarBuilder,
-    name: &str,
-    dims: (usize, usize),
-    spec: &LoraSpec,
-    rng: &mut StdRng,
-) -> Result<AdaptedLinear> {
-    AdaptedLinear::new(FrozenLinear::load(vb, dims.0, dims.1)?, name, spec, rng)
+/// Loads an encoder layer's linear modules one at a time, in [`LINEAR_MODULES`] order, each a
+/// frozen `nn.Linear` adapted where `spec` targets its PEFT name. The callers take them in that
+/// order, interleaved with the LayerNorms as HF's modules hold them.
+struct Linears<'a> {
+    /// The layer's root (`encoder.layer.N` in the checkpoint).
+    vb: VarBuilder<'a>,
+    /// The layer's PEFT name.
+    name: &'a str,
+    spec: &'a LoraSpec,
+    modules: std::array::IntoIter<(&'static str, usize, usize), 6>,
+}
+
+impl Linears<'_> {
+    fn next(&mut self, rng: &mut StdRng) -> Result<AdaptedLinear> {
+        let (path, input, output) = self
+            .modules
+            .next()
+            .expect("a layer loads each of its linear modules once");
+        let linear = FrozenLinear::load(self.vb.pp(path), input, output)?;
+        AdaptedLinear::new(linear, &format!("{}.{path}", self.name), self.spec, rng)
+    }
 }
 
 impl Attention {
     fn load(
         vb: VarBuilder,
-        name: &str,
+        linears: &mut Linears,
         cfg: &EncoderConfig,
-        spec: &LoraSpec,
         rng: &mut StdRng,
     ) -> Result<Self> {
-        let h = cfg.hidden_size;
-        let sv = vb.pp("self");
-        let ov = vb.pp("output");
         Ok(Self {
-            query: adapted(
-                sv.pp("query"),
-                &format!("{name}.self.query"),
-                (h, h),
-                spec,
-                rng,
-            )?,
-            key: adapted(sv.pp("key"), &format!("{name}.self.key"), (h, h), spec, rng)?,
-            value: adapted(
-                sv.pp("value"),
-                &format!("{name}.self.value"),
-                (h, h),
-                spec,
-                rng,
-            )?,
-            output: adapted(
-                ov.pp("dense"),
-                &format!("{name}.output.dense"),
-                (h, h),
-                spec,
-                rng,
-            )?,
-            layer_norm: FrozenLayerNorm::load(ov.pp("LayerNorm"), cfg)?,
+            query: linears.next(rng)?,
+            key: linears.next(rng)?,
+            value: linears.next(rng)?,
+            output: linears.next(rng)?,
+            layer_norm: FrozenLayerNorm::load(vb.pp("output").pp("LayerNorm"), cfg)?,
             heads: cfg.num_attention_heads,
             head_dim: cfg.head_dim(),
             probs_dropout: cfg.attention_probs_dropout_prob,
@@ -241,32 +231,36 @@ impl Layer {
         spec: &LoraSpec,
         rng: &mut StdRng,
     ) -> Result<Self> {
-        let (h, f) = (cfg.hidden_size, cfg.intermediate_size);
-        let attention = Attention::load(
-            vb.pp("attention"),
-            &format!("{name}.attention"),
-            cfg,
+        let mut linears = Linears {
+            vb: vb.clone(),
+            name,
             spec,
-            rng,
-        )?;
-        let iv = vb.pp("intermediate").pp("dense");
-        let intermediate = adapted(iv, &format!("{name}.intermediate.dense"), (h, f), spec, rng)?;
-        let ov = vb.pp("output");
-        let output = adapted(
-            ov.pp("dense"),
-            &format!("{name}.output.dense"),
-            (f, h),
-            spec,
-            rng,
-        )?;
+            modules: cfg.linear_modules().into_iter(),
+        };
+        let attention = Attention::load(vb.pp("attention"), &mut linears, cfg, rng)?;
+        let intermediate = linears.next(rng)?;
+        let output = linears.next(rng)?;
         Ok(Self {
             attention,
             intermediate,
             output,
-            layer_norm: FrozenLayerNorm::load(ov.pp("LayerNorm"), cfg)?,
+            layer_norm: FrozenLayerNorm::load(vb.pp("output").pp("LayerNorm"), cfg)?,
             activation: cfg.activation(),
             hidden_dropout: cfg.hidden_dropout_prob,
         })
+    }
+
+    /// The layer's linear modules in [`LINEAR_MODULES`] order (the order [`Linears`] loads).
+    fn linears(&self) -> [&AdaptedLinear; 6] {
+        let a = &self.attention;
+        [
+            &a.query,
+            &a.key,
+            &a.value,
+            &a.output,
+            &self.intermediate,
+            &self.output,
+        ]
     }
 
     fn forward(
@@ -323,13 +317,9 @@ impl Encoder {
         let mut out = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
             let base = format!("{prefix}.encoder.layer.{i}");
-            let a = &layer.attention;
-            out.push((format!("{base}.attention.self.query"), &a.query));
-            out.push((format!("{base}.attention.self.key"), &a.key));
-            out.push((format!("{base}.attention.self.value"), &a.value));
-            out.push((format!("{base}.attention.output.dense"), &a.output));
-            out.push((format!("{base}.intermediate.dense"), &layer.intermediate));
-            out.push((format!("{base}.output.dense"), &layer.output));
+            for (module, linear) in LINEAR_MODULES.iter().zip(layer.linears()) {
+                out.push((format!("{base}.{}", module.path), linear));
+            }
         }
         out
     }

@@ -73,3 +73,23 @@ pub fn format_breakdown(rows: &[ModuleCount]) -> String {
     s.push_str(&format!("  {:<55} {:>10}", "total", total));
     s
 }
+
+/// The trainable count of a model that must stay under `budget`, or the over-budget error with
+/// the per-module breakdown; checked before any weights are touched.
+pub fn check_budget(
+    cfg: &EncoderConfig,
+    lora: &LoraSpec,
+    labels: usize,
+    budget: usize,
+) -> crate::error::Result<usize> {
+    let breakdown = trainable_breakdown(cfg, lora, labels);
+    let count: usize = breakdown.iter().map(|m| m.params).sum();
+    if count >= budget {
+        return Err(crate::error::KdError::OverBudget {
+            count,
+            budget,
+            breakdown: format_breakdown(&breakdown),
+        });
+    }
+    Ok(count)
+}

@@ -1,6 +1,8 @@
 //! A sweep's results: sweep.json (written by `kd sweep`, read by `kd report`) and sweep.md.
 use super::charts::HeatMap;
 use crate::error::{KdError, Result};
+use crate::run::Summary;
+use crate::training::metrics::{mean, sample_sd};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -34,6 +36,63 @@ pub struct Sweep {
     pub points: Vec<SweepPoint>,
     /// Points trained by this invocation (the others were already finished).
     pub trained: usize,
+}
+
+/// One grid point's settings: (T, None where α = 0 makes it meaningless; α).
+pub type GridPoint = (Option<f64>, f64);
+
+impl Sweep {
+    /// Summarises the runs of every grid point (`results[k][i]`: point k, seed i): mean and
+    /// sample sd over seeds, and the paired difference against the α = 0 point of the same seed.
+    pub fn summarise(
+        grid: &[GridPoint],
+        seeds: &[u64],
+        results: &[Vec<Summary>],
+        trained: usize,
+    ) -> Self {
+        let alpha0 = grid.iter().position(|&(_, a)| a == 0.0);
+        let accuracy = |s: &Summary| s.test_accuracy.unwrap_or(f64::NAN);
+        let summarise = |k: usize| -> SweepPoint {
+            let (t, alpha) = grid[k];
+            let acc: Vec<f64> = results[k].iter().map(accuracy).collect();
+            let f1: Vec<f64> = results[k]
+                .iter()
+                .map(|s| s.test_macro_f1.unwrap_or(f64::NAN))
+                .collect();
+            let paired = alpha0.filter(|&z| z != k).map(|z| {
+                let d: Vec<f64> = acc
+                    .iter()
+                    .zip(&results[z])
+                    .map(|(a, s0)| a - accuracy(s0))
+                    .collect();
+                (mean(&d), spread(&d).map(|s| s / (d.len() as f64).sqrt()))
+            });
+            SweepPoint {
+                temperature: t,
+                alpha,
+                runs: seeds
+                    .iter()
+                    .zip(acc.iter().zip(&f1))
+                    .map(|(&s, (&a, &f))| (s, a, f))
+                    .collect(),
+                accuracy_mean: mean(&acc),
+                accuracy_sd: spread(&acc),
+                macro_f1_mean: mean(&f1),
+                macro_f1_sd: spread(&f1),
+                vs_alpha0_mean: paired.map(|p| p.0),
+                vs_alpha0_se: paired.and_then(|p| p.1),
+            }
+        };
+        Sweep {
+            points: (0..grid.len()).map(summarise).collect(),
+            trained,
+        }
+    }
+}
+
+/// The sample standard deviation, or None for fewer than two values (one seed has no spread).
+fn spread(v: &[f64]) -> Option<f64> {
+    (v.len() > 1).then(|| sample_sd(v))
 }
 
 /// sweep.md: one row per (T, α).

@@ -1,12 +1,13 @@
 //! Checkpoints of a run being written, kept in its staging folder: `checkpoint.safetensors`
-//! (weights, AdamW moments, the best epoch's weights; the rest as JSON metadata) and the caching
-//! pass's finished chunks (`cache-chunk-K.bin`). Rerunning the same command finds them and goes
-//! on; a checkpoint made under other settings or data is set aside (the run starts over).
+//! (weights, AdamW moments, the best epoch's weights; the rest as JSON metadata), beside the
+//! caching pass's finished chunks (`cache-chunk-K.bin`, written by [`crate::cache::Pass`]).
+//! Rerunning the same command finds them and goes on; a checkpoint made under other settings or
+//! data is set aside (the run starts over).
 use super::config::RunConfig;
+use crate::cache::is_chunk_file;
 use crate::error::{KdError, Result};
-use crate::fsutil::{write_atomic, write_bytes_atomic};
+use crate::fsutil::write_atomic;
 use crate::training::selection::EpochScores;
-use crate::training::state::{fault_point, stop_requested};
 use crate::training::{Checkpoints, TrainState};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -188,44 +189,7 @@ pub fn settings_key(cfg: &RunConfig, data_fingerprint: &str) -> String {
     )
 }
 
-/// The caching pass in chunks that survive an interruption: chunk `k`'s logits are kept in
-/// `dir/cache-chunk-k.bin` as soon as they are scored, and a resumed pass scores only the
-/// chunks it does not find. Stops (with [`KdError::Interrupted`]) between chunks when asked.
-pub fn cache_in_chunks(
-    dir: &Path,
-    chunks: usize,
-    mut score: impl FnMut(usize) -> Result<Vec<f32>>,
-) -> Result<Vec<f32>> {
-    let mut all = Vec::new();
-    for k in 0..chunks {
-        let path = chunk_path(dir, k);
-        if let Ok(bytes) = std::fs::read(&path) {
-            all.extend(
-                bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))),
-            );
-            continue;
-        }
-        if stop_requested() {
-            return Err(KdError::Interrupted {
-                what: format!("the caching pass at chunk {} of {chunks}", k + 1),
-            });
-        }
-        let logits = score(k)?;
-        let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
-        write_bytes_atomic(&path, &bytes)?;
-        all.extend(logits);
-        fault_point("KD_FAULT_AFTER_CHUNK", k + 1);
-    }
-    Ok(all)
-}
-
 /// The files of an interrupted run that a finished run folder does not keep.
 pub fn is_resume_file(name: &str) -> bool {
-    name == CHECKPOINT || (name.starts_with("cache-chunk-") && name.ends_with(".bin"))
-}
-
-fn chunk_path(dir: &Path, k: usize) -> PathBuf {
-    dir.join(format!("cache-chunk-{k}.bin"))
+    name == CHECKPOINT || is_chunk_file(name)
 }

@@ -102,7 +102,7 @@ impl Default for TrainSettings {
             num_labels: None,
             checkpoint_every: None,
             fresh: false,
-            cache_chunk_rows: crate::training::CACHE_CHUNK_ROWS,
+            cache_chunk_rows: crate::cache::CACHE_CHUNK_ROWS,
             log_every: 50,
             eval_batch_size: 128,
         }

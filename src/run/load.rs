@@ -7,7 +7,7 @@ use crate::error::{KdError, Result};
 use crate::model::head::Pooler;
 use crate::model::{adapter, Checkpoint, ModelKind, TextClassifier};
 use candle_core::{DType, Device};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A trained model ready for inference.
 pub struct LoadedModel {
@@ -60,6 +60,56 @@ pub fn load_run(dir: &Path, device: &Device, dtype: DType) -> Result<LoadedModel
         loaded.temperature = summary.calibrated_temperature.unwrap_or(1.0);
     }
     Ok(loaded)
+}
+
+/// A trained model to load: a kd run folder, or a PEFT adapter folder on a base model.
+#[derive(Clone, Debug)]
+pub enum ModelSource {
+    /// A finished run folder.
+    Run(PathBuf),
+    /// A PEFT adapter folder on `model` (default: its `base_model_name_or_path`).
+    Adapter { dir: PathBuf, model: Option<String> },
+}
+
+impl ModelSource {
+    /// `run` or `adapter` (with `model`), whichever was named; the command line allows one.
+    pub fn from_flags(
+        run: Option<PathBuf>,
+        adapter: Option<PathBuf>,
+        model: Option<String>,
+    ) -> Result<Self> {
+        match (run, adapter) {
+            (Some(run), None) => Ok(Self::Run(run)),
+            (None, Some(dir)) => Ok(Self::Adapter { dir, model }),
+            _ => Err(KdError::Config(
+                "name a run folder, or --adapter DIR (with --model)".into(),
+            )),
+        }
+    }
+
+    /// Loads the model. `max_len` truncates its inputs: a run keeps its own when it is `None`,
+    /// an adapter takes 128.
+    pub fn load(&self, device: &Device, dtype: DType, max_len: Option<usize>) -> Result<LoadedModel> {
+        match self {
+            Self::Run(dir) => {
+                let mut m = load_run(dir, device, dtype)?;
+                if let Some(max_len) = max_len {
+                    m.set_max_len(max_len)?;
+                }
+                Ok(m)
+            }
+            Self::Adapter { dir, model } => {
+                load_adapter(dir, model.as_deref(), device, dtype, max_len.unwrap_or(128))
+            }
+        }
+    }
+
+    /// The folder, as named in tables.
+    pub fn display_name(&self) -> String {
+        match self {
+            Self::Run(dir) | Self::Adapter { dir, .. } => dir.display().to_string(),
+        }
+    }
 }
 
 /// Loads a PEFT adapter folder onto `model` (default: the adapter's `base_model_name_or_path`).

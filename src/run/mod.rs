@@ -1,14 +1,20 @@
-//! What a run folder is: its configuration, its files and summary, and loading a finished run
-//! (or a PEFT adapter folder) for inference. Commands sequence their steps; this room owns the
-//! folder.
+//! What a run folder is: its configuration, its files and summary, preparing and finishing a
+//! training run in it, its teachers' caches, and loading a finished run (or a PEFT adapter
+//! folder) for inference. Commands sequence their steps; this room owns the folder.
 pub mod checkpoints;
 pub mod config;
 pub mod files;
+mod finish;
 pub mod folder;
 pub mod load;
+mod prepare;
 pub mod staging;
+mod teachers;
 
 pub use config::{DistillSettings, RunConfig};
+pub use finish::finish;
+pub use prepare::{fresh_model, load_data, prepare, Prepared};
+pub use teachers::{check_not_a_teacher, open_teachers};
 pub use folder::Summary;
-pub use load::{load_adapter, load_run, LoadedModel};
+pub use load::{load_adapter, load_run, LoadedModel, ModelSource};
 pub use staging::StagedRun;

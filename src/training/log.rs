@@ -1,7 +1,6 @@
 //! What a run reports as it goes: `metrics.jsonl` (one JSON object per line, every N steps and
-//! after every evaluation) and progress bars.
+//! after every evaluation). The progress bars are in [`crate::progress`].
 use crate::error::{KdError, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -137,18 +136,4 @@ pub fn read_history(path: &Path) -> Result<History> {
         }
     }
     Ok(h)
-}
-
-/// A progress bar on stderr (hidden when stderr is not a terminal).
-pub fn progress_bar(len: usize, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(what.to_string());
-    bar
 }

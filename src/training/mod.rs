@@ -1,5 +1,6 @@
 //! Training: losses, AdamW, the learning-rate schedule, the loop and metrics.
 pub mod calibration;
+mod epoch;
 pub mod inference;
 pub mod log;
 pub mod loss;
@@ -10,10 +11,7 @@ pub mod selection;
 pub mod state;
 pub mod trainer;
 
-pub use inference::{
-    cache_logits, evaluate_examples, evaluate_file, predict_logits, FileEvaluation, Shard,
-    CACHE_CHUNK_ROWS,
-};
+pub use inference::{evaluate_examples, evaluate_file, FileEvaluation};
 pub use log::MetricsLog;
 pub use state::{Checkpoints, NoCheckpoints, TrainState};
 pub use trainer::{

@@ -49,7 +49,7 @@ impl EpochScores {
     pub fn from_logits(epoch: usize, logits: &[f32], labels: &[u32], classes: usize) -> Self {
         let (mut nll, mut correct) = (Vec::new(), Vec::new());
         for (row, &label) in logits.chunks(classes).zip(labels) {
-            let p = super::calibration::probabilities(row, 1.0);
+            let p = crate::model::probabilities(row, 1.0);
             nll.push(-p[label as usize].max(f64::MIN_POSITIVE).ln());
             let best = super::metrics::argmax_rows(row, classes)[0];
             correct.push(best == label);

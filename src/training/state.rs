@@ -11,7 +11,6 @@ use crate::error::Result;
 use candle_core::Tensor;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Everything the loop needs to continue after `step` steps.
 #[derive(Clone, Debug)]
@@ -59,39 +58,4 @@ impl Checkpoints for NoCheckpoints {
 /// (index = step).
 pub fn rng_for(seed: u64, tag: u64, index: usize) -> StdRng {
     StdRng::seed_from_u64(seed ^ (tag << 56) ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-/// Asks running work to stop at the next step boundary (SIGINT/SIGTERM handler).
-pub fn request_stop() {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Whether a stop was asked for.
-pub fn stop_requested() -> bool {
-    STOP.load(Ordering::SeqCst)
-}
-
-/// For the resume tests: `KD_STOP_AFTER_STEP=N` asks for a stop after step N, as SIGINT would.
-pub fn stop_point(step: usize) {
-    if std::env::var("KD_STOP_AFTER_STEP")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        == Some(step)
-    {
-        request_stop();
-    }
-}
-
-/// A fault for the resume tests: `KD_FAULT_AFTER_STEP=N` kills the process (abort, as a SIGKILL
-/// would: no destructor runs) right after step N and its checkpoint, if one was due.
-pub fn fault_point(var: &str, at: usize) {
-    if std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        == Some(at)
-    {
-        std::process::abort();
-    }
 }

@@ -1,22 +1,16 @@
 //! The training loop shared by `kd teach` and `kd distill`.
-use super::calibration::ensemble;
-use super::inference::predict_logits;
-use super::log::{progress_bar, MetricsLog};
+use super::epoch::Run;
+use super::log::MetricsLog;
 use super::loss::{cross_entropy, distillation_mixed};
-use super::metrics::{argmax_rows, evaluate};
 use super::optimizer::{AdamW, AdamWConfig};
-use super::schedule::{warmup_cosine, warmup_steps};
-use super::selection::{Decision, EpochScores, EpochSelector, Select};
-use super::state::{fault_point, rng_for, stop_point, stop_requested, Checkpoints, TrainState};
-use crate::cache::LogitCache;
+use super::selection::{Decision, Select};
+use super::state::{Checkpoints, TrainState};
+use crate::cache::{ensemble, LogitCache};
 use crate::data::{Batch, Batcher, Dataset};
 use crate::error::{KdError, Result};
 use crate::model::TextClassifier;
 use candle_core::Tensor;
 use rand::rngs::StdRng;
-use rand::Rng;
-use serde_json::json;
-use std::time::Instant;
 
 /// Optimisation settings (the `[train]` table of a config).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -57,7 +51,7 @@ pub struct TrainSettings {
 }
 
 fn default_chunk_rows() -> usize {
-    super::inference::CACHE_CHUNK_ROWS
+    crate::cache::CACHE_CHUNK_ROWS
 }
 
 /// What the loss compares the model's logits with.
@@ -100,7 +94,10 @@ pub struct Progress<'a> {
 /// evaluating on `data.val` after every epoch; at the end the model holds the epoch
 /// [`EpochSelector`] keeps. Resumed from a [`TrainState`], it ends with the bits an
 /// uninterrupted run ends with. Stops at a step boundary, checkpointed, when asked
-/// ([`super::state::request_stop`]).
+/// ([`crate::interrupt::request_stop`]).
+///
+/// [`EpochSelector`]: super::selection::EpochSelector
+/// [`TrainState`]: super::state::TrainState
 pub fn train(
     model: &TextClassifier,
     batcher: &Batcher,
@@ -109,11 +106,6 @@ pub fn train(
     objective: &Objective,
     progress: Progress,
 ) -> Result<TrainReport> {
-    let Progress {
-        log,
-        checkpoints,
-        resume,
-    } = progress;
     if s.batch_size == 0 || s.epochs == 0 {
         return Err(KdError::Config(
             "epochs and batch size must be at least 1".into(),
@@ -125,200 +117,7 @@ pub fn train(
         Objective::Supervised => data.train.clone(),
         Objective::Distill { .. } => data.train.iter().chain(&data.unlabelled).copied().collect(),
     };
-    let per_epoch = rows.len().div_ceil(s.batch_size);
-    let total = s
-        .max_steps
-        .map_or(per_epoch * s.epochs, |m| m.min(per_epoch * s.epochs));
-    let warmup = warmup_steps(total, s.warmup_ratio);
-    let mut opt = new_optimizer(model, s)?;
-    let mut selector = EpochSelector::new(s.select);
-    let mut st = match resume {
-        Some(mut st) => {
-            // Checkpoints are read onto the CPU; the model may live on a GPU.
-            for (nv, t) in model.trainable().iter().zip(&st.params) {
-                nv.var
-                    .set(&t.to_device(model.device())?.to_dtype(nv.var.dtype())?)?;
-            }
-            if let Some((_, snapshot)) = &mut st.best {
-                for t in snapshot.iter_mut() {
-                    *t = t.to_device(model.device())?;
-                }
-            }
-            opt.restore(st.adam_step, &st.adam_m, &st.adam_v)?;
-            selector.remember(st.best.as_ref().map(|b| &b.0));
-            tracing::info!(step = st.step, total, "resuming");
-            st
-        }
-        None => TrainState {
-            step: 0,
-            params: Vec::new(),
-            adam_step: 0,
-            adam_m: Vec::new(),
-            adam_v: Vec::new(),
-            best: None,
-            last: None,
-            window: (0.0, 0),
-            seconds: 0.0,
-            samples: 0,
-            tokens: 0,
-            metrics_len: 0,
-        },
-    };
-    let bar = progress_bar(total, "train");
-    bar.inc(st.step as u64);
-    let mut epoch = st.step / per_epoch.max(1);
-    while st.step < total {
-        // The epoch's plan is a function of (seed, epoch): a resumed run skips the batches done.
-        let done_in_epoch = st.step - epoch * per_epoch;
-        epoch += 1;
-        let mut plan_rng = rng_for(s.seed, 1, epoch);
-        let plan = batcher.training_plan(&rows, s.batch_size, &mut plan_rng);
-        for rows in plan.into_iter().skip(done_in_epoch) {
-            if st.step == total {
-                break;
-            }
-            let step = st.step;
-            let started = Instant::now();
-            let batch = batcher.batch(&rows);
-            let lr = s.lr * warmup_cosine(step, warmup, total);
-            let mut rng = rng_for(s.seed, 2, step);
-            // GPU dropout masks come from the device's generator (the CPU's from `rng`).
-            if !model.device().is_cpu() {
-                model.device().set_seed(rng.random())?;
-            }
-            let loss = train_step(model, &batch, objective, &mut opt, lr, s, &mut rng)?;
-            if !loss.is_finite() {
-                return Err(KdError::Diverged {
-                    what: "the training loss".into(),
-                    value: loss,
-                    step,
-                });
-            }
-            st.seconds += started.elapsed().as_secs_f64();
-            st.samples += batch.batch_size;
-            st.tokens += batch.real_tokens();
-            st.step += 1;
-            st.window = (st.window.0 + loss, st.window.1 + 1);
-            bar.inc(1);
-            bar.set_message(format!(
-                "epoch {epoch} loss {loss:.4} lr {lr:.2e} {:.1} samples/s",
-                st.samples as f64 / st.seconds
-            ));
-            if st.step % s.log_every.max(1) == 0 || st.step == total {
-                log.write(json!({
-                    "step": st.step, "epoch": epoch, "loss": st.window.0 / st.window.1 as f64,
-                    "lr": lr, "samples_per_s": st.samples as f64 / st.seconds,
-                    "tokens_per_s": st.tokens as f64 / st.seconds,
-                }))?;
-                st.window = (0.0, 0);
-            }
-            let epoch_end = st.step == total || st.step % per_epoch == 0;
-            stop_point(st.step);
-            let stop = stop_requested();
-            // The epoch's last step is checkpointed after its validation, below.
-            if !epoch_end && (stop || checkpoints.due(st.step, false)) {
-                save_state(model, &opt, &mut st, log, checkpoints)?;
-            }
-            fault_point("KD_FAULT_AFTER_STEP", st.step);
-            if stop && !epoch_end {
-                return Err(KdError::Interrupted {
-                    what: format!("training at step {} of {total}", st.step),
-                });
-            }
-        }
-        if !data.val.is_empty() {
-            let scores = validate(model, batcher, data, s, epoch, st.step, log)?;
-            if selector.observe(&scores) {
-                st.best = Some((scores.clone(), copy_params(model)?));
-            }
-            st.last = Some(scores);
-        }
-        let stop = stop_requested();
-        if stop || checkpoints.due(st.step, true) {
-            save_state(model, &opt, &mut st, log, checkpoints)?;
-        }
-        fault_point("KD_FAULT_AFTER_EPOCH", epoch);
-        if stop {
-            return Err(KdError::Interrupted {
-                what: format!("training after epoch {epoch} (step {} of {total})", st.step),
-            });
-        }
-    }
-    bar.finish_and_clear();
-    // Epochs begun, counted from the steps (a run resumed at its last step of a partial final
-    // epoch never enters the loop above).
-    let last_epoch = st.step.div_ceil(per_epoch.max(1));
-    let selection = selector.decide(st.last.as_ref(), last_epoch);
-    tracing::info!(epoch = selection.epoch, "kept: {}", selection.reason);
-    let mut kept = st.last;
-    if let Some((scores, snapshot)) = st.best.filter(|(b, _)| b.epoch == selection.epoch) {
-        for (nv, t) in model.trainable().iter().zip(snapshot) {
-            nv.var.set(&t)?;
-        }
-        kept = Some(scores);
-    }
-    Ok(TrainReport {
-        steps: st.step,
-        selection,
-        val_loss: kept.as_ref().map(EpochScores::loss),
-        val_accuracy: kept.as_ref().map(EpochScores::accuracy),
-        train_seconds: st.seconds,
-        train_samples_per_s: st.samples as f64 / st.seconds.max(1e-9),
-        train_tokens_per_s: st.tokens as f64 / st.seconds.max(1e-9),
-    })
-}
-
-/// Copies of the trainable tensors (a snapshot that later steps do not change).
-fn copy_params(model: &TextClassifier) -> Result<Vec<Tensor>> {
-    Ok(model
-        .trainable()
-        .iter()
-        .map(|nv| nv.var.as_tensor().copy())
-        .collect::<candle_core::Result<Vec<_>>>()?)
-}
-
-/// Fills `st` with the model's and optimizer's current tensors and hands it to `checkpoints`.
-fn save_state(
-    model: &TextClassifier,
-    opt: &AdamW,
-    st: &mut TrainState,
-    log: &MetricsLog,
-    checkpoints: &mut dyn Checkpoints,
-) -> Result<()> {
-    st.params = copy_params(model)?;
-    (st.adam_step, st.adam_m, st.adam_v) = opt.state()?;
-    st.metrics_len = log.len();
-    checkpoints.save(st)
-}
-
-/// Scores the validation rows after `epoch`, logs them and returns them per row.
-fn validate(
-    model: &TextClassifier,
-    batcher: &Batcher,
-    data: &Dataset,
-    s: &TrainSettings,
-    epoch: usize,
-    step: usize,
-    log: &mut MetricsLog,
-) -> Result<EpochScores> {
-    let classes = model.num_labels();
-    let logits = predict_logits(model, batcher, &data.val, s.eval_batch_size, "validation")?;
-    let labels: Vec<u32> = data.val.iter().map(|&i| data.label(i)).collect();
-    let scores = EpochScores::from_logits(epoch, &logits, &labels, classes);
-    let eval = evaluate(&argmax_rows(&logits, classes), &labels, classes);
-    let loss = scores.loss();
-    tracing::info!(
-        epoch,
-        loss,
-        accuracy = eval.accuracy,
-        macro_f1 = eval.macro_f1,
-        "validation"
-    );
-    log.write(json!({
-        "eval": "validation", "epoch": epoch, "step": step, "loss": loss,
-        "accuracy": eval.accuracy, "macro_f1": eval.macro_f1,
-    }))?;
-    Ok(scores)
+    Run::start(model, batcher, data, s, objective, rows, progress)?.run()
 }
 
 /// AdamW over the model's trainable tensors with the run's weight decay.

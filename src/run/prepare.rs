@@ -1,13 +1,12 @@
-//! The steps `kd teach` and `kd distill` share: preparing data and model, and finishing a run.
+//! Preparing a training run, the first step `kd teach`, `kd distill`, `kd sweep` and `kd cache`
+//! share: device, checkpoint, data and tokenizer resolved, and every input checked before any
+//! training.
 use crate::data::labels::label_names;
 use crate::data::{tokenize_rows, Batcher, DataFiles, Dataset, Example, TextTokenizer};
 use crate::device;
 use crate::error::{KdError, Result};
 use crate::model::{Checkpoint, TextClassifier};
-use crate::run::folder::{files, write_json};
-use crate::run::{RunConfig, StagedRun, Summary};
-use crate::training::calibration::fit_temperature;
-use crate::training::{evaluate_examples, predict_logits, TrainReport};
+use super::RunConfig;
 use candle_core::{DType, Device};
 
 /// Data, tokenizer and model, ready to train.
@@ -108,78 +107,3 @@ pub fn fresh_model(cfg: &RunConfig, p: &Prepared) -> Result<TextClassifier> {
     Ok(model)
 }
 
-/// Evaluates on the test split when there is one, writes summary.json (the run's last file) and
-/// commits the staged run: the run folder is replaced by the new run in one step.
-pub fn finish(
-    cfg: &RunConfig,
-    p: &Prepared,
-    model: &TextClassifier,
-    report: &TrainReport,
-    role: &str,
-    cache_samples_per_s: Option<f64>,
-    run: StagedRun,
-) -> Result<Summary> {
-    let test = match &p.test {
-        Some(rows) => Some(evaluate_examples(
-            model,
-            &p.tokenizer,
-            rows,
-            &p.checkpoint,
-            &cfg.train,
-        )?),
-        None => None,
-    };
-    // Temperature scaling on the validation rows of the kept model.
-    let temperature = if cfg.train.calibrate {
-        let logits = predict_logits(
-            model,
-            &p.batcher,
-            &p.data.val,
-            cfg.train.eval_batch_size,
-            "calibrate",
-        )?;
-        let labels: Vec<u32> = p.data.val.iter().map(|&i| p.data.label(i)).collect();
-        let t = fit_temperature(&logits, &labels, model.num_labels());
-        tracing::info!(temperature = t, "calibrated on the validation rows");
-        Some(t)
-    } else {
-        None
-    };
-    let summary = Summary {
-        run_id: Some(run.run_id().to_string()),
-        role: role.into(),
-        model: cfg.model.clone(),
-        data: cfg.data.clone(),
-        device: format!("{:?}/{:?}", p.device, p.dtype),
-        kernels: Some(crate::nn::kernels_used(&p.device, p.dtype)),
-        trainable_params: model.trainable_count(),
-        steps: report.steps,
-        kept_epoch: report.selection.epoch,
-        selection: Some(report.selection.clone()),
-        val_loss: report.val_loss,
-        val_accuracy: report.val_accuracy,
-        test_accuracy: test.as_ref().map(|t| t.evaluation.accuracy),
-        test_macro_f1: test.as_ref().map(|t| t.evaluation.macro_f1),
-        calibrated_temperature: temperature,
-        test_calibration: test
-            .as_ref()
-            .map(|t| t.calibration(temperature.unwrap_or(1.0))),
-        test_calibration_before: test
-            .as_ref()
-            .filter(|_| temperature.is_some())
-            .map(|t| t.calibration(1.0)),
-        train_seconds: report.train_seconds,
-        train_samples_per_s: report.train_samples_per_s,
-        train_tokens_per_s: report.train_tokens_per_s,
-        cache_samples_per_s,
-        temperature: cfg
-            .distill
-            .as_ref()
-            .filter(|d| d.alpha > 0.0)
-            .map(|d| d.temperature),
-        alpha: cfg.distill.as_ref().map(|d| d.alpha),
-    };
-    write_json(&run.dir().join(files::SUMMARY), &summary)?;
-    run.commit()?;
-    Ok(summary)
-}

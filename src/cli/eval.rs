@@ -1,0 +1,141 @@
+//! The flags of the commands that use trained models: compare, report, export and predict.
+use super::device::DeviceArgs;
+use clap::Args;
+use kd::commands::compare::CompareRequest;
+use kd::commands::predict::PredictRequest;
+use kd::commands::report::ReportRequest;
+use kd::run::ModelSource;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Run folders to evaluate (e.g. teacher student)
+    pub runs: Vec<PathBuf>,
+    /// PEFT adapter folders to evaluate as well (with --model)
+    #[arg(long)]
+    pub adapter: Vec<PathBuf>,
+    /// Base model for --adapter folders [default: the adapter's base_model_name_or_path]
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Where to write the comparison as JSON
+    #[arg(long, default_value = "compare.json")]
+    pub json: PathBuf,
+    #[command(flatten)]
+    pub eval: EvalArgs,
+}
+
+impl CompareArgs {
+    pub fn to_request(&self) -> anyhow::Result<CompareRequest> {
+        let (device, dtype) = self.eval.device.select()?;
+        Ok(CompareRequest {
+            runs: self.runs.clone(),
+            adapters: self.adapter.clone(),
+            model: self.model.clone(),
+            data: self.eval.data.clone(),
+            device,
+            dtype,
+            max_len: self.eval.max_len,
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Run folders (compared in the order given) and sweep folders (folders with sweep.json)
+    #[arg(required = true)]
+    pub folders: Vec<PathBuf>,
+    /// The report folder (new, empty, or an earlier report: it is replaced whole)
+    #[arg(long, default_value = "report")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub eval: EvalArgs,
+}
+
+impl ReportArgs {
+    pub fn into_request(self) -> anyhow::Result<ReportRequest> {
+        let (device, dtype) = self.eval.device.select()?;
+        Ok(ReportRequest {
+            folders: self.folders,
+            data: self.eval.data,
+            out: self.out,
+            device,
+            dtype,
+            max_len: self.eval.max_len,
+        })
+    }
+}
+
+/// How compare and report evaluate runs on a test split.
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Dataset whose test split is used [default: the first run's dataset]
+    #[arg(long)]
+    pub data: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Truncate every model's inputs to this many tokens [default: each run's own; 128 for
+    /// compare's --adapter folders]
+    #[arg(long)]
+    pub max_len: Option<usize>,
+}
+
+/// A trained model: a run folder, or a PEFT adapter folder on a base model.
+#[derive(Args)]
+pub struct ModelArgs {
+    /// The run folder
+    pub run: Option<PathBuf>,
+    /// A PEFT adapter folder instead of a run folder (with --model)
+    #[arg(long, conflicts_with = "run")]
+    pub adapter: Option<PathBuf>,
+    /// Base model for --adapter [default: the adapter's base_model_name_or_path]
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+impl ModelArgs {
+    pub fn into_source(self) -> kd::Result<ModelSource> {
+        ModelSource::from_flags(self.run, self.adapter, self.model)
+    }
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub source: ModelArgs,
+    /// The folder to create
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub source: ModelArgs,
+    /// Rows to label (.csv/.csv.gz with optional class column, .jsonl, .parquet)
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long, default_value = "preds.csv")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Truncate rows to this many tokens [default: the run's own, 128 for --adapter]
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+}
+
+impl PredictArgs {
+    pub fn into_request(self) -> anyhow::Result<PredictRequest> {
+        let (device, dtype) = self.device.select()?;
+        Ok(PredictRequest {
+            source: self.source.into_source()?,
+            input: self.input,
+            output: self.output,
+            batch_size: self.batch_size,
+            device,
+            dtype,
+            max_len: self.max_len,
+        })
+    }
+}

@@ -1,0 +1,87 @@
+//! The flags of the tool commands: `kd cache` (scoring transfer rows, in shards) and `kd bench`.
+use super::device::DeviceArgs;
+use clap::Args;
+use kd::commands::bench::{BenchRequest, BenchSettings};
+use kd::commands::cache::CacheRequest;
+use kd::cache::{Shard, CACHE_CHUNK_ROWS};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct CacheArgs {
+    /// The teacher's run folder
+    pub teacher: PathBuf,
+    /// Unlabelled file to score (repeatable; formats as for kd teach --unlabelled)
+    #[arg(long, required = true)]
+    pub unlabelled: Vec<PathBuf>,
+    /// Score only every N-th chunk, starting at chunk i, into a part file (i/N, 0 ≤ i < N)
+    #[arg(long, value_parser = parse_shard, conflicts_with = "merge")]
+    pub shard: Option<Shard>,
+    /// Join the part files of a sharded pass into the teacher's cache
+    #[arg(long)]
+    pub merge: bool,
+    /// Rows per caching chunk (must be the same for every shard and the merge)
+    #[arg(long, default_value_t = CACHE_CHUNK_ROWS, hide = true,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub chunk_rows: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// Parses `i/N` with 0 ≤ i < N.
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}`: expected i/N, e.g. 0/4"))?;
+    let (index, count): (usize, usize) = (
+        i.trim()
+            .parse()
+            .map_err(|_| format!("`{i}` is not a number"))?,
+        n.trim()
+            .parse()
+            .map_err(|_| format!("`{n}` is not a number"))?,
+    );
+    if index >= count {
+        return Err(format!("shard {index}/{count}: i must be below N"));
+    }
+    Ok(Shard { index, count })
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub settings: BenchSettings,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Also write the report as JSON here
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl CacheArgs {
+    pub fn into_request(self) -> anyhow::Result<CacheRequest> {
+        let (device, dtype) = self.device.select()?;
+        Ok(CacheRequest {
+            teacher: self.teacher,
+            unlabelled: self.unlabelled,
+            shard: self.shard,
+            merge: self.merge,
+            chunk_rows: self.chunk_rows,
+            batch_size: self.batch_size,
+            device,
+            dtype,
+        })
+    }
+}
+
+impl BenchArgs {
+    pub fn to_request(&self) -> anyhow::Result<BenchRequest> {
+        let (device, dtype) = self.device.select()?;
+        Ok(BenchRequest {
+            settings: self.settings.clone(),
+            device,
+            dtype,
+        })
+    }
+}

@@ -1,0 +1,66 @@
+//! A student's teachers: finished run folders whose memory-mapped logit caches it learns from.
+//! The rules that make a cache usable live here: it is not the student's own folder, it was made
+//! from these very rows, and it names the same classes.
+use super::config::{DistillSettings, RunConfig};
+use super::folder::files;
+use super::load::check_one_run;
+use super::prepare::Prepared;
+use crate::cache::LogitCache;
+use crate::error::{KdError, Result};
+use std::path::Path;
+
+/// Refuses a student `out` that is one of its teachers' folders: writing it would delete the
+/// logits it learns from.
+pub fn check_not_a_teacher(d: &DistillSettings, out: &Path) -> Result<()> {
+    let canonical = |p: &Path| std::fs::canonicalize(p).ok();
+    match d
+        .teacher
+        .iter()
+        .find(|t| canonical(t).is_some() && canonical(t) == canonical(out))
+    {
+        Some(t) => Err(KdError::Config(format!(
+            "--out {} is the teacher's run folder {}: choose another --out",
+            out.display(),
+            t.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Opens every teacher's cache (none when α = 0: the labels alone), each checked against the
+/// student's data: a finished run, the same classes by name and count, the same rows.
+pub fn open_teachers(d: &DistillSettings, p: &Prepared) -> Result<Vec<LogitCache>> {
+    if d.alpha <= 0.0 {
+        return Ok(Vec::new());
+    }
+    d.teacher.iter().map(|t| open_teacher(t, p)).collect()
+}
+
+fn open_teacher(teacher: &Path, p: &Prepared) -> Result<LogitCache> {
+    check_one_run(teacher)?;
+    let names = RunConfig::from_file(&teacher.join(files::CONFIG))?.label_names;
+    if let (Some(t), Some(s)) = (&names, &p.label_names) {
+        if t != s {
+            return Err(KdError::Config(format!(
+                "the teacher {} names its classes {}, the student's data {}",
+                teacher.display(),
+                t.join(", "),
+                s.join(", ")
+            )));
+        }
+    }
+    let cache = LogitCache::open(&teacher.join(files::LOGITS))?;
+    let (labelled, unlabelled) = p.data.parts();
+    cache.check_matches(labelled, unlabelled, &p.data.unlabelled_files)?;
+    if cache.header().classes != p.data.num_labels {
+        return Err(KdError::bad_file(
+            cache.path(),
+            format!(
+                "{} classes, the data has {}",
+                cache.header().classes,
+                p.data.num_labels
+            ),
+        ));
+    }
+    Ok(cache)
+}
