@@ -79,7 +79,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", commands::sweep::render(&s));
             let runs: usize = s.points.iter().map(|p| p.runs.len()).sum();
             let json = req.out.join("sweep.json");
-            println!("trained {} of {runs} runs; wrote {}", s.trained, json.display());
+            println!(
+                "trained {} of {runs} runs; wrote {}",
+                s.trained,
+                json.display()
+            );
         }
         Command::Cache(args) => println!("{}", commands::cache::run(&args.into_request()?)?),
         Command::Compare(args) => {
@@ -119,7 +123,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let (dev, dtype) = device.select()?;
             let r = commands::selftest::run(&dev, dtype)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
-            anyhow::ensure!(r.passed, "{dev:?} in {dtype:?} disagrees with the CPU reference");
+            anyhow::ensure!(
+                r.passed,
+                "{dev:?} in {dtype:?} disagrees with the CPU reference"
+            );
         }
         Command::Bench(args) => {
             let r = bench::run(&args.to_request()?)?;

@@ -1,9 +1,9 @@
 //! The flags of the tool commands: `kd cache` (scoring transfer rows, in shards) and `kd bench`.
 use super::device::DeviceArgs;
 use clap::Args;
+use kd::cache::{Shard, CACHE_CHUNK_ROWS};
 use kd::commands::bench::{BenchRequest, BenchSettings};
 use kd::commands::cache::CacheRequest;
-use kd::cache::{Shard, CACHE_CHUNK_ROWS};
 use std::path::PathBuf;
 
 #[derive(Args)]

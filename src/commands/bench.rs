@@ -7,9 +7,9 @@ use crate::data::TokenizerFiles;
 use crate::data::{Batch, Batcher, TextTokenizer};
 use crate::error::{KdError, Result};
 use crate::model::flops::FlopModel;
+use crate::model::predict_logits;
 use crate::model::random_init::{shape_config, RandomWeights, SHAPES};
 use crate::model::{Checkpoint, LoraSpec, TextClassifier};
-use crate::model::predict_logits;
 use crate::training::{new_optimizer, train_step, Objective, TrainSettings};
 use candle_core::{DType, Device};
 use rand::rngs::StdRng;
@@ -241,7 +241,9 @@ fn time_training(
         }
         let batch = batcher.batch(chunk);
         let objective = Objective::Supervised;
-        train_step(model, &batch, &objective, &mut opt, 5e-4, &settings, &mut rng)?;
+        train_step(
+            model, &batch, &objective, &mut opt, 5e-4, &settings, &mut rng,
+        )?;
         memory.sample();
         if i >= s.warmup_steps {
             phase.add(&batch, flops.train(batch.batch_size, batch.seq_len));

@@ -1,10 +1,10 @@
 //! `kd compare`: evaluate run folders (or PEFT adapters) side by side on the test split.
 use crate::data::DataFiles;
+use crate::data::SplitFiles;
 use crate::error::{KdError, Result};
 pub use crate::report::comparison::{
     render_table, save_json, Comparison, PairAgreement, RunResult,
 };
-use crate::data::SplitFiles;
 use crate::run::{LoadedModel, ModelSource};
 use crate::training::calibration::reliability;
 use crate::training::evaluate_file;
@@ -38,7 +38,12 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
     });
     let loaded = sources
         .chain(adapters)
-        .map(|s| Ok((s.display_name(), s.load(&req.device, req.dtype, req.max_len)?)))
+        .map(|s| {
+            Ok((
+                s.display_name(),
+                s.load(&req.device, req.dtype, req.max_len)?,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
     if loaded.is_empty() {
         return Err(KdError::Config(

@@ -39,7 +39,9 @@ pub fn run_prepared(cfg: &RunConfig, p: &Prepared) -> Result<Summary> {
         }
     };
     let progress = open.progress();
-    let report = train(&model, &p.batcher, &p.data, &cfg.train, &objective, progress)?;
+    let report = train(
+        &model, &p.batcher, &p.data, &cfg.train, &objective, progress,
+    )?;
     let run = open.run;
     save_trained(cfg, &model, p.label_names.as_deref(), &run)?;
     finish(cfg, p, &model, &report, "student", None, run)

@@ -2,10 +2,10 @@
 use crate::data::formats::read_examples_with;
 use crate::data::tokenize_rows;
 use crate::error::{KdError, Result};
-use crate::run::{LoadedModel, ModelSource};
-use crate::model::probabilities;
-use crate::training::metrics::argmax_rows;
 use crate::model::predict_logits;
+use crate::model::probabilities;
+use crate::run::{LoadedModel, ModelSource};
+use crate::training::metrics::argmax_rows;
 use candle_core::{DType, Device};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,7 +34,12 @@ pub fn run(req: &PredictRequest) -> Result<usize> {
 /// input order
 /// (probabilities at the run's calibrated temperature, if it has one).
 /// Returns the number of rows written.
-pub fn label_rows(loaded: &LoadedModel, input: &Path, output: &Path, batch_size: usize) -> Result<usize> {
+pub fn label_rows(
+    loaded: &LoadedModel,
+    input: &Path,
+    output: &Path,
+    batch_size: usize,
+) -> Result<usize> {
     // The columns the run was trained with.
     let columns = loaded
         .run

@@ -5,11 +5,11 @@
 //! deviation over seeds, and each point's paired difference against α = 0 with the same seed.
 use super::distill::run_prepared;
 use crate::error::{KdError, Result};
-use crate::run::prepare;
 pub use crate::report::sweep::{render, GridPoint, Sweep, SweepPoint};
 use crate::run::checkpoints::settings_key;
 use crate::run::folder::write_json;
 use crate::run::load::{check_one_run, read_summary};
+use crate::run::prepare;
 use crate::run::{RunConfig, Summary};
 use std::path::PathBuf;
 

@@ -4,9 +4,9 @@ use super::folder::{files, write_json};
 use super::prepare::Prepared;
 use super::{RunConfig, StagedRun, Summary};
 use crate::error::Result;
+use crate::model::predict_logits;
 use crate::model::TextClassifier;
 use crate::training::calibration::fit_temperature;
-use crate::model::predict_logits;
 use crate::training::{evaluate_examples, FileEvaluation, TrainReport};
 
 /// Evaluates on the test split when there is one, writes summary.json (the run's last file) and

@@ -89,7 +89,12 @@ impl ModelSource {
 
     /// Loads the model. `max_len` truncates its inputs: a run keeps its own when it is `None`,
     /// an adapter takes 128.
-    pub fn load(&self, device: &Device, dtype: DType, max_len: Option<usize>) -> Result<LoadedModel> {
+    pub fn load(
+        &self,
+        device: &Device,
+        dtype: DType,
+        max_len: Option<usize>,
+    ) -> Result<LoadedModel> {
         match self {
             Self::Run(dir) => {
                 let mut m = load_run(dir, device, dtype)?;

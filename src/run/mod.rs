@@ -13,8 +13,8 @@ mod teachers;
 
 pub use config::{DistillSettings, RunConfig};
 pub use finish::finish;
-pub use prepare::{fresh_model, load_data, prepare, Prepared};
-pub use teachers::{check_not_a_teacher, open_teachers};
 pub use folder::Summary;
 pub use load::{load_adapter, load_run, LoadedModel, ModelSource};
+pub use prepare::{fresh_model, load_data, prepare, Prepared};
 pub use staging::StagedRun;
+pub use teachers::{check_not_a_teacher, open_teachers};

@@ -1,12 +1,12 @@
 //! Preparing a training run, the first step `kd teach`, `kd distill`, `kd sweep` and `kd cache`
 //! share: device, checkpoint, data and tokenizer resolved, and every input checked before any
 //! training.
+use super::RunConfig;
 use crate::data::labels::label_names;
 use crate::data::{tokenize_rows, Batcher, DataFiles, Dataset, Example, TextTokenizer};
 use crate::device;
 use crate::error::{KdError, Result};
 use crate::model::{Checkpoint, TextClassifier};
-use super::RunConfig;
 use candle_core::{DType, Device};
 
 /// Data, tokenizer and model, ready to train.
@@ -106,4 +106,3 @@ pub fn fresh_model(cfg: &RunConfig, p: &Prepared) -> Result<TextClassifier> {
     }
     Ok(model)
 }
-

@@ -1,72 +1,26 @@
-//! The training loop shared by `kd teach` and `kd distill`.
-use super::epoch::Run;
+//! The training loop shared by `kd teach` and `kd distill`, in named steps: resume, one
+//! optimizer step ([`super::step`]), its log line and checkpoint, the epoch's end (validation,
+//! epoch scores, checkpoint) and the kept epoch.
+//!
+//! A resumed run must end with the bits an uninterrupted one ends with, so every RNG is drawn
+//! from (seed, epoch) or (seed, step) and the state between steps lives in one [`TrainState`].
 use super::log::MetricsLog;
-use super::loss::{cross_entropy, distillation_mixed};
-use super::optimizer::{AdamW, AdamWConfig};
-use super::selection::{Decision, Select};
-use super::state::{Checkpoints, TrainState};
-use crate::cache::{ensemble, LogitCache};
-use crate::data::{Batch, Batcher, Dataset};
+use super::metrics::{argmax_rows, evaluate};
+use super::optimizer::AdamW;
+use super::schedule::{warmup_cosine, warmup_steps};
+use super::selection::{Decision, EpochScores, EpochSelector};
+use super::state::{rng_for, Checkpoints, TrainState};
+use super::step::{new_optimizer, train_step, Objective, TrainSettings};
+use crate::data::{Batcher, Dataset};
 use crate::error::{KdError, Result};
-use crate::model::TextClassifier;
+use crate::interrupt::{fault_point, stop_point, stop_requested};
+use crate::model::{predict_logits, TextClassifier};
+use crate::progress::progress_bar;
 use candle_core::Tensor;
-use rand::rngs::StdRng;
-
-/// Optimisation settings (the `[train]` table of a config).
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct TrainSettings {
-    pub epochs: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_steps: Option<usize>,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub warmup_ratio: f64,
-    pub weight_decay: f64,
-    pub label_smoothing: f64,
-    pub max_grad_norm: f64,
-    pub max_len: usize,
-    pub seed: u64,
-    pub val_fraction: f64,
-    /// How the kept epoch is chosen (absent in configs written before `--select` existed).
-    #[serde(default)]
-    pub select: Select,
-    /// Checkpoint every N steps (default: every 5 minutes of training, and every epoch).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint_every: Option<usize>,
-    /// Start over even where an interrupted run left a checkpoint (never saved).
-    #[serde(skip)]
-    pub fresh: bool,
-    /// Rows per chunk of the caching pass (each chunk is kept as soon as it is scored).
-    #[serde(default = "default_chunk_rows")]
-    pub cache_chunk_rows: usize,
-    /// The number of classes, when the data does not say (labels must be 0..K−1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub num_labels: Option<usize>,
-    /// Fit a softmax temperature on the validation rows after training (temperature scaling);
-    /// `kd predict` and `kd compare` then use it.
-    #[serde(default)]
-    pub calibrate: bool,
-    pub log_every: usize,
-    pub eval_batch_size: usize,
-}
-
-fn default_chunk_rows() -> usize {
-    crate::cache::CACHE_CHUNK_ROWS
-}
-
-/// What the loss compares the model's logits with.
-pub enum Objective<'a> {
-    /// Cross-entropy with the labels (the teacher).
-    Supervised,
-    /// α·T²·KL(teacher ‖ student) + (1−α)·CE on labelled rows and T²·KL alone on unlabelled
-    /// rows, teacher logits read from the cache.
-    Distill {
-        /// One cache per teacher; several are distilled from as their ensemble.
-        teachers: &'a [LogitCache],
-        temperature: f64,
-        alpha: f64,
-    },
-}
+use indicatif::ProgressBar;
+use rand::Rng;
+use serde_json::json;
+use std::time::Instant;
 
 /// What a training run measured.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -120,59 +74,316 @@ pub fn train(
     Run::start(model, batcher, data, s, objective, rows, progress)?.run()
 }
 
-/// AdamW over the model's trainable tensors with the run's weight decay.
-pub fn new_optimizer(model: &TextClassifier, s: &TrainSettings) -> Result<AdamW> {
-    let cfg = AdamWConfig {
-        weight_decay: s.weight_decay,
-        ..Default::default()
-    };
-    Ok(AdamW::new(model.trainable(), cfg)?)
+/// One training run between its first and last step.
+struct Run<'a> {
+    model: &'a TextClassifier,
+    batcher: &'a Batcher,
+    data: &'a Dataset,
+    s: &'a TrainSettings,
+    objective: &'a Objective<'a>,
+    log: &'a mut MetricsLog,
+    checkpoints: &'a mut dyn Checkpoints,
+    /// The rows an epoch passes over.
+    rows: Vec<usize>,
+    per_epoch: usize,
+    total: usize,
+    warmup: usize,
+    opt: AdamW,
+    selector: EpochSelector,
+    /// Everything a checkpoint keeps.
+    st: TrainState,
+    bar: ProgressBar,
 }
 
-/// One optimizer step on `batch` (forward with dropout, loss, backward, clipping, AdamW);
-/// returns the loss.
-pub fn train_step(
-    model: &TextClassifier,
-    batch: &Batch,
-    objective: &Objective,
-    opt: &mut AdamW,
-    lr: f64,
-    s: &TrainSettings,
-    rng: &mut StdRng,
-) -> Result<f64> {
-    let device = model.device();
-    let logits = model.forward(batch, Some(rng))?;
-    let labels = Tensor::from_slice(&batch.labels, batch.batch_size, device)?;
-    let loss = match objective {
-        Objective::Supervised => {
-            if !batch.all_labelled() {
-                return Err(KdError::Internal(
-                    "unlabelled rows reached a supervised step: they can only be learnt from a teacher's logits".into(),
-                ));
+impl<'a> Run<'a> {
+    /// Sets up the optimizer and the epoch selector, from `progress.resume` when there is one.
+    pub(super) fn start<'p: 'a>(
+        model: &'a TextClassifier,
+        batcher: &'a Batcher,
+        data: &'a Dataset,
+        s: &'a TrainSettings,
+        objective: &'a Objective<'a>,
+        rows: Vec<usize>,
+        progress: Progress<'p>,
+    ) -> Result<Self> {
+        let per_epoch = rows.len().div_ceil(s.batch_size);
+        let total = s
+            .max_steps
+            .map_or(per_epoch * s.epochs, |m| m.min(per_epoch * s.epochs));
+        let warmup = warmup_steps(total, s.warmup_ratio);
+        let mut opt = new_optimizer(model, s)?;
+        let mut selector = EpochSelector::new(s.select);
+        let st = match progress.resume {
+            Some(st) => resume(model, &mut opt, &mut selector, st, total)?,
+            None => fresh_state(),
+        };
+        let bar = progress_bar(total, "train");
+        bar.inc(st.step as u64);
+        Ok(Self {
+            model,
+            batcher,
+            data,
+            s,
+            objective,
+            log: progress.log,
+            checkpoints: progress.checkpoints,
+            rows,
+            per_epoch,
+            total,
+            warmup,
+            opt,
+            selector,
+            st,
+            bar,
+        })
+    }
+
+    /// Runs the remaining steps, epoch by epoch, then restores the kept epoch.
+    pub(super) fn run(mut self) -> Result<TrainReport> {
+        let mut epoch = self.st.step / self.per_epoch.max(1);
+        while self.st.step < self.total {
+            // A resumed run skips the batches its epoch had done.
+            let done_in_epoch = self.st.step - epoch * self.per_epoch;
+            epoch += 1;
+            self.epoch_steps(epoch, done_in_epoch)?;
+            self.end_epoch(epoch)?;
+        }
+        self.finish()
+    }
+
+    /// The epoch's steps after the first `skip`. The plan is a function of (seed, epoch), so a
+    /// resumed run draws the same one.
+    fn epoch_steps(&mut self, epoch: usize, skip: usize) -> Result<()> {
+        let mut plan_rng = rng_for(self.s.seed, 1, epoch);
+        let plan = self
+            .batcher
+            .training_plan(&self.rows, self.s.batch_size, &mut plan_rng);
+        for rows in plan.into_iter().skip(skip) {
+            if self.st.step == self.total {
+                break;
             }
-            cross_entropy(&logits, &labels, s.label_smoothing)?
+            let (loss, lr) = self.step(&rows)?;
+            self.report_step(epoch, loss, lr)?;
+            self.after_step()?;
         }
-        Objective::Distill {
-            teachers,
-            temperature,
-            alpha,
-        } => {
-            let shape = (batch.batch_size, model.num_labels());
-            let logits_of_teachers = ensemble(teachers, &batch.rows, *temperature);
-            let teacher = Tensor::from_vec(logits_of_teachers, shape, device)?;
-            distillation_mixed(
-                &logits,
-                &teacher,
-                &labels,
-                &batch.labelled,
-                *temperature,
-                *alpha,
-                s.label_smoothing,
-            )?
+        Ok(())
+    }
+
+    /// One optimizer step on `rows`; returns its loss and learning rate. Dropout is drawn from
+    /// (seed, step), so a resumed step draws the masks it drew the first time.
+    fn step(&mut self, rows: &[usize]) -> Result<(f64, f64)> {
+        let (s, step) = (self.s, self.st.step);
+        let started = Instant::now();
+        let batch = self.batcher.batch(rows);
+        let lr = s.lr * warmup_cosine(step, self.warmup, self.total);
+        let mut rng = rng_for(s.seed, 2, step);
+        // GPU dropout masks come from the device's generator (the CPU's from `rng`).
+        if !self.model.device().is_cpu() {
+            self.model.device().set_seed(rng.random())?;
         }
-    };
-    let mut grads = loss.backward()?;
-    opt.clip_grad_norm(&mut grads, s.max_grad_norm)?;
-    opt.step(&grads, lr)?;
-    Ok(loss.to_scalar::<f32>()? as f64)
+        let loss = train_step(
+            self.model,
+            &batch,
+            self.objective,
+            &mut self.opt,
+            lr,
+            s,
+            &mut rng,
+        )?;
+        if !loss.is_finite() {
+            return Err(KdError::Diverged {
+                what: "the training loss".into(),
+                value: loss,
+                step,
+            });
+        }
+        let st = &mut self.st;
+        st.seconds += started.elapsed().as_secs_f64();
+        st.samples += batch.batch_size;
+        st.tokens += batch.real_tokens();
+        st.step += 1;
+        st.window = (st.window.0 + loss, st.window.1 + 1);
+        Ok((loss, lr))
+    }
+
+    /// The progress bar after every step; a metrics line (the window's mean loss) every
+    /// `log_every` steps and after the last.
+    fn report_step(&mut self, epoch: usize, loss: f64, lr: f64) -> Result<()> {
+        let st = &mut self.st;
+        self.bar.inc(1);
+        self.bar.set_message(format!(
+            "epoch {epoch} loss {loss:.4} lr {lr:.2e} {:.1} samples/s",
+            st.samples as f64 / st.seconds
+        ));
+        if st.step.is_multiple_of(self.s.log_every.max(1)) || st.step == self.total {
+            self.log.write(json!({
+                "step": st.step, "epoch": epoch, "loss": st.window.0 / st.window.1 as f64,
+                "lr": lr, "samples_per_s": st.samples as f64 / st.seconds,
+                "tokens_per_s": st.tokens as f64 / st.seconds,
+            }))?;
+            st.window = (0.0, 0);
+        }
+        Ok(())
+    }
+
+    /// Checkpoints when due or asked to stop, and stops when asked. The epoch's last step is
+    /// left to [`Self::end_epoch`], which checkpoints after its validation.
+    fn after_step(&mut self) -> Result<()> {
+        let step = self.st.step;
+        // per_epoch is at least 1 here: an empty epoch has no steps.
+        let epoch_end = step == self.total || step.is_multiple_of(self.per_epoch);
+        stop_point(step);
+        let stop = stop_requested();
+        if !epoch_end && (stop || self.checkpoints.due(step, false)) {
+            self.save()?;
+        }
+        fault_point("KD_FAULT_AFTER_STEP", step);
+        if stop && !epoch_end {
+            return Err(KdError::Interrupted {
+                what: format!("training at step {step} of {}", self.total),
+            });
+        }
+        Ok(())
+    }
+
+    /// Validation and the epoch's scores (the selector's best keeps a copy of the weights), then
+    /// the epoch's checkpoint, which therefore holds them.
+    fn end_epoch(&mut self, epoch: usize) -> Result<()> {
+        if !self.data.val.is_empty() {
+            let scores = self.validate(epoch)?;
+            if self.selector.observe(&scores) {
+                self.st.best = Some((scores.clone(), copy_params(self.model)?));
+            }
+            self.st.last = Some(scores);
+        }
+        let stop = stop_requested();
+        if stop || self.checkpoints.due(self.st.step, true) {
+            self.save()?;
+        }
+        fault_point("KD_FAULT_AFTER_EPOCH", epoch);
+        if stop {
+            return Err(KdError::Interrupted {
+                what: format!(
+                    "training after epoch {epoch} (step {} of {})",
+                    self.st.step, self.total
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Puts the kept epoch's weights back into the model and reports the run.
+    fn finish(self) -> Result<TrainReport> {
+        self.bar.finish_and_clear();
+        let st = self.st;
+        // Epochs begun, counted from the steps (a run resumed at its last step of a partial
+        // final epoch never enters the loop).
+        let last_epoch = st.step.div_ceil(self.per_epoch.max(1));
+        let selection = self.selector.decide(st.last.as_ref(), last_epoch);
+        tracing::info!(epoch = selection.epoch, "kept: {}", selection.reason);
+        let mut kept = st.last;
+        if let Some((scores, snapshot)) = st.best.filter(|(b, _)| b.epoch == selection.epoch) {
+            for (nv, t) in self.model.trainable().iter().zip(snapshot) {
+                nv.var.set(&t)?;
+            }
+            kept = Some(scores);
+        }
+        Ok(TrainReport {
+            steps: st.step,
+            selection,
+            val_loss: kept.as_ref().map(EpochScores::loss),
+            val_accuracy: kept.as_ref().map(EpochScores::accuracy),
+            train_seconds: st.seconds,
+            train_samples_per_s: st.samples as f64 / st.seconds.max(1e-9),
+            train_tokens_per_s: st.tokens as f64 / st.seconds.max(1e-9),
+        })
+    }
+
+    /// Fills the state with the model's and optimizer's current tensors and hands it over.
+    fn save(&mut self) -> Result<()> {
+        let st = &mut self.st;
+        st.params = copy_params(self.model)?;
+        (st.adam_step, st.adam_m, st.adam_v) = self.opt.state()?;
+        st.metrics_len = self.log.len();
+        self.checkpoints.save(st)
+    }
+
+    /// Scores the validation rows after `epoch` and logs them.
+    fn validate(&mut self, epoch: usize) -> Result<EpochScores> {
+        let (model, data) = (self.model, self.data);
+        let classes = model.num_labels();
+        let logits = predict_logits(
+            model,
+            self.batcher,
+            &data.val,
+            self.s.eval_batch_size,
+            "validation",
+        )?;
+        let labels: Vec<u32> = data.val.iter().map(|&i| data.label(i)).collect();
+        let scores = EpochScores::from_logits(epoch, &logits, &labels, classes);
+        let eval = evaluate(&argmax_rows(&logits, classes), &labels, classes);
+        let loss = scores.loss();
+        tracing::info!(
+            epoch,
+            loss,
+            accuracy = eval.accuracy,
+            macro_f1 = eval.macro_f1,
+            "validation"
+        );
+        self.log.write(json!({
+            "eval": "validation", "epoch": epoch, "step": self.st.step, "loss": loss,
+            "accuracy": eval.accuracy, "macro_f1": eval.macro_f1,
+        }))?;
+        Ok(scores)
+    }
+}
+
+/// Puts a checkpoint's weights, AdamW moments and selector memory back. Checkpoints are read
+/// onto the CPU; the model may live on a GPU.
+fn resume(
+    model: &TextClassifier,
+    opt: &mut AdamW,
+    selector: &mut EpochSelector,
+    mut st: TrainState,
+    total: usize,
+) -> Result<TrainState> {
+    for (nv, t) in model.trainable().iter().zip(&st.params) {
+        nv.var
+            .set(&t.to_device(model.device())?.to_dtype(nv.var.dtype())?)?;
+    }
+    if let Some((_, snapshot)) = &mut st.best {
+        for t in snapshot.iter_mut() {
+            *t = t.to_device(model.device())?;
+        }
+    }
+    opt.restore(st.adam_step, &st.adam_m, &st.adam_v)?;
+    selector.remember(st.best.as_ref().map(|b| &b.0));
+    tracing::info!(step = st.step, total, "resuming");
+    Ok(st)
+}
+
+fn fresh_state() -> TrainState {
+    TrainState {
+        step: 0,
+        params: Vec::new(),
+        adam_step: 0,
+        adam_m: Vec::new(),
+        adam_v: Vec::new(),
+        best: None,
+        last: None,
+        window: (0.0, 0),
+        seconds: 0.0,
+        samples: 0,
+        tokens: 0,
+        metrics_len: 0,
+    }
+}
+
+/// Copies of the trainable tensors (a snapshot that later steps do not change).
+fn copy_params(model: &TextClassifier) -> Result<Vec<Tensor>> {
+    Ok(model
+        .trainable()
+        .iter()
+        .map(|nv| nv.var.as_tensor().copy())
+        .collect::<candle_core::Result<Vec<_>>>()?)
 }
