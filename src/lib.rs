@@ -4,10 +4,30 @@
 //! classification head) and caches its logits over the training rows in a memory-mapped file;
 //! phase two trains a small student on α·T²·KL + (1−α)·CE from that cache.
 //!
-//! Rooms: [`data`] (reading, splitting, tokenizing, batching), [`model`] (encoder, LoRA, head,
-//! PEFT adapters), [`training`] (losses, AdamW, schedule, the loop, metrics), [`cache`] (the logit
-//! file), [`run`] (run folders: config, files, summary, loading), [`report`] (comparison tables,
-//! sweep summaries, charts and report.md), [`commands`] (what the CLI runs).
+//! Rooms, from the ground up: [`nn`] (kd's own candle-nn: frozen linear layers, norms, softmax,
+//! dropout and GELU with hand-written backward passes, and the CPU kernels under them), [`data`]
+//! (reading, splitting, tokenizing, batching), [`model`] (the definition: encoder, LoRA, heads,
+//! PEFT adapters, export), [`cache`] (the teacher's logit file and the pass that fills it),
+//! [`training`] (losses, AdamW, schedule, the loop, metrics), [`run`] (run folders: config,
+//! preparing and finishing a run, loading a finished one), [`report`] (comparison tables, sweep
+//! summaries, charts), [`commands`] (one function per CLI command, each taking a request).
+//!
+//! From Rust, a command is one call, and its outputs are plain files:
+//!
+//! ```no_run
+//! use kd::commands::{distill, teach, RunConfig};
+//! # fn main() -> kd::Result<()> {
+//! let teacher = RunConfig::from_file("configs/teacher.toml".as_ref())?;
+//! let summary = teach::run(&teacher)?; // writes teacher/, logits.bin included
+//! println!("teacher: {:?} on the test split", summary.test_accuracy);
+//! let cache = kd::cache::LogitCache::open(&teacher.out.join(kd::run::files::LOGITS))?;
+//! println!("{} rows × {} classes cached", cache.header().rows, cache.header().classes);
+//! distill::run(&RunConfig::from_file("configs/student.toml".as_ref())?)?;
+//! let student = kd::run::load_run("student".as_ref(), &candle_core::Device::Cpu, candle_core::DType::F32)?;
+//! println!("{} trainable parameters", student.model.trainable_count());
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! Trainable parameters are counted as PEFT counts them, from `config.json` alone:
 //!
@@ -29,12 +49,12 @@ pub mod commands;
 pub mod data;
 pub mod device;
 pub mod error;
-pub mod fsutil;
+pub(crate) mod fsutil;
 mod hub;
 pub mod interrupt;
 pub mod model;
 pub mod nn;
-pub mod progress;
+pub(crate) mod progress;
 pub mod report;
 pub mod run;
 pub mod training;

@@ -5,7 +5,7 @@ mod common;
 use common::mock_hub::{HubRepo, MockHub, COMMIT};
 use common::parquet_file::write_parquet;
 use common::world::{fails, kd, ok, summary, World};
-use kd::data::formats::read_examples;
+use kd::data::read_examples;
 use std::path::Path;
 
 /// A Hub id resolves from the standard HF cache layout, offline.
@@ -159,7 +159,7 @@ fn jsonl_datasets_work() {
     let dir = w.dir.path().join("jsonl");
     std::fs::create_dir_all(&dir).unwrap();
     for split in ["train", "test"] {
-        let rows = kd::data::formats::read_examples(
+        let rows = kd::data::read_examples(
             &w.dir.path().join(if split == "train" {
                 "data/train.csv"
             } else {

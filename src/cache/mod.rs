@@ -5,10 +5,10 @@
 //!
 //! The pass batches each chunk on its own, so a chunk's logits do not depend on the rows
 //! outside it: a resumed pass, a single pass and N merged shards write the same bits.
-pub mod ensemble;
-pub mod file;
-pub mod merge;
-pub mod pass;
+pub(crate) mod ensemble;
+pub(crate) mod file;
+pub(crate) mod merge;
+pub(crate) mod pass;
 
 pub use ensemble::ensemble;
 pub use file::{

@@ -1,4 +1,4 @@
-//! The command line: argument definitions and how they override a config file.
+//! The command line: every command's flags, and how the training flags override a config file.
 //!
 //! Each command's arguments turn themselves into the request (or run config) its library
 //! function takes, so `main.rs` only dispatches and prints.

@@ -75,7 +75,7 @@ pub struct TrainArgs {
     /// epoch is kept only when the validation slice has at least 500 rows and its score beats
     /// the last epoch's by more than one standard error (paired over rows) [default: loss]
     #[arg(long, value_enum)]
-    pub select: Option<kd::training::selection::Select>,
+    pub select: Option<kd::training::Select>,
     /// After training, fit a softmax temperature on the validation rows (temperature scaling:
     /// accuracy unchanged, probabilities calibrated); predict and compare use it
     #[arg(long)]

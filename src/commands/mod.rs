@@ -1,4 +1,5 @@
-//! What the command line runs: one module per command, plus the steps teach and distill share.
+//! What the command line runs: one module per command, each a `run` that takes its request (or
+//! a [`RunConfig`]) and sequences steps the other rooms own. No rules live here.
 pub mod bench;
 pub mod cache;
 pub mod compare;

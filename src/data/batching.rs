@@ -67,11 +67,6 @@ impl Batcher {
         self
     }
 
-    /// Length of row `i` in tokens.
-    pub fn len_of(&self, i: usize) -> usize {
-        self.ids[i].len()
-    }
-
     /// A training epoch's plan: shuffle, sort by length within buckets of
     /// `BUCKET_BATCHES` batches, cut, and shuffle the batch order.
     pub fn training_plan(

@@ -1,15 +1,15 @@
 //! Data: reading datasets, holding out a validation slice, tokenizing and batching.
-pub mod batching;
+pub(crate) mod batching;
 mod columns;
-pub mod dataset;
-pub mod formats;
-pub mod labels;
+pub(crate) mod dataset;
+pub(crate) mod formats;
+pub(crate) mod labels;
 mod parquet_rows;
-pub mod tokenize;
+pub(crate) mod tokenize;
 
 pub use batching::{Batch, Batcher};
 pub use dataset::{DataFiles, Dataset, SplitFiles};
-pub use formats::Columns;
+pub use formats::{read_examples, Columns};
 pub use tokenize::{tokenize_rows, TextTokenizer, TokenizerFiles};
 
 /// One row: a text and, for labelled data, its class index (0-based).

@@ -1,17 +1,17 @@
 //! The model: a BERT/RoBERTa encoder with PEFT-style LoRA and RoBERTa's classification head,
 //! and what it predicts without gradients ([`inference`]).
 pub mod adapter;
-pub mod checkpoint;
-pub mod classifier;
-pub mod config;
-pub mod encoder;
+pub(crate) mod checkpoint;
+pub(crate) mod classifier;
+pub(crate) mod config;
+pub(crate) mod encoder;
 pub mod export;
-pub mod flops;
+pub(crate) mod flops;
 pub mod head;
-pub mod inference;
-pub mod lora;
+pub(crate) mod inference;
+pub(crate) mod lora;
 pub mod params;
-pub mod random_init;
+pub(crate) mod random_init;
 
 pub use checkpoint::Checkpoint;
 pub use classifier::{NamedVar, TextClassifier};

@@ -10,7 +10,7 @@ use crate::training::{MetricsLog, Progress, TrainState};
 use serde::Serialize;
 use std::path::Path;
 
-pub use super::files;
+pub(crate) use super::files;
 
 /// `summary.json`.
 #[derive(Debug, Serialize, serde::Deserialize, Clone)]

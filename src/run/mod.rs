@@ -1,14 +1,14 @@
 //! What a run folder is: its configuration, its files and summary, preparing and finishing a
 //! training run in it, its teachers' caches, and loading a finished run (or a PEFT adapter
 //! folder) for inference. Commands sequence their steps; this room owns the folder.
-pub mod checkpoints;
-pub mod config;
+pub(crate) mod checkpoints;
+pub(crate) mod config;
 pub mod files;
 mod finish;
-pub mod folder;
-pub mod load;
+pub(crate) mod folder;
+pub(crate) mod load;
 mod prepare;
-pub mod staging;
+pub(crate) mod staging;
 mod teachers;
 
 pub use config::{DistillSettings, RunConfig};

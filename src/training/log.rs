@@ -43,15 +43,6 @@ impl MetricsLog {
         Ok(log)
     }
 
-    /// A log that writes nothing (library use, tests).
-    pub fn disabled() -> Self {
-        Self {
-            file: None,
-            path: PathBuf::new(),
-            len: 0,
-        }
-    }
-
     /// Appends one record.
     pub fn write(&mut self, record: serde_json::Value) -> Result<()> {
         if let Some(f) = &mut self.file {

@@ -1,18 +1,19 @@
 //! Training: losses, AdamW, the learning-rate schedule, the loop and metrics.
-pub mod calibration;
-pub mod inference;
-pub mod log;
+pub(crate) mod calibration;
+pub(crate) mod inference;
+pub(crate) mod log;
 pub mod loss;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod optimizer;
 pub mod schedule;
-pub mod selection;
-pub mod state;
+pub(crate) mod selection;
+pub(crate) mod state;
 mod step;
-pub mod trainer;
+pub(crate) mod trainer;
 
 pub use inference::{evaluate_examples, evaluate_file, FileEvaluation};
 pub use log::MetricsLog;
-pub use state::{Checkpoints, NoCheckpoints, TrainState};
+pub use selection::Select;
+pub use state::{Checkpoints, TrainState};
 pub use step::{new_optimizer, train_step, Objective, TrainSettings};
 pub use trainer::{train, Progress, TrainReport};

@@ -42,18 +42,6 @@ pub trait Checkpoints {
     fn save(&mut self, state: &TrainState) -> Result<()>;
 }
 
-/// Training without checkpoints (tests, benchmarks, library use).
-pub struct NoCheckpoints;
-
-impl Checkpoints for NoCheckpoints {
-    fn due(&mut self, _: usize, _: bool) -> bool {
-        false
-    }
-    fn save(&mut self, _: &TrainState) -> Result<()> {
-        Ok(())
-    }
-}
-
 /// An RNG for one purpose: `tag` 1 = an epoch's batch plan (index = epoch), 2 = a step's dropout
 /// (index = step).
 pub fn rng_for(seed: u64, tag: u64, index: usize) -> StdRng {
