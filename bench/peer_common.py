@@ -7,8 +7,12 @@ the offline environment variables below are set before transformers is imported.
     padding/truncation switched off), untimed tokenisation, dynamic-padding collation;
   * model: EncoderWithRobertaHead (encoder without pooler + RoBERTa classification head), the
     LoRA settings, encoder + head + PEFT LoRA building, unpacking of model outputs;
-  * runtime: torch threads/seed/device set-up, device sync, peak-memory meters, autocast,
-    version banner and the final `RESULT {json}` line.
+  * batching: HF Trainer's `group_by_length` grouping (transformers' own LengthGroupedSampler /
+    get_length_grouped_indices) cut into batches as a DataLoader cuts them, and the caching
+    pass's plan (rows sorted by length, as kd sorts it);
+  * runtime: torch threads/seed/device set-up, device sync, peak-memory meters (CUDA's and the
+    process's VmHWM), the CPU's description, autocast, version banner and the final
+    `RESULT {json}` line.
 
 Only torch, transformers, peft, tokenizers (pulled in by transformers) and the standard library
 are used.
@@ -18,6 +22,7 @@ import csv
 import gzip
 import json
 import os
+import platform
 import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -103,6 +108,81 @@ def collate(features, pad_id, labels=None):
     if labels is not None:
         batch["labels"] = torch.tensor(labels, dtype=torch.long)
     return batch
+
+
+def row_tensors(features):
+    """Each row's input_ids as a LongTensor, made once outside the timed loops."""
+    return [torch.tensor(f["input_ids"], dtype=torch.long) for f in features]
+
+
+def pad_rows(rows, idx, pad_id):
+    """(input_ids, attention_mask) for rows[idx], padded to the batch's own longest row (what
+    DataCollatorWithPadding(padding="longest") does, without its per-row Python dict work)."""
+    seqs = [rows[i] for i in idx]
+    ids = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=pad_id)
+    lens = torch.tensor([len(s) for s in seqs])
+    mask = (torch.arange(ids.shape[1]).unsqueeze(0) < lens.unsqueeze(1)).long()
+    return ids, mask
+
+
+def _hf_length_grouped_indices(lengths, batch_size, mega_batch_mult=None, generator=None):
+    """transformers.trainer_pt_utils.get_length_grouped_indices (transformers 5.24), copied for
+    when transformers does not export it; hf_grouped_indices prefers the real one."""
+    if mega_batch_mult is None:
+        mega_batch_mult = min(len(lengths) // (batch_size * 4), 50)
+        if mega_batch_mult == 0:
+            mega_batch_mult = 1
+    indices = torch.randperm(len(lengths), generator=generator)
+    megabatch_size = mega_batch_mult * batch_size
+    megabatches = [indices[i:i + megabatch_size].tolist() for i in range(0, len(lengths), megabatch_size)]
+    megabatches = [sorted(m, key=lambda i: lengths[i], reverse=True) for m in megabatches]
+    maxima = [lengths[m[0]] for m in megabatches]
+    max_idx = torch.argmax(torch.tensor(maxima)).item()
+    megabatches[0][0], megabatches[max_idx][0] = megabatches[max_idx][0], megabatches[0][0]
+    return [i for m in megabatches for i in m]
+
+
+class LengthGrouping:
+    """HF Trainer's `group_by_length=True`: each epoch's index order comes from transformers'
+    LengthGroupedSampler (random permutation, mega-batches of mega_batch_mult x batch_size rows
+    each sorted by length, longest first, the longest row's batch first), cut into consecutive
+    batches of batch_size as the Trainer's DataLoader cuts them (drop_last=False).
+
+    mega_batch_mult None: the sampler's own choice, min(len // (4 * batch_size), 50). An int
+    calls get_length_grouped_indices (the function the sampler calls) with it; 50 is kd's
+    bucket of 50 batches. `source` says whose code ran."""
+
+    def __init__(self, lengths, batch_size, generator, mega_batch_mult=None):
+        self.lengths, self.batch_size, self.generator = list(lengths), batch_size, generator
+        self.mega_batch_mult = mega_batch_mult
+        try:
+            from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+        except ImportError:
+            LengthGroupedSampler, get_length_grouped_indices = None, _hf_length_grouped_indices
+        if mega_batch_mult is None and LengthGroupedSampler is not None:
+            self.sampler = LengthGroupedSampler(batch_size, lengths=self.lengths, generator=generator)
+            self.source = "transformers LengthGroupedSampler"
+        else:
+            self.sampler = None
+            self._fn = get_length_grouped_indices
+            self.source = ("transformers get_length_grouped_indices" if LengthGroupedSampler is not None
+                           else "copy of transformers' get_length_grouped_indices")
+        self.effective_mult = mega_batch_mult or max(1, min(len(self.lengths) // (batch_size * 4), 50))
+
+    def epoch(self):
+        """One epoch's batches (lists of row indices), in the sampler's order."""
+        if self.sampler is not None:
+            order = list(iter(self.sampler))
+        else:
+            order = self._fn(self.lengths, self.batch_size, mega_batch_mult=self.mega_batch_mult,
+                             generator=self.generator)
+        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+
+def sorted_plan(lengths, rows, batch_size):
+    """The caching pass's plan, as kd's eval_plan: rows sorted by (length, index), cut in order."""
+    rows = sorted(rows, key=lambda i: (lengths[i], i))
+    return [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
 
 
 # ---------------------------------------------------------------------------- model
@@ -203,9 +283,54 @@ def peak_reserved(device):
     return int(torch.cuda.max_memory_reserved(device)) if device.type == "cuda" else None
 
 
+def vm_hwm_bytes():
+    """The process's peak resident memory so far (VmHWM of /proc/self/status, what kd bench
+    reports on the CPU), in bytes; None where /proc is absent."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def cpu_description():
+    """The CPU model, its bf16 instructions (as kd bench's `cpu` field names them) and the
+    vector ISA torch's CPU kernels dispatch to."""
+    model, flags = platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model == platform.machine():
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    yes = lambda f: "yes" if f in flags else "no"  # noqa: E731
+    try:
+        cap = torch.backends.cpu.get_cpu_capability()
+    except Exception:
+        cap = "unknown"
+    return (f"{model}; avx512f {yes('avx512f')}, avx512_bf16 {yes('avx512_bf16')}, "
+            f"amx_bf16 {yes('amx_bf16')}; torch CPU capability {cap}, "
+            f"mkldnn bf16 {'yes' if _mkldnn_bf16() else 'no'}")
+
+
+def _mkldnn_bf16():
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        return False
+
+
 def make_autocast(device, dtype):
-    """bf16 autocast for dtype "bf16", otherwise a disabled autocast context."""
-    if dtype == "bf16":
+    """bf16 autocast for dtype "bf16" (and "bf16w": frozen weights stored in bf16), otherwise a
+    disabled autocast context."""
+    if dtype in ("bf16", "bf16w"):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return torch.autocast(device_type=device.type, enabled=False)
 

@@ -18,8 +18,12 @@ AG News with PEFT LoRA, the same recipe kd's trainer uses, then evaluates on the
     warmup; loss = cross entropy; gradients not clipped.
   * data: AG News CSV (no header; "class","title","description"; label = class-1;
     text = title + " " + description); tokenised with truncation to --max-len, dynamic
-    padding per batch (pad to the longest in the batch, like DataCollatorWithPadding);
-    training order reshuffled every epoch with torch.Generator(seed).
+    padding per batch (pad to the longest in the batch, like DataCollatorWithPadding).
+    Training batches are grouped by length as HF Trainer's group_by_length=True groups them
+    (transformers' LengthGroupedSampler, a new permutation every epoch from
+    torch.Generator(seed), cut into consecutive batches); --no-group-by-length gives the old
+    random order. Evaluation batches are rows sorted by length (as kd scores them).
+  * attention: SDPA (--attn eager for the eager path).
   * threads: torch.set_num_threads(os.cpu_count()) (override with --threads).
 
 Reported: trainable params (PEFT's count) and total params; train samples/s and
@@ -35,6 +39,8 @@ How to run
   # quick sanity check (5 optimiser steps, whole test split still evaluated):
   .venv/bin/python bench/peer_train.py --model ../shared/models/all-MiniLM-L6-v2 --max-steps 5
   # on a GPU: add --device cuda (optionally --dtype bf16 for bf16 autocast)
+
+For kd bench's speed comparison use bench/peer_hf.py (bench/side_by_side.py runs it).
 
 Only torch, transformers, peft, safetensors, numpy and the standard library are used.
 """
@@ -92,7 +98,9 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
                     help="f32, or bf16 autocast (weights stay f32)")
-    ap.add_argument("--attn", default="eager", help="attn_implementation: eager | sdpa")
+    ap.add_argument("--attn", default="sdpa", help="attn_implementation: sdpa | eager")
+    ap.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=True,
+                    help="HF Trainer's group_by_length (LengthGroupedSampler) for the training batches")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default os.cpu_count())")
     ap.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
     ap.add_argument("--limit-train", type=int, default=None, help="use only the first N training rows")
@@ -144,19 +152,25 @@ def main():
 
     # ---- training loop (timed)
     gen = torch.Generator().manual_seed(args.seed)
+    tr_lens = [len(f["input_ids"]) for f in tr_feats]
+    grouping = pc.LengthGrouping(tr_lens, args.batch_size, gen) if args.group_by_length else None
     model.train()
-    step, seen, seen_tokens = 0, 0, 0
+    step, seen, seen_tokens, padded_tokens = 0, 0, 0, 0
     loss_sum, loss_n, last_loss = 0.0, 0, float("nan")
     train_s = 0.0
     done = False
     for epoch in range(args.epochs):
-        order = torch.randperm(len(tr_feats), generator=gen).tolist()
+        if grouping is not None:
+            batches = grouping.epoch()
+        else:
+            order = torch.randperm(len(tr_feats), generator=gen).tolist()
+            batches = [order[b:b + args.batch_size] for b in range(0, len(order), args.batch_size)]
         pc.sync(device)
         t_ep = time.perf_counter()
-        for b in range(0, len(order), args.batch_size):
-            idx = order[b:b + args.batch_size]
+        for idx in batches:
             batch = pc.collate([tr_feats[i] for i in idx], pad_id, [tr_labels[i] for i in idx])
             seen_tokens += int(batch["attention_mask"].sum())
+            padded_tokens += batch["attention_mask"].numel()
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with autocast:
                 loss, _ = pc.model_out(model(**batch))
@@ -183,21 +197,22 @@ def main():
     train_sps = seen / train_s if train_s > 0 else float("nan")
     train_tps = seen_tokens / train_s if train_s > 0 else float("nan")
     print(f"train: {step} steps, {seen} samples in {train_s:.2f}s -> {train_sps:.2f} samples/s, "
-          f"{train_tps:.0f} tokens/s")
+          f"{train_tps:.0f} tokens/s; {seen_tokens} real / {padded_tokens} padded tokens "
+          f"({grouping.source if grouping else 'random order'})")
 
     # ---- evaluation (timed separately)
     model.eval()
     correct = 0
     pc.sync(device)
     t = time.perf_counter()
-    with torch.no_grad(), autocast:
-        for b in range(0, len(te_feats), args.eval_batch_size):
-            feats = te_feats[b:b + args.eval_batch_size]
-            batch = pc.collate(feats, pad_id)
+    te_lens = [len(f["input_ids"]) for f in te_feats]
+    with torch.inference_mode(), autocast:
+        for idx in pc.sorted_plan(te_lens, range(len(te_feats)), args.eval_batch_size):
+            batch = pc.collate([te_feats[i] for i in idx], pad_id)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             _, logits = pc.model_out(model(**batch))
             pred = logits.argmax(-1).cpu()
-            gold = torch.tensor(te_labels[b:b + args.eval_batch_size])
+            gold = torch.tensor([te_labels[i] for i in idx])
             correct += int((pred == gold).sum())
     pc.sync(device)
     eval_s = time.perf_counter() - t
@@ -237,6 +252,9 @@ def main():
         "steps": step,
         "train_samples": seen,
         "train_tokens": seen_tokens,
+        "train_padded_tokens": padded_tokens,
+        "grouping": grouping.source if grouping else "random order",
+        "cpu": pc.cpu_description(),
         "trainable_params": int(trainable),
         "total_params": int(total),
         "train_seconds": train_s,
