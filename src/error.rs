@@ -33,12 +33,14 @@ pub enum KdError {
     #[error("invalid configuration: {0}")]
     Config(String),
 
-    /// Training or scoring produced non-finite numbers: the run diverged.
-    #[error("{what} became non-finite ({value}) at step {step}: lower --lr (or check the inputs), then rerun with --fresh")]
+    /// Training produced a non-finite loss, or one no healthy run reaches (`why` says which):
+    /// the run diverged, and is never saved as finished.
+    #[error("{what} became {value} at step {step} ({why}): the run diverged; lower --lr (or check the inputs), then rerun with --fresh")]
     Diverged {
         what: String,
         value: f64,
         step: usize,
+        why: String,
     },
 
     /// A device or one of its kernels computed something wrong or could not run.
@@ -78,6 +80,25 @@ pub enum KdError {
     /// Another process is writing the same run folder.
     #[error("{path} is being written by another kd process ({holder}): wait for it to finish or choose another --out")]
     Busy { path: PathBuf, holder: String },
+
+    /// A file kd kept to reuse (a staged checkpoint, a cached chunk, a shard's part) is
+    /// truncated or damaged: it is never reused, and the message says how to make it again.
+    #[error("{path}: {problem}: {remedy}")]
+    Damaged {
+        path: PathBuf,
+        problem: String,
+        remedy: String,
+    },
+
+    /// Two parts of one sharded caching pass were scored differently (another dtype, other
+    /// kernels, another batch size or base model), so merged they would not be one pass's bits.
+    #[error("{first} was scored with {first_by}, but {second} with {second_by}: score every part with the same --device, --dtype and --batch-size (rerun `kd cache --shard` for the odd ones), then merge")]
+    PartsDiffer {
+        first: PathBuf,
+        first_by: String,
+        second: PathBuf,
+        second_by: String,
+    },
 
     /// The teacher's logit cache was made from other training rows.
     #[error("{path} was made from training rows with fingerprint {cached}, but the data given has fingerprint {current}: re-run `kd teach` on this data")]

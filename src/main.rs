@@ -43,7 +43,7 @@ fn main() {
     // the default: stop at once.
     if matches!(
         cli.command,
-        Command::Teach(_) | Command::Distill(_) | Command::Sweep(_)
+        Command::Teach(_) | Command::Distill(_) | Command::Sweep(_) | Command::Cache(_)
     ) {
         let _ = ctrlc::set_handler(|| {
             if kd::interrupt::stop_requested() {

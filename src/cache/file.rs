@@ -208,11 +208,21 @@ fn parse_header(bytes: &[u8], path: &Path) -> Result<(CacheHeader, Option<u32>)>
 
 /// The header of the cache at `path` (reads 256 bytes; the data is not checked).
 pub fn read_header(path: &Path) -> Result<CacheHeader> {
+    Ok(read_head(path)?.0)
+}
+
+/// The CRC-32 the header of the cache at `path` records for its logits (None in version-1
+/// caches): with the run id, what identifies the logits a student learned from.
+pub fn read_checksum(path: &Path) -> Result<Option<u32>> {
+    Ok(read_head(path)?.1)
+}
+
+fn read_head(path: &Path) -> Result<(CacheHeader, Option<u32>)> {
     let mut head = vec![0u8; HEADER_LEN];
     let mut file = std::fs::File::open(path).map_err(|e| KdError::io(path, e))?;
     let n = std::io::Read::read(&mut file, &mut head).map_err(|e| KdError::io(path, e))?;
     head.truncate(n);
-    Ok(parse_header(&head, path)?.0)
+    parse_header(&head, path)
 }
 
 /// A memory-mapped, validated logit cache.

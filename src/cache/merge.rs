@@ -3,10 +3,20 @@
 //! (`TEACHER.cache-parts/part-i-of-N.bin`), so N processes on any scheduler share the work
 //! without talking to each other; merging interleaves the parts' chunks back into row order,
 //! bit for bit what a single pass scores.
-use super::file::{write, CacheHeader, LogitCache};
-use super::pass::{Pass, Shard};
+//!
+//! A part is a [`block`](super::block): checksummed, and recording what scored it. A shard
+//! keeps its finished chunks in `.part-i-of-N.chunks/` until its part is written, so a stopped
+//! or killed shard resumes. The merge refuses a damaged part, one made for other rows, another
+//! teacher run or chunk size, and parts scored differently from each other (f32 beside bf16,
+//! other kernels, batch sizes or base model), since those would not merge to one pass's bits.
+use super::block::{read_block, write_block, Block, Made};
+use super::file::{fingerprint_hex, CacheHeader};
+use super::pass::{Pass, Shard, CHUNK_ROWS, ROWS, SCORED_BY, TEACHER_RUN};
 use crate::error::{KdError, Result};
 use std::path::{Path, PathBuf};
+
+/// The field of a part's [`Made`] naming its shard, `i/N`.
+const PART: &str = "part";
 
 /// Where the part files of a sharded pass over `teacher` go.
 pub fn parts_dir(teacher: &Path) -> PathBuf {
@@ -18,37 +28,33 @@ fn part_path(dir: &Path, shard: Shard) -> PathBuf {
     dir.join(format!("part-{}-of-{}.bin", shard.index, shard.count))
 }
 
-/// What a part file is, in its header's id field.
-fn part_tag(shard: Shard, chunk_rows: usize, total: usize) -> String {
-    format!(
-        "part {} of {}, chunks of {chunk_rows} rows, {total} rows",
-        shard.index, shard.count
-    )
-}
-
-/// Scores `shard`'s chunks of the unlabelled rows (`pass` scores those rows alone) of the cache
-/// `header` describes into its part file in `dir`; returns the file and the rows it holds.
+/// Scores `shard`'s chunks of the unlabelled rows (`pass` scores those rows alone, its chunks
+/// made by `made`) into its part file in `dir`; returns the file and the rows it holds. Finished
+/// chunks are kept until the part is written (`fresh` discards those of an earlier try).
 pub fn write_part(
     dir: &Path,
     pass: &Pass,
     shard: Shard,
-    header: &CacheHeader,
+    made: &Made,
+    fresh: bool,
 ) -> Result<(PathBuf, usize)> {
-    let logits = pass.shard(shard)?;
+    let chunks = dir.join(format!(".part-{}-of-{}.chunks", shard.index, shard.count));
+    if fresh && chunks.exists() {
+        std::fs::remove_dir_all(&chunks).map_err(|e| KdError::io(&chunks, e))?;
+    }
+    let logits = pass.resumable(&chunks, made, shard)?;
     let part = part_path(dir, shard);
-    let part_header = CacheHeader {
-        rows: logits.len() / header.classes,
-        labelled: 0,
-        teacher: part_tag(shard, pass.chunk_rows, pass.rows),
-        ..header.clone()
-    };
-    write(&part, &part_header, &logits)?;
-    Ok((part, part_header.rows))
+    let mut made = made.clone();
+    made.insert(PART.into(), format!("{}/{}", shard.index, shard.count));
+    let classes = pass.model.num_labels();
+    write_block(&part, &made, classes, &logits)?;
+    let _ = std::fs::remove_dir_all(&chunks);
+    Ok((part, logits.len() / classes.max(1)))
 }
 
 /// Reads every part of a sharded pass and interleaves their chunks back into row order,
-/// refusing parts that are missing or were made for other rows, another teacher run or another
-/// chunk size.
+/// refusing parts that are missing, damaged, made for other rows, another teacher run or
+/// another chunk size, or scored differently from the others.
 pub fn merge_parts(dir: &Path, header: &CacheHeader, chunk_rows: usize) -> Result<Vec<f32>> {
     let parts = open_parts(dir, header, chunk_rows)?;
     let count = parts.len();
@@ -61,28 +67,29 @@ pub fn merge_parts(dir: &Path, header: &CacheHeader, chunk_rows: usize) -> Resul
         .map(|start| (start / chunk_rows.max(1), chunk_rows.min(total - start)))
     {
         let s = k % count;
-        let rows: Vec<usize> = (next_row[s]..next_row[s] + chunk_len).collect();
-        if next_row[s] + chunk_len > parts[s].header().rows {
-            return Err(KdError::bad_file(
-                parts[s].path(),
-                "has fewer rows than its chunks",
-            ));
+        let (path, part) = &parts[s];
+        if next_row[s] + chunk_len > part.rows {
+            return Err(KdError::bad_file(path, "has fewer rows than its chunks"));
         }
-        out.extend(parts[s].gather(&rows));
+        out.extend_from_slice(&part.logits[next_row[s] * classes..][..chunk_len * classes]);
         next_row[s] += chunk_len;
     }
-    if let Some(s) = (0..count).find(|&s| next_row[s] != parts[s].header().rows) {
+    if let Some(s) = (0..count).find(|&s| next_row[s] != parts[s].1.rows) {
         return Err(KdError::bad_file(
-            parts[s].path(),
+            &parts[s].0,
             "has more rows than its chunks",
         ));
     }
     Ok(out)
 }
 
-/// The part files in `dir`, in shard order, each checked to be one of a pass over the
-/// unlabelled rows `header` describes, in chunks of `chunk_rows`.
-fn open_parts(dir: &Path, header: &CacheHeader, chunk_rows: usize) -> Result<Vec<LogitCache>> {
+/// The part files in `dir`, in shard order, each checked whole and to be one of a pass over the
+/// unlabelled rows `header` describes, in chunks of `chunk_rows`, all scored alike.
+fn open_parts(
+    dir: &Path,
+    header: &CacheHeader,
+    chunk_rows: usize,
+) -> Result<Vec<(PathBuf, Block)>> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| KdError::io(dir, e))?
         .filter_map(|e| e.ok())
@@ -100,8 +107,7 @@ fn open_parts(dir: &Path, header: &CacheHeader, chunk_rows: usize) -> Result<Vec
                 .ok()
         })
         .ok_or_else(|| KdError::NotFound(format!("{}: no part files", dir.display())))?;
-    let total = header.rows - header.labelled;
-    let mut parts = Vec::new();
+    let mut parts: Vec<(PathBuf, Block)> = Vec::new();
     for index in 0..count {
         let shard = Shard { index, count };
         let path = part_path(dir, shard);
@@ -111,21 +117,74 @@ fn open_parts(dir: &Path, header: &CacheHeader, chunk_rows: usize) -> Result<Vec
                 path.display()
             )));
         }
-        let part = LogitCache::open(&path)?;
-        let h = part.header();
-        let made_for = (&h.run_id, h.unlabelled_fingerprint, &h.teacher);
-        let wanted = (
-            &header.run_id,
-            header.unlabelled_fingerprint,
-            &part_tag(shard, chunk_rows, total),
-        );
-        if made_for != wanted || h.classes != header.classes {
-            return Err(KdError::bad_file(
-                &path,
-                "was made for other unlabelled rows, another run of the teacher or another chunk size",
-            ));
+        let remedy = format!("score it again with kd cache --shard {index}/{count}");
+        let part = read_block(&path, &remedy)?;
+        check_made_for(&path, &part, header, chunk_rows, shard)?;
+        if let Some((first, block)) = parts.first() {
+            check_scored_alike(first, block, &path, &part)?;
         }
-        parts.push(part);
+        parts.push((path, part));
     }
     Ok(parts)
+}
+
+/// Refuses a part of another pass: other rows, another run of the teacher, another chunk size
+/// or shard, another number of classes.
+fn check_made_for(
+    path: &Path,
+    part: &Block,
+    header: &CacheHeader,
+    chunk_rows: usize,
+    shard: Shard,
+) -> Result<()> {
+    let wanted = [
+        (TEACHER_RUN, header.run_id.clone().unwrap_or_default()),
+        (ROWS, fingerprint_hex(header.unlabelled_fingerprint)),
+        (CHUNK_ROWS, chunk_rows.to_string()),
+        (PART, format!("{}/{}", shard.index, shard.count)),
+    ];
+    let differs: Vec<String> = wanted
+        .iter()
+        .filter(|(k, v)| part.made.get(*k) != Some(v))
+        .map(|(k, v)| {
+            let was = part.made.get(*k).map_or("(none)", String::as_str);
+            format!("{k} {was}, this pass {v}")
+        })
+        .collect();
+    if differs.is_empty() && part.classes == header.classes {
+        return Ok(());
+    }
+    Err(KdError::bad_file(
+        path,
+        format!(
+            "was made for other unlabelled rows, another run of the teacher or another chunk size ({}): score it again with kd cache --shard {}/{}",
+            if differs.is_empty() { format!("{} classes, the teacher has {}", part.classes, header.classes) } else { differs.join("; ") },
+            shard.index,
+            shard.count
+        ),
+    ))
+}
+
+/// Refuses two parts scored differently: merged, they would not be the bits of one pass.
+fn check_scored_alike(first: &Path, a: &Block, second: &Path, b: &Block) -> Result<()> {
+    let differ: Vec<&str> = SCORED_BY
+        .into_iter()
+        .filter(|k| a.made.get(*k) != b.made.get(*k))
+        .collect();
+    if differ.is_empty() {
+        return Ok(());
+    }
+    let by = |m: &Made| {
+        differ
+            .iter()
+            .map(|k| format!("{k} {}", m.get(*k).map_or("(none)", String::as_str)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(KdError::PartsDiffer {
+        first: first.to_path_buf(),
+        first_by: by(&a.made),
+        second: second.to_path_buf(),
+        second_by: by(&b.made),
+    })
 }

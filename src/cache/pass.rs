@@ -1,11 +1,15 @@
 //! The caching pass: a teacher scores rows chunk by chunk. A chunk is batched on its own, so
 //! its logits do not depend on the rows outside it; that lets a pass resume at the first
 //! unfinished chunk and lets N processes each score every N-th chunk.
+//!
+//! A kept chunk is a [`block`](super::block) that records what scored it: it is reused only by a
+//! pass of the same teacher run, base model, rows, chunk size, kernels and batch size (else it
+//! is scored again, with a warning), and a damaged one is refused by name.
+use super::block::{changes, read_block, write_block, Made};
 use super::file::{write, CacheHeader};
 use crate::data::Batcher;
 use crate::error::{KdError, Result};
-use crate::fsutil::write_bytes_atomic;
-use crate::interrupt::{fault_point, stop_requested};
+use crate::interrupt::{fault_point, stop_point_after, stop_requested};
 use crate::model::{predict_logits, TextClassifier};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -14,6 +18,19 @@ use std::time::Instant;
 /// logits do not depend on the rows outside it: N processes that each score every N-th chunk
 /// (`kd cache --shard i/N`) produce, merged, the very bits one process does.
 pub const CACHE_CHUNK_ROWS: usize = 4096;
+
+/// The fields of a chunk's [`Made`]: the run whose weights scored it, …
+pub(crate) const TEACHER_RUN: &str = "teacher run";
+/// … the fingerprint of the rows of the whole pass, the chunk size and the chunk's number, …
+pub(crate) const ROWS: &str = "rows";
+pub(crate) const CHUNK_ROWS: &str = "chunk rows";
+const CHUNK: &str = "chunk";
+/// … and how it was scored: base model files, dtype and kernels, batch size (a batch's padding
+/// changes the products' shapes, so their rounding).
+pub(crate) const SCORED_BY: [&str; 3] = ["base model", "kernels", "batch size"];
+
+/// What to do about a damaged kept chunk.
+const FRESH: &str = "rerun with --fresh to start over";
 
 /// Which chunks of a caching pass one process scores: shard `index` of `count` takes chunks
 /// `index`, `index + count`, … (all chunks for 0 of 1).
@@ -50,36 +67,45 @@ impl Pass<'_> {
         self.rows.div_ceil(self.chunk_rows.max(1))
     }
 
+    fn chunk_range(&self, k: usize) -> std::ops::Range<usize> {
+        let chunk_rows = self.chunk_rows.max(1);
+        k * chunk_rows..((k + 1) * chunk_rows).min(self.rows)
+    }
+
     /// The logits of chunk `k`.
     pub fn chunk(&self, k: usize) -> Result<Vec<f32>> {
-        let chunk_rows = self.chunk_rows.max(1);
-        let rows: Vec<usize> = (k * chunk_rows..((k + 1) * chunk_rows).min(self.rows)).collect();
+        let rows: Vec<usize> = self.chunk_range(k).collect();
         predict_logits(self.model, self.batcher, &rows, self.batch_size, "cache")
     }
 
-    /// The logits of the chunks `shard` owns, concatenated in chunk order.
-    pub fn shard(&self, shard: Shard) -> Result<Vec<f32>> {
-        let mut out = Vec::new();
-        for k in (0..self.chunks()).filter(|&k| shard.owns(k)) {
-            out.extend(self.chunk(k)?);
-        }
-        Ok(out)
+    /// What this pass's chunks are made from: the teacher run `run_id` (its trained weights) on
+    /// the base model `base_model` (see `run::identity`), the rows (`rows`, a fingerprint),
+    /// scored with `kernels`; the chunk size and batch size are the pass's own.
+    pub fn made(&self, run_id: &str, base_model: &str, rows: &str, kernels: &str) -> Made {
+        let [base, kern, batch] = SCORED_BY;
+        Made::from([
+            (TEACHER_RUN.into(), run_id.into()),
+            (ROWS.into(), rows.into()),
+            (CHUNK_ROWS.into(), self.chunk_rows.to_string()),
+            (base.into(), base_model.into()),
+            (kern.into(), kernels.into()),
+            (batch.into(), self.batch_size.to_string()),
+        ])
     }
 
-    /// The whole pass in chunks that survive an interruption: chunk `k`'s logits are kept in
-    /// `dir/cache-chunk-k.bin` as soon as they are scored, and a resumed pass scores only the
-    /// chunks it does not find. Stops (with [`KdError::Interrupted`]) between chunks when asked.
-    pub fn resumable(&self, dir: &Path) -> Result<Vec<f32>> {
+    /// The chunks `shard` owns, concatenated in chunk order, in chunks that survive an
+    /// interruption: chunk `k`'s logits are kept in `dir/cache-chunk-k.bin` as soon as they are
+    /// scored, and a resumed pass scores only the chunks it does not find made by `made`. Stops
+    /// (with [`KdError::Interrupted`]) between chunks when asked.
+    pub fn resumable(&self, dir: &Path, made: &Made, shard: Shard) -> Result<Vec<f32>> {
         let chunks = self.chunks();
         let mut all = Vec::new();
-        for k in 0..chunks {
+        for k in (0..chunks).filter(|&k| shard.owns(k)) {
             let path = chunk_path(dir, k);
-            if let Ok(bytes) = std::fs::read(&path) {
-                all.extend(
-                    bytes
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))),
-                );
+            let mut made = made.clone();
+            made.insert(CHUNK.into(), k.to_string());
+            if let Some(kept) = self.kept_chunk(&path, k, &made)? {
+                all.extend(kept);
                 continue;
             }
             if stop_requested() {
@@ -88,19 +114,54 @@ impl Pass<'_> {
                 });
             }
             let logits = self.chunk(k)?;
-            let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
-            write_bytes_atomic(&path, &bytes)?;
+            write_block(&path, &made, self.model.num_labels(), &logits)?;
             all.extend(logits);
             fault_point("KD_FAULT_AFTER_CHUNK", k + 1);
+            stop_point_after("KD_STOP_AFTER_CHUNK", k + 1);
         }
         Ok(all)
     }
 
-    /// Scores every row, resumably (finished chunks kept in `dir`), and writes the cache to
-    /// `path` under `header`; returns the rows scored per second.
-    pub fn write_resumable(&self, dir: &Path, header: &CacheHeader, path: &Path) -> Result<f64> {
+    /// The logits of chunk `k` kept at `path`, if they were made by `made`. A chunk made from
+    /// other inputs is scored again (with a warning); a damaged one is refused.
+    fn kept_chunk(&self, path: &Path, k: usize, made: &Made) -> Result<Option<Vec<f32>>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let block = read_block(path, FRESH)?;
+        if block.made != *made {
+            tracing::warn!(
+                "{} was scored from other inputs ({}): scoring its rows again",
+                path.display(),
+                changes(&block.made, made)
+            );
+            return Ok(None);
+        }
+        let (rows, classes) = (self.chunk_range(k).len(), self.model.num_labels());
+        if (block.rows, block.classes) != (rows, classes) {
+            return Err(KdError::Damaged {
+                path: path.to_path_buf(),
+                problem: format!(
+                    "holds {} rows × {} classes, where chunk {k} has {rows} × {classes}",
+                    block.rows, block.classes
+                ),
+                remedy: FRESH.into(),
+            });
+        }
+        Ok(Some(block.logits))
+    }
+
+    /// Scores every row, resumably (finished chunks kept in `dir`, see [`Pass::resumable`]),
+    /// and writes the cache to `path` under `header`; returns the rows scored per second.
+    pub fn write_resumable(
+        &self,
+        dir: &Path,
+        made: &Made,
+        header: &CacheHeader,
+        path: &Path,
+    ) -> Result<f64> {
         let started = Instant::now();
-        let logits = self.resumable(dir)?;
+        let logits = self.resumable(dir, made, Shard::ALL)?;
         let rate = self.rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
         write(path, header, &logits)?;
         Ok(rate)

@@ -2,8 +2,9 @@
 use super::device::DeviceArgs;
 use clap::Args;
 use kd::commands::compare::CompareRequest;
-use kd::commands::predict::PredictRequest;
+use kd::commands::predict::{Header, PredictRequest};
 use kd::commands::report::ReportRequest;
+use kd::run::limits::{whole, COUNT};
 use kd::run::ModelSource;
 use std::path::PathBuf;
 
@@ -26,6 +27,8 @@ pub struct CompareArgs {
 
 impl CompareArgs {
     pub fn to_request(&self) -> anyhow::Result<CompareRequest> {
+        let (model, data) = (self.model.as_deref(), self.eval.data.as_deref());
+        kd::run::check_compare(&self.json, &self.runs, &self.adapter, model, data)?;
         let (device, dtype) = self.eval.device.select()?;
         Ok(CompareRequest {
             runs: self.runs.clone(),
@@ -75,7 +78,7 @@ pub struct EvalArgs {
     pub device: DeviceArgs,
     /// Truncate every model's inputs to this many tokens [default: each run's own; 128 for
     /// compare's --adapter folders]
-    #[arg(long)]
+    #[arg(long, value_parser = whole(COUNT), allow_negative_numbers = true)]
     pub max_len: Option<usize>,
 }
 
@@ -119,10 +122,17 @@ pub struct PredictArgs {
     #[command(flatten)]
     pub device: DeviceArgs,
     /// Truncate rows to this many tokens [default: the run's own, 128 for --adapter]
-    #[arg(long)]
+    #[arg(long, value_parser = whole(COUNT), allow_negative_numbers = true)]
     pub max_len: Option<usize>,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = whole(COUNT), allow_negative_numbers = true)]
     pub batch_size: usize,
+    /// The CSV input's first row names its columns: skip it [default: detected, a first row of
+    /// column names such as title,description or text]
+    #[arg(long, conflicts_with = "no_header")]
+    pub header: bool,
+    /// The CSV input's first row is a row to label, whatever it says
+    #[arg(long)]
+    pub no_header: bool,
 }
 
 impl PredictArgs {
@@ -136,6 +146,11 @@ impl PredictArgs {
             device,
             dtype,
             max_len: self.max_len,
+            header: match (self.header, self.no_header) {
+                (true, _) => Header::Present,
+                (_, true) => Header::Absent,
+                _ => Header::Detect,
+            },
         })
     }
 }

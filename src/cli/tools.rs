@@ -4,6 +4,7 @@ use clap::Args;
 use kd::cache::{Shard, CACHE_CHUNK_ROWS};
 use kd::commands::bench::{BenchRequest, BenchSettings};
 use kd::commands::cache::CacheRequest;
+use kd::run::limits::{whole, COUNT};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -14,16 +15,19 @@ pub struct CacheArgs {
     #[arg(long, required = true)]
     pub unlabelled: Vec<PathBuf>,
     /// Score only every N-th chunk, starting at chunk i, into a part file (i/N, 0 ≤ i < N)
-    #[arg(long, value_parser = parse_shard, conflicts_with = "merge")]
+    #[arg(long, value_parser = parse_shard, conflicts_with = "merge", allow_hyphen_values = true)]
     pub shard: Option<Shard>,
     /// Join the part files of a sharded pass into the teacher's cache
     #[arg(long)]
     pub merge: bool,
+    /// Discard the chunks an interrupted kd cache kept, and score every row again
+    #[arg(long)]
+    pub fresh: bool,
     /// Rows per caching chunk (must be the same for every shard and the merge)
     #[arg(long, default_value_t = CACHE_CHUNK_ROWS, hide = true,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+          value_parser = whole(COUNT), allow_negative_numbers = true)]
     pub chunk_rows: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = whole(COUNT), allow_negative_numbers = true)]
     pub batch_size: usize,
     #[command(flatten)]
     pub device: DeviceArgs,
@@ -34,14 +38,12 @@ fn parse_shard(s: &str) -> Result<Shard, String> {
     let (i, n) = s
         .split_once('/')
         .ok_or_else(|| format!("`{s}`: expected i/N, e.g. 0/4"))?;
-    let (index, count): (usize, usize) = (
-        i.trim()
-            .parse()
-            .map_err(|_| format!("`{i}` is not a number"))?,
-        n.trim()
-            .parse()
-            .map_err(|_| format!("`{n}` is not a number"))?,
-    );
+    let whole = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{v}` is not a whole number ≥ 0 (expected i/N with 0 ≤ i < N)"))
+    };
+    let (index, count) = (whole(i)?, whole(n)?);
     if index >= count {
         return Err(format!("shard {index}/{count}: i must be below N"));
     }
@@ -67,6 +69,7 @@ impl CacheArgs {
             unlabelled: self.unlabelled,
             shard: self.shard,
             merge: self.merge,
+            fresh: self.fresh,
             chunk_rows: self.chunk_rows,
             batch_size: self.batch_size,
             device,

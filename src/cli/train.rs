@@ -6,6 +6,9 @@ use anyhow::Context;
 use clap::Args;
 use kd::commands::RunConfig;
 use kd::model::TargetModules;
+use kd::run::limits::{
+    self, real_in, whole_number, Limit::AtLeast, CLASSES, COUNT, TEMPERATURE, WEIGHT,
+};
 use std::path::PathBuf;
 
 /// The teacher and student configs shipped in configs/, used when no --config is given and
@@ -50,26 +53,27 @@ pub struct TrainArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Passes over the training rows (which epoch is kept: --select)
-    #[arg(long)]
+    #[arg(long, value_parser = whole_number(COUNT), allow_negative_numbers = true)]
     pub epochs: Option<usize>,
     /// Stop after this many optimizer steps (the schedule spans them)
-    #[arg(long)]
+    #[arg(long, value_parser = whole_number(COUNT), allow_negative_numbers = true)]
     pub max_steps: Option<usize>,
     /// Rows per optimizer step
-    #[arg(long)]
+    #[arg(long, value_parser = whole_number(COUNT), allow_negative_numbers = true)]
     pub batch_size: Option<usize>,
     /// Peak learning rate (linear warmup, then cosine decay to 0)
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
-    /// Truncate rows to this many tokens (special tokens included)
-    #[arg(long)]
+    /// Truncate rows to this many tokens (special tokens included; at least one more than the
+    /// tokenizer adds)
+    #[arg(long, value_parser = whole_number(COUNT), allow_negative_numbers = true)]
     pub max_len: Option<usize>,
     /// Seed of the split, shuffling, dropout and adapter initialisation (same seed, same run)
-    #[arg(long)]
+    #[arg(long, value_parser = limits::seed, allow_negative_numbers = true)]
     pub seed: Option<u64>,
     /// Fraction of each class held out of train for validation when the data has no
     /// validation.*/val.* split; 0 trains on every row and keeps the last epoch
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub val_fraction: Option<f64>,
     /// Which epoch to keep: `loss` = lowest validation NLL, `accuracy`, or `last`. An earlier
     /// epoch is kept only when the validation slice has at least 500 rows and its score beats
@@ -82,36 +86,36 @@ pub struct TrainArgs {
     pub calibrate: bool,
     /// Number of classes (labels 0..K−1); by default the training split's largest label + 1,
     /// every class needing training rows
-    #[arg(long)]
+    #[arg(long, value_parser = whole_number(CLASSES), allow_negative_numbers = true)]
     pub num_labels: Option<usize>,
     /// Checkpoint every N optimizer steps [default: every 5 minutes of training, and every epoch].
     /// An interrupted run (Ctrl-C, SIGTERM, a crash, kill -9) resumes when the same command is run
     /// again, and ends with the bits an uninterrupted run ends with
-    #[arg(long)]
+    #[arg(long, value_parser = whole_number(COUNT), allow_negative_numbers = true)]
     pub checkpoint_every: Option<usize>,
     /// Start over, discarding what an interrupted run left
     #[arg(long)]
     pub fresh: bool,
     /// Rows per chunk of the teacher's caching pass (kept as each is scored)
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, value_parser = whole_number(COUNT), allow_negative_numbers = true)]
     pub cache_chunk_rows: Option<usize>,
     /// Label smoothing of the cross-entropy term
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub label_smoothing: Option<f64>,
     /// Warmup as a fraction of all steps
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub warmup_ratio: Option<f64>,
     /// LoRA rank
-    #[arg(long)]
+    #[arg(long, value_parser = whole_number(COUNT), allow_negative_numbers = true)]
     pub lora_r: Option<usize>,
     /// LoRA α (the update is scaled by α/r)
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lora_alpha: Option<f64>,
     /// Comma-separated LoRA target modules (PEFT suffix matching), e.g. query,value
     #[arg(long, value_delimiter = ',')]
     pub targets: Option<Vec<String>>,
     /// Comma-separated layer indices to adapt (PEFT's layers_to_transform)
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = whole_number(AtLeast(0)), allow_hyphen_values = true)]
     pub layers: Option<Vec<usize>>,
     /// BERT-family models: train the checkpoint's pooler with the classifier (`trainable`, PEFT's
     /// modules_to_save=["classifier", "pooler"]) or keep it as it is (`frozen`, PEFT's default)
@@ -224,7 +228,7 @@ fn base_config(path: Option<&PathBuf>, name: &str, builtin: &str) -> anyhow::Res
     if local.is_file() {
         return Ok(RunConfig::from_file(&local)?);
     }
-    Ok(toml::from_str(builtin)?)
+    RunConfig::from_toml(builtin).map_err(|e| anyhow::anyhow!("built-in {name} config: {e:?}"))
 }
 
 #[derive(Args)]
@@ -236,14 +240,14 @@ pub struct DistillArgs {
     /// other backbones and tokenizers than the student; their caches must hold the same rows)
     #[arg(long)]
     pub teacher: Vec<PathBuf>,
-    /// Softmax temperature T of the KD term
-    #[arg(long)]
+    /// Softmax temperature T of the KD term, in (0, 100]
+    #[arg(long, allow_negative_numbers = true)]
     pub temperature: Option<f64>,
-    /// Weight α of the KD term; 0 trains on the labels alone
-    #[arg(long)]
+    /// Weight α of the KD term, in [0, 1]; 0 trains on the labels alone
+    #[arg(long, allow_negative_numbers = true)]
     pub alpha: Option<f64>,
     /// The student must have fewer trainable parameters than this
-    #[arg(long)]
+    #[arg(long, value_parser = whole_number(COUNT), allow_negative_numbers = true)]
     pub budget: Option<usize>,
 }
 
@@ -274,16 +278,19 @@ pub struct SweepArgs {
     #[arg(long)]
     pub teacher: Vec<PathBuf>,
     /// The student must have fewer trainable parameters than this
-    #[arg(long)]
+    #[arg(long, value_parser = whole_number(COUNT), allow_negative_numbers = true)]
     pub budget: Option<usize>,
-    /// Temperatures, comma-separated, e.g. 1,2,4,8
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// Temperatures, comma-separated, e.g. 1,2,4,8 (each in (0, 100])
+    #[arg(long, value_delimiter = ',', required = true, allow_hyphen_values = true,
+          value_parser = real_in(TEMPERATURE))]
     pub temperature: Vec<f64>,
     /// KD weights α, comma-separated, e.g. 0,0.5,0.9 (0 = labels alone, the paired baseline)
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required = true, allow_hyphen_values = true,
+          value_parser = real_in(WEIGHT))]
     pub alpha: Vec<f64>,
     /// Seeds, comma-separated, e.g. 0,1,2,3
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required = true, allow_hyphen_values = true,
+          value_parser = limits::seed)]
     pub seeds: Vec<u64>,
 }
 

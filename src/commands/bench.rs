@@ -10,6 +10,7 @@ use crate::model::flops::FlopModel;
 use crate::model::predict_logits;
 use crate::model::random_init::{shape_config, RandomWeights, SHAPES};
 use crate::model::{Checkpoint, LoraSpec, TextClassifier};
+use crate::run::limits::{real_in, whole, Limit::AtLeast, COUNT, POSITIVE};
 use crate::training::{new_optimizer, train_step, Objective, TrainSettings};
 use candle_core::{DType, Device};
 use rand::rngs::StdRng;
@@ -33,27 +34,29 @@ pub struct BenchSettings {
     /// AG News texts, e.g. ../shared/data/ag_news/test.csv.gz (repeated to fill the run)
     #[arg(long)]
     pub data: PathBuf,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = whole(COUNT), allow_negative_numbers = true)]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 128)]
+    /// Tokens per row, special tokens included (the tokenizer refuses a length that leaves no
+    /// room for text)
+    #[arg(long, default_value_t = 128, value_parser = whole(COUNT), allow_negative_numbers = true)]
     pub max_len: usize,
     /// Untimed steps first
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = whole(AtLeast(0)), allow_negative_numbers = true)]
     pub warmup_steps: usize,
     /// Timed training steps
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = whole(COUNT), allow_negative_numbers = true)]
     pub steps: usize,
     /// Rows in the timed caching pass
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = whole(COUNT), allow_negative_numbers = true)]
     pub cache_rows: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = whole(COUNT), allow_negative_numbers = true)]
     pub cache_batch_size: usize,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = whole(COUNT), allow_negative_numbers = true)]
     pub lora_r: usize,
-    #[arg(long, default_value_t = 32.0)]
+    #[arg(long, default_value_t = 32.0, value_parser = real_in(POSITIVE), allow_negative_numbers = true)]
     pub lora_alpha: f64,
     /// Peak dense TFLOP/s for the MFU (H100 bf16: 800)
-    #[arg(long, default_value_t = 800.0)]
+    #[arg(long, default_value_t = 800.0, value_parser = real_in(POSITIVE), allow_negative_numbers = true)]
     pub peak_tflops: f64,
 }
 

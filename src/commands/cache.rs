@@ -2,18 +2,22 @@
 //! replace the unlabelled rows it scored before).
 //!
 //! The labelled rows' logits are kept from the teacher's cache; the unlabelled rows are scored
-//! chunk by chunk. `--shard i/N` scores every N-th chunk into a part file beside the teacher
-//! folder, so N processes on any scheduler share the work without talking to each other;
-//! `--merge` joins the parts into the cache, bit for bit the one a single process writes (see
+//! chunk by chunk, each chunk kept as soon as it is scored, so that a pass stopped by Ctrl-C or
+//! SIGTERM (or killed) resumes when the same command is run again (`--fresh` starts over).
+//! `--shard i/N` scores every N-th chunk into a part file beside the teacher folder, so N
+//! processes on any scheduler share the work without talking to each other; `--merge` joins
+//! the parts into the cache, bit for bit the one a single process writes (see
 //! [`crate::cache::merge`]).
-use crate::cache::{self, CacheHeader, LogitCache, Pass, Shard};
-use crate::data::{tokenize_rows, Dataset};
+use crate::cache::{self, fingerprint_hex, CacheHeader, LogitCache, Pass, Shard};
+use crate::data::{tokenize_rows, Dataset, Example};
 use crate::error::{KdError, Result};
 use crate::run::folder::files;
-use crate::run::load::check_one_run;
+use crate::run::identity::{base_model_id, kernels, model_files};
+use crate::run::load::{check_one_run, read_summary};
 use crate::run::load_data;
 use crate::run::{load_run, RunConfig, StagedRun};
 use candle_core::{DType, Device};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// What `kd cache` was asked to do.
@@ -24,10 +28,19 @@ pub struct CacheRequest {
     pub shard: Option<Shard>,
     /// Join the part files of a sharded pass into the cache.
     pub merge: bool,
+    /// Discard the chunks an interrupted pass kept, and score every row again.
+    pub fresh: bool,
     pub chunk_rows: usize,
     pub batch_size: usize,
     pub device: Device,
     pub dtype: DType,
+}
+
+/// What scoring made: every unlabelled row's logits, or (for a shard) the line saying which part
+/// file it wrote.
+enum Scored {
+    All(Vec<f32>),
+    Part(String),
 }
 
 /// Runs the request; returns one line saying what was written.
@@ -37,12 +50,13 @@ pub fn run(req: &CacheRequest) -> Result<String> {
             "kd cache needs --unlabelled FILE (the rows to score)".into(),
         ));
     }
+    crate::run::check_cache(&req.teacher, &req.unlabelled)?;
     let teacher = std::fs::canonicalize(&req.teacher).map_err(|e| KdError::io(&req.teacher, e))?;
     // Shards run side by side and only read the teacher; the single pass and the merge change
     // it, so they hold its lock from before they read it to the commit.
     let staged = match req.shard {
         Some(_) => None,
-        None => Some(StagedRun::begin_update(&teacher)?),
+        None => Some(StagedRun::begin_update(&teacher, !req.fresh)?),
     };
     let (config, data, old, header) = read_teacher(&teacher, &req.unlabelled)?;
     let unlabelled = data.parts().1;
@@ -50,25 +64,11 @@ pub fn run(req: &CacheRequest) -> Result<String> {
     let scored = if req.merge {
         cache::merge_parts(&parts, &header, req.chunk_rows)?
     } else {
-        let loaded = load_run(&teacher, &req.device, req.dtype)?;
-        let pad_id = loaded.checkpoint.config.pad_id();
-        let batcher = tokenize_rows(&loaded.tokenizer, unlabelled, pad_id)?;
-        let pass = Pass {
-            model: &loaded.model,
-            batcher: &batcher,
-            rows: unlabelled.len(),
-            batch_size: req.batch_size,
-            chunk_rows: req.chunk_rows,
-        };
-        if let Some(shard) = req.shard {
-            let (part, rows) = cache::write_part(&parts, &pass, shard, &header)?;
-            return Ok(format!(
-                "wrote {} ({rows} of {} unlabelled rows): join the parts with kd cache --merge",
-                part.display(),
-                unlabelled.len()
-            ));
+        let staged_dir = staged.as_ref().map(StagedRun::dir);
+        match score(req, &teacher, &header, unlabelled, staged_dir)? {
+            Scored::All(logits) => logits,
+            Scored::Part(line) => return Ok(line),
         }
-        pass.shard(Shard::ALL)?
     };
     let all = old.with_unlabelled(scored);
     drop(old);
@@ -90,6 +90,70 @@ pub fn run(req: &CacheRequest) -> Result<String> {
         header.labelled,
         unlabelled.len()
     ))
+}
+
+/// Scores the unlabelled `rows` with the teacher: all of them, resumably in `staged` (the
+/// staging folder), or one shard's chunks into its part file.
+fn score(
+    req: &CacheRequest,
+    teacher: &Path,
+    header: &CacheHeader,
+    rows: &[Example],
+    staged: Option<&Path>,
+) -> Result<Scored> {
+    let loaded = load_run(teacher, &req.device, req.dtype)?;
+    let base = model_files(&loaded.checkpoint)?;
+    check_base_model(teacher, &base)?;
+    let pad_id = loaded.checkpoint.config.pad_id();
+    let batcher = tokenize_rows(&loaded.tokenizer, rows, pad_id)?;
+    let pass = Pass {
+        model: &loaded.model,
+        batcher: &batcher,
+        rows: rows.len(),
+        batch_size: req.batch_size,
+        chunk_rows: req.chunk_rows,
+    };
+    let made = pass.made(
+        header.run_id.as_deref().unwrap_or_default(),
+        &base_model_id(&base),
+        &fingerprint_hex(header.unlabelled_fingerprint),
+        &kernels(&req.device, req.dtype),
+    );
+    match (req.shard, staged) {
+        (Some(shard), _) => {
+            let parts = cache::parts_dir(teacher);
+            let (part, n) = cache::write_part(&parts, &pass, shard, &made, req.fresh)?;
+            Ok(Scored::Part(format!(
+                "wrote {} ({n} of {} unlabelled rows): join the parts with kd cache --merge",
+                part.display(),
+                rows.len()
+            )))
+        }
+        (None, Some(dir)) => Ok(Scored::All(pass.resumable(dir, &made, Shard::ALL)?)),
+        (None, None) => Err(KdError::Internal(
+            "kd cache without a staging folder".into(),
+        )),
+    }
+}
+
+/// Refuses to score with a base model whose files changed since the teacher was trained on it
+/// (as its summary records): the new rows' logits would come from another model than the
+/// cached ones. Teachers trained before kd recorded its inputs are not checked.
+fn check_base_model(teacher: &Path, now: &BTreeMap<String, String>) -> Result<()> {
+    let Some(then) = read_summary(teacher)?.and_then(|s| s.inputs) else {
+        return Ok(());
+    };
+    let current = crate::run::identity::Inputs {
+        model: now.clone(),
+        ..then.clone()
+    };
+    match current.changes_since(&then, false).first() {
+        None => Ok(()),
+        Some(what) => Err(KdError::bad_file(
+            teacher,
+            format!("{what} changed since this teacher was trained: its new logits would come from another model than its cached ones; restore the base model or retrain the teacher with kd teach"),
+        )),
+    }
 }
 
 /// The finished teacher at `teacher`: its config, its labelled rows (as it read them) with the

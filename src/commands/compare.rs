@@ -1,13 +1,13 @@
 //! `kd compare`: evaluate run folders (or PEFT adapters) side by side on the test split.
 use crate::data::DataFiles;
-use crate::data::SplitFiles;
+use crate::data::{Example, SplitFiles};
 use crate::error::{KdError, Result};
 pub use crate::report::comparison::{
     render_table, save_json, Comparison, PairAgreement, RunResult,
 };
 use crate::run::{LoadedModel, ModelSource};
 use crate::training::calibration::reliability;
-use crate::training::evaluate_file;
+use crate::training::evaluate_examples;
 use crate::training::metrics::agreement;
 use crate::training::TrainSettings;
 use candle_core::{DType, Device};
@@ -51,10 +51,15 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
         ));
     }
     let test_split = common_test_split(&loaded, req.data.as_deref())?;
+    // Every model's rows are read (and refused) before the first is evaluated.
+    let rows = loaded
+        .iter()
+        .map(|(name, m)| test_rows(name, m, &test_split))
+        .collect::<Result<Vec<_>>>()?;
     let mut runs = Vec::new();
     let mut predictions = Vec::new();
-    for (name, m) in &loaded {
-        let (result, predicted) = evaluate_one(name, m, &test_split)?;
+    for ((name, m), rows) in loaded.iter().zip(rows) {
+        let (result, predicted) = evaluate_one(name, m, &rows)?;
         runs.push(result);
         predictions.push(predicted);
     }
@@ -104,26 +109,40 @@ fn common_test_split(loaded: &[(String, LoadedModel)], data: Option<&str>) -> Re
         .clone())
 }
 
-/// One model's scores on the test split, and its predicted classes (for agreement).
-fn evaluate_one(
-    name: &str,
-    m: &LoadedModel,
-    test_split: &SplitFiles,
-) -> Result<(RunResult, Vec<u32>)> {
+/// The test rows as `m` reads them (labels checked against its classes, string labels mapped
+/// through its names). Refused when one of its classes has no test row: a run trained on other
+/// data (9 classes scored on a 4-class split) would get scores that look comparable and are not.
+fn test_rows(name: &str, m: &LoadedModel, split: &SplitFiles) -> Result<Vec<Example>> {
+    let names = m.run.as_ref().and_then(|r| r.label_names.as_deref());
+    let classes = m.model.num_labels();
+    let rows = split.read_labelled(classes, names)?;
+    let mut seen = vec![false; classes];
+    for c in rows.iter().filter_map(|r| r.label) {
+        seen[c as usize] = true;
+    }
+    let missing: Vec<String> = (0..classes)
+        .filter(|&c| !seen[c])
+        .map(|c| m.class_name(c))
+        .collect();
+    if missing.is_empty() {
+        return Ok(rows);
+    }
+    Err(KdError::Config(format!(
+        "{name} has {classes} classes but the test split {} has rows of {} (none of class {}): it was trained on other classes; compare it on its own dataset (--data) or alongside runs with the same classes",
+        split.describe(),
+        classes - missing.len(),
+        missing.join(", ")
+    )))
+}
+
+/// One model's scores on its test rows, and its predicted classes (for agreement).
+fn evaluate_one(name: &str, m: &LoadedModel, rows: &[Example]) -> Result<(RunResult, Vec<u32>)> {
     let settings = m.run.as_ref().map(|r| r.train.clone()).unwrap_or_default();
     let settings = TrainSettings {
         max_len: m.max_len,
         ..settings
     };
-    let names = m.run.as_ref().and_then(|r| r.label_names.as_deref());
-    let fe = evaluate_file(
-        &m.model,
-        &m.tokenizer,
-        test_split,
-        names,
-        &m.checkpoint,
-        &settings,
-    )?;
+    let fe = evaluate_examples(&m.model, &m.tokenizer, rows, &m.checkpoint, &settings)?;
     tracing::info!(run = %name, accuracy = fe.evaluation.accuracy, "evaluated");
     let calibration = fe.calibration(m.temperature);
     let classes = fe.evaluation.per_class.len();

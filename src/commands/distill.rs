@@ -6,8 +6,10 @@ use crate::run::{check_not_a_teacher, finish, fresh_model, open_teachers, prepar
 use crate::run::{RunConfig, Summary};
 use crate::training::{train, Objective};
 
-/// Trains the student described by `cfg` (which must have a `[distill]` table).
+/// Trains the student described by `cfg` (which must have a `[distill]` table). Its `--out`
+/// is checked first: not a teacher, not inside one, not holding one.
 pub fn run(cfg: &RunConfig) -> Result<Summary> {
+    crate::run::check_run(cfg)?;
     let p = prepare(cfg)?;
     run_prepared(cfg, &p)
 }
@@ -27,7 +29,7 @@ pub fn run_prepared(cfg: &RunConfig, p: &Prepared) -> Result<Summary> {
 
     let model = fresh_model(cfg, p)?;
     debug_assert_eq!(model.trainable_count(), count);
-    let mut open = open_run(cfg, &p.data.rows, &model)?;
+    let mut open = open_run(cfg, p, &model)?;
     tracing::info!(trainable = count, budget = d.budget, "student");
     let objective = if caches.is_empty() {
         Objective::Supervised

@@ -1,9 +1,11 @@
 //! `kd predict`: label unlabelled rows with a trained run (or a PEFT adapter).
-use crate::data::formats::read_examples_with;
+use crate::data::formats::read_rows_to_predict;
+pub use crate::data::formats::Header;
 use crate::data::tokenize_rows;
 use crate::error::{KdError, Result};
 use crate::model::predict_logits;
 use crate::model::probabilities;
+use crate::run::paths::{Output, Paths};
 use crate::run::{LoadedModel, ModelSource};
 use crate::training::metrics::argmax_rows;
 use candle_core::{DType, Device};
@@ -22,21 +24,30 @@ pub struct PredictRequest {
     pub dtype: DType,
     /// Truncation (None: the run's own, 128 for an adapter).
     pub max_len: Option<usize>,
+    /// Whether a CSV input starts with a header row (detected by default).
+    pub header: Header,
 }
 
-/// Loads the model and labels the rows; returns the number of rows written.
+/// Loads the model and labels the rows; returns the number of rows written. The output is
+/// checked first: it must be neither the input nor inside a run folder.
 pub fn run(req: &PredictRequest) -> Result<usize> {
+    Paths::new()
+        .source(&req.source)
+        .input("--input", &req.input)
+        .output("--output", &req.output, Output::File)
+        .check()?;
     let loaded = req.source.load(&req.device, req.dtype, req.max_len)?;
-    label_rows(&loaded, &req.input, &req.output, req.batch_size)
+    label_rows(&loaded, &req.input, req.header, &req.output, req.batch_size)
 }
 
 /// Writes `row,label,label_name,logit_0..logit_K,prob_0..prob_K` for every row of `input`, in
-/// input order
-/// (probabilities at the run's calibrated temperature, if it has one).
-/// Returns the number of rows written.
+/// input order (probabilities at the run's calibrated temperature, if it has one); a header
+/// row of a CSV input is not a row (`row` 0 is the first row after it). Returns the number of
+/// rows written.
 pub fn label_rows(
     loaded: &LoadedModel,
     input: &Path,
+    header: Header,
     output: &Path,
     batch_size: usize,
 ) -> Result<usize> {
@@ -46,7 +57,7 @@ pub fn label_rows(
         .as_ref()
         .map(|r| r.columns.clone())
         .unwrap_or_default();
-    let rows = read_examples_with(input, false, &columns)?;
+    let rows = read_rows_to_predict(input, &columns, header)?;
     let batcher = tokenize_rows(&loaded.tokenizer, &rows, loaded.checkpoint.config.pad_id())?;
     let all: Vec<usize> = (0..rows.len()).collect();
     let logits = predict_logits(&loaded.model, &batcher, &all, batch_size, "predict")?;

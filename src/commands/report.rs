@@ -5,6 +5,7 @@ use super::compare::{self, CompareRequest};
 use crate::error::{KdError, Result};
 use crate::report::{self, sweep, Report, REPORT_MD};
 use crate::run::files::METRICS;
+use crate::run::paths::{check_path_list, Output, Paths};
 use crate::run::StagedRun;
 use crate::training::log::read_history;
 use candle_core::{DType, Device};
@@ -30,6 +31,15 @@ pub fn run(req: &ReportRequest) -> Result<PathBuf> {
         ));
     }
     check_out(&req.out, &req.folders)?;
+    check_path_list("FOLDERS", &req.folders)?;
+    req.folders
+        .iter()
+        .fold(Paths::new(), |p, f| {
+            p.run("FOLDERS", "a folder reported on", f)
+        })
+        .local_opt("--data", req.data.as_deref())
+        .output("--out", &req.out, Output::WholeFolder)
+        .check()?;
     // Lock and stage the report folder before any evaluation: a refusal costs nothing.
     let staged = StagedRun::begin(&req.out)?;
     let (sweeps, runs): (Vec<&PathBuf>, Vec<&PathBuf>) = req

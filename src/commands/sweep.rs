@@ -8,8 +8,9 @@ use crate::error::{KdError, Result};
 pub use crate::report::sweep::{render, GridPoint, Sweep, SweepPoint};
 use crate::run::checkpoints::settings_key;
 use crate::run::folder::write_json;
+use crate::run::identity::Inputs;
 use crate::run::load::{check_one_run, read_summary};
-use crate::run::prepare;
+use crate::run::{prepare, Prepared};
 use crate::run::{RunConfig, Summary};
 use std::path::PathBuf;
 
@@ -31,6 +32,8 @@ pub fn run(req: &SweepRequest) -> Result<Sweep> {
                 .into(),
         ));
     }
+    let (t, a, s) = (&req.temperatures, &req.alphas, &req.seeds);
+    crate::run::check_sweep(&req.base, &req.out, t, a, s)?;
     let mut grid: Vec<GridPoint> = Vec::new();
     for &alpha in &req.alphas {
         if alpha == 0.0 {
@@ -55,7 +58,7 @@ pub fn run(req: &SweepRequest) -> Result<Sweep> {
     for configs in &points {
         let mut per_seed = Vec::new();
         for cfg in configs {
-            let summary = match finished_point(cfg)? {
+            let summary = match finished_point(cfg, &prepared)? {
                 Some(s) => s,
                 None => {
                     tracing::info!(point = %cfg.out.display(), "training");
@@ -73,16 +76,30 @@ pub fn run(req: &SweepRequest) -> Result<Sweep> {
     Ok(sweep)
 }
 
-/// A point is finished when its folder holds a whole run of these very settings (a sweep rerun
-/// with another teacher, data or grid retrains it).
-fn finished_point(cfg: &RunConfig) -> Result<Option<Summary>> {
-    match read_summary(&cfg.out)? {
-        Some(s) if same_settings(cfg)? => {
-            check_one_run(&cfg.out)?;
-            Ok(Some(s))
-        }
-        _ => Ok(None),
+/// A point is finished when its folder holds a whole run of these very settings made from these
+/// very inputs (see [`Inputs`]): a sweep rerun with another grid retrains it, and so does one
+/// whose teacher was retrained (or re-cached), or whose data, test split or base model changed,
+/// in place, saying what changed.
+fn finished_point(cfg: &RunConfig, p: &Prepared) -> Result<Option<Summary>> {
+    let Some(summary) = read_summary(&cfg.out)? else {
+        return Ok(None);
+    };
+    if !same_settings(cfg)? {
+        return Ok(None);
     }
+    let now = Inputs::of(cfg, p)?;
+    let why = match &summary.inputs {
+        None => Some("it records no inputs (an older kd wrote it)".to_string()),
+        Some(then) => Some(now.changes_since(then, true))
+            .filter(|c| !c.is_empty())
+            .map(|c| format!("{} changed since it was trained", c.join(", "))),
+    };
+    if let Some(why) = why {
+        tracing::warn!("{}: training it again: {why}", cfg.out.display());
+        return Ok(None);
+    }
+    check_one_run(&cfg.out)?;
+    Ok(Some(summary))
 }
 
 /// Whether the run folder of `cfg` was trained with the settings of `cfg`.

@@ -1,7 +1,7 @@
 //! `kd teach`: fine-tune the teacher, then cache its logits over every training row and every
 //! unlabelled row.
 use crate::cache::{CacheHeader, Pass};
-use crate::error::Result;
+use crate::error::{KdError, Result};
 use crate::run::folder::{files, open_run, save_trained};
 use crate::run::{finish, fresh_model, prepare};
 use crate::run::{RunConfig, Summary};
@@ -9,9 +9,10 @@ use crate::training::{train, Objective};
 
 /// Trains the teacher described by `cfg` and writes its run folder, `logits.bin` included.
 pub fn run(cfg: &RunConfig) -> Result<Summary> {
+    crate::run::check_run(cfg)?;
     let p = prepare(cfg)?;
     let model = fresh_model(cfg, &p)?;
-    let mut open = open_run(cfg, &p.data.rows, &model)?;
+    let mut open = open_run(cfg, &p, &model)?;
     tracing::info!(trainable = model.trainable_count(), "teacher");
     let report = train(
         &model,
@@ -25,7 +26,8 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
     save_trained(cfg, &model, p.label_names.as_deref(), &run)?;
 
     // One pass over every row (validation and unlabelled rows included), stored in file order,
-    // chunk by chunk: an interrupted pass resumes at the first chunk it had not finished.
+    // chunk by chunk: an interrupted pass resumes at the first chunk it had not finished, if
+    // that chunk was scored by this very run from the same inputs.
     let (labelled, unlabelled) = p.data.parts();
     let teacher = format!("{} ({})", cfg.out.display(), cfg.model);
     let header = CacheHeader::new(
@@ -42,8 +44,17 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
         batch_size: cfg.train.eval_batch_size,
         chunk_rows: cfg.train.cache_chunk_rows,
     };
+    let inputs = run
+        .inputs()
+        .ok_or_else(|| KdError::Internal("a training run without its inputs".into()))?;
+    let made = pass.made(
+        run.run_id(),
+        &inputs.base_model(),
+        &inputs.data,
+        &inputs.kernels,
+    );
     let logits = run.dir().join(files::LOGITS);
-    let cache_rate = pass.write_resumable(run.dir(), &header, &logits)?;
+    let cache_rate = pass.write_resumable(run.dir(), &made, &header, &logits)?;
     tracing::info!(
         rows = header.rows,
         samples_per_s = cache_rate,

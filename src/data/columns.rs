@@ -4,7 +4,9 @@ use super::Example;
 
 /// Which columns hold the text and the label. The default reads AG News CSV (no header:
 /// class, title, description) and `text`/`label` in JSONL and Parquet.
+/// In a config's `[columns]` table an unknown key is refused rather than dropped.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Columns {
     /// Text columns, joined with a space (CSV files then start with a header row).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -4,6 +4,7 @@
 //! integers (0-based) or strings (mapped to classes by the dataset, see `labels`).
 pub use super::columns::Columns;
 use super::columns::{parse_label, Numbered};
+use super::csv_rows;
 use super::Example;
 use crate::error::{KdError, Result};
 use std::io::{BufRead, BufReader, Read};
@@ -28,6 +29,45 @@ pub fn read_examples_with(
     Ok(read_numbered(path, require_labels, columns)?.0)
 }
 
+/// Whether the first row of a CSV without named columns names its columns (rows to predict
+/// often start with `title,description` or `text`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Header {
+    /// A first row whose every cell is a known column name is a header.
+    #[default]
+    Detect,
+    /// The first row is a header (`--header`).
+    Present,
+    /// The first row is a row (`--no-header`).
+    Absent,
+}
+
+/// Unlabelled rows to label, read as [`read_examples_with`] reads them except that a header
+/// row of a CSV without named columns is detected, or declared by `header`, and never read as
+/// a row: it would shift every row after it by one. A header alone is no rows.
+pub fn read_rows_to_predict(
+    path: &Path,
+    columns: &Columns,
+    header: Header,
+) -> Result<Vec<Example>> {
+    let name = path.to_string_lossy();
+    let csv = name.ends_with(".csv") || name.ends_with(".csv.gz");
+    if !csv && header != Header::Detect {
+        return Err(KdError::Config(format!(
+            "--header/--no-header apply to CSV files; {} has no header row",
+            path.display()
+        )));
+    }
+    if csv && columns.named() && header == Header::Absent {
+        return Err(KdError::Config(format!(
+            "--no-header: the run reads columns by name ({}), so {} must start with a header row",
+            columns.text_names().join(", "),
+            path.display()
+        )));
+    }
+    Ok(read_numbered_with(path, false, columns, header)?.0)
+}
+
 /// [`read_examples_with`], with each row's number in its file as errors name it: a CSV record's
 /// row as a spreadsheet shows it (a header is row 1, a quoted field spanning lines stays one
 /// row), the line of a JSONL object (blank lines are skipped but counted), a Parquet row's
@@ -37,14 +77,23 @@ pub fn read_numbered(
     require_labels: bool,
     columns: &Columns,
 ) -> Result<(Vec<Example>, Vec<usize>)> {
+    read_numbered_with(path, require_labels, columns, Header::Absent)
+}
+
+fn read_numbered_with(
+    path: &Path,
+    require_labels: bool,
+    columns: &Columns,
+    header: Header,
+) -> Result<(Vec<Example>, Vec<usize>)> {
     let name = path.to_string_lossy();
     let (rows, lines) = if name.ends_with(".parquet") {
         super::parquet_rows::read_parquet(path, columns)?
     } else if name.ends_with(".csv") || name.ends_with(".csv.gz") {
         if columns.named() {
-            read_csv_with_header(open(path)?, path, columns, require_labels)?
+            csv_rows::read_csv_with_header(open(path)?, path, columns, require_labels)?
         } else {
-            read_csv(open(path)?, path)?
+            csv_rows::read_csv(open(path)?, path, header)?
         }
     } else if name.ends_with(".jsonl") || name.ends_with(".jsonl.gz") {
         read_jsonl(open(path)?, path, columns)?
@@ -86,121 +135,6 @@ fn open(path: &Path) -> Result<Box<dyn Read>> {
     } else {
         Ok(Box::new(BufReader::new(file)))
     }
-}
-
-/// AG News CSV, no header: `"class","title","description"` with class 1..K (label = class − 1);
-/// unlabelled rows may omit the class (`"title","description"`) or be a single text column.
-fn read_csv(reader: Box<dyn Read>, path: &Path) -> Result<Numbered> {
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(reader);
-    let (mut rows, mut lines) = (Vec::new(), Vec::new());
-    for (i, record) in csv.records().enumerate() {
-        // Records, not lines: csv's line positions are off by one in CRLF files.
-        let row = i + 1;
-        let record = record.map_err(|e| KdError::BadRow {
-            path: path.into(),
-            row,
-            message: format!("not valid CSV: {e}"),
-        })?;
-        let bad = |message: String| KdError::BadRow {
-            path: path.into(),
-            row,
-            message,
-        };
-        let example = match record.len() {
-            3 => {
-                let class: u32 = record[0]
-                    .trim()
-                    .parse()
-                    .map_err(|_| bad(format!("class `{}` is not a number 1..K", &record[0])))?;
-                if class == 0 {
-                    return Err(bad("class 0: AG News classes start at 1".into()));
-                }
-                Example {
-                    text: format!("{} {}", &record[1], &record[2]),
-                    label: Some(class - 1),
-                    ..Default::default()
-                }
-            }
-            2 => Example {
-                text: format!("{} {}", &record[0], &record[1]),
-                ..Default::default()
-            },
-            1 => Example {
-                text: record[0].to_string(),
-                ..Default::default()
-            },
-            n => {
-                return Err(bad(format!(
-                    "{n} fields, expected \"class\",\"title\",\"description\""
-                )))
-            }
-        };
-        rows.push(example);
-        lines.push(row);
-    }
-    Ok((rows, lines))
-}
-
-/// A CSV file whose first row names its columns.
-fn read_csv_with_header(
-    reader: Box<dyn Read>,
-    path: &Path,
-    columns: &Columns,
-    require_labels: bool,
-) -> Result<Numbered> {
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(reader);
-    let header = csv
-        .headers()
-        .map_err(|e| KdError::bad_file(path, format!("no header row: {e}")))?
-        .clone();
-    let find = |name: &str| -> Result<usize> {
-        header.iter().position(|h| h.trim() == name).ok_or_else(|| {
-            KdError::bad_file(
-                path,
-                format!(
-                    "no column `{name}` (columns: {})",
-                    header.iter().collect::<Vec<_>>().join(", ")
-                ),
-            )
-        })
-    };
-    let text: Vec<usize> = columns
-        .text_names()
-        .iter()
-        .map(|n| find(n))
-        .collect::<Result<_>>()?;
-    // Unlabelled files (a transfer set, rows to predict) may leave the label column out.
-    let label = match &columns.label {
-        Some(name) if require_labels => Some(find(name)?),
-        Some(name) => header.iter().position(|h| h.trim() == name),
-        None => header.iter().position(|h| h.trim() == "label"),
-    };
-    let pair = columns.text_pair.as_deref().map(find).transpose()?;
-    let (mut rows, mut lines) = (Vec::new(), Vec::new());
-    for (i, record) in csv.records().enumerate() {
-        let record = record.map_err(|e| KdError::BadRow {
-            path: path.into(),
-            row: i + 2,
-            message: format!("not valid CSV: {e}"),
-        })?;
-        lines.push(i + 2);
-        let cell = |k: usize| record.get(k).unwrap_or("");
-        let parts: Vec<&str> = text.iter().map(|&k| cell(k)).collect();
-        let (label, raw_label) = label.map_or((None, None), |k| parse_label(cell(k)));
-        rows.push(Example {
-            text: parts.join(" "),
-            pair: pair.map(|k| cell(k).to_string()),
-            label,
-            raw_label,
-        });
-    }
-    Ok((rows, lines))
 }
 
 /// One JSON object per line: `{"text": "...", "label": 2}` by default (label optional for

@@ -1,6 +1,7 @@
 //! Data: reading datasets, holding out a validation slice, tokenizing and batching.
 pub(crate) mod batching;
 mod columns;
+mod csv_rows;
 pub(crate) mod dataset;
 pub(crate) mod formats;
 pub(crate) mod labels;

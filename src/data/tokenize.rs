@@ -50,6 +50,13 @@ impl TextTokenizer {
             TokenizerFiles::VocabMerges { vocab, merges } => byte_level_bpe(vocab, merges)?,
         };
         inner.with_padding(None::<PaddingParams>);
+        let special = added_tokens(&inner, false);
+        if max_len <= special {
+            return Err(KdError::Config(format!(
+                "--max-len {max_len} leaves no token of text: the tokenizer adds {special} special tokens to every row (use at least {})",
+                special + 1
+            )));
+        }
         inner
             .with_truncation(Some(TruncationParams {
                 max_length: max_len,
@@ -74,6 +81,17 @@ impl TextTokenizer {
         );
         // A few thousand rows at a time: a tokenizers Encoding (tokens, offsets, masks) weighs
         // ~100× its ids, and a million of them at once took 9 GB.
+        let max_len = self
+            .inner
+            .get_truncation()
+            .map_or(usize::MAX, |t| t.max_length);
+        let special = added_tokens(&self.inner, true);
+        if rows.iter().any(|r| r.pair.is_some()) && max_len < special + 2 {
+            return Err(KdError::Config(format!(
+                "--max-len {max_len} leaves no token of one text of a pair: the tokenizer adds {special} special tokens to a pair (use at least {})",
+                special + 2
+            )));
+        }
         for chunk in rows.chunks(ENCODE_CHUNK_ROWS) {
             let inputs: Vec<EncodeInput> = chunk
                 .iter()
@@ -106,6 +124,12 @@ impl TextTokenizer {
         }
         Ok(ids)
     }
+}
+
+/// The special tokens the tokenizer adds to a single text or a pair ([CLS] … [SEP]).
+fn added_tokens(tok: &Tokenizer, pair: bool) -> usize {
+    use tokenizers::PostProcessor;
+    tok.get_post_processor().map_or(0, |p| p.added_tokens(pair))
 }
 
 /// Rows per tokenizer call (each call runs in parallel over its rows).

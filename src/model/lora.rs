@@ -18,8 +18,10 @@ pub enum TargetModules {
     Regex(String),
 }
 
-/// A LoRA configuration (the fields of PEFT's `LoraConfig` that kd uses).
+/// A LoRA configuration (the fields of PEFT's `LoraConfig` that kd uses): the `[lora]` table of
+/// a config, where an unknown key is refused rather than dropped.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoraSpec {
     /// Rank r.
     pub r: usize,

@@ -2,14 +2,19 @@
 //! (weights, AdamW moments, the best epoch's weights; the rest as JSON metadata), beside the
 //! caching pass's finished chunks (`cache-chunk-K.bin`, written by [`crate::cache::Pass`]).
 //! Rerunning the same command finds them and goes on; a checkpoint made under other settings or
-//! data is set aside (the run starts over).
+//! from other inputs (see [`Inputs`]: base model, rows, teachers, dtype and kernels) is set
+//! aside with a warning naming what changed (the run starts over). A CRC-32 over the metadata
+//! and every tensor's name, dtype, shape and bytes is checked before anything is resumed: a
+//! damaged checkpoint is refused by name, never trained on.
 use super::config::RunConfig;
+use super::identity::Inputs;
 use crate::cache::is_chunk_file;
 use crate::error::{KdError, Result};
 use crate::fsutil::write_atomic;
 use crate::training::selection::EpochScores;
 use crate::training::{Checkpoints, TrainState};
 use candle_core::{Device, Tensor};
+use safetensors::{SafeTensors, View};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,11 +24,19 @@ use std::time::{Duration, Instant};
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 /// Without `--checkpoint-every`, a checkpoint after this much training time (and every epoch).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
+/// The metadata keys of the state's scalars and of the checksum over everything.
+const META_KEY: &str = "kd";
+const CRC_KEY: &str = "kd_crc32";
+/// What to do about a damaged checkpoint.
+const FRESH: &str = "rerun with --fresh to start over";
 
 /// The scalars of a [`TrainState`] and what the checkpoint was made for.
 #[derive(Serialize, Deserialize)]
 struct Meta {
     settings: String,
+    /// None in checkpoints of a kd that did not record them: never resumed.
+    #[serde(default)]
+    inputs: Option<Inputs>,
     names: Vec<String>,
     step: usize,
     adam_step: i32,
@@ -41,63 +54,103 @@ struct Meta {
 pub struct RunCheckpoints {
     path: PathBuf,
     settings: String,
+    inputs: Inputs,
     names: Vec<String>,
     every_steps: Option<usize>,
     last_saved: Instant,
 }
 
 impl RunCheckpoints {
-    /// Checkpoints for a run with these `settings` (see [`settings_key`]) and trainable tensor
-    /// names, in `dir`.
+    /// Checkpoints for a run with these `settings` (see [`settings_key`]), `inputs` and
+    /// trainable tensor names, in `dir`.
     pub fn new(
         dir: &Path,
         settings: String,
+        inputs: Inputs,
         names: Vec<String>,
         every_steps: Option<usize>,
     ) -> Self {
         Self {
             path: dir.join(CHECKPOINT),
             settings,
+            inputs,
             names,
             every_steps,
             last_saved: Instant::now(),
         }
     }
 
-    /// The state saved by an interrupted run of the same settings, if there is one. A checkpoint
-    /// of other settings is removed, saying so.
+    fn damaged(&self, problem: String) -> KdError {
+        KdError::Damaged {
+            path: self.path.clone(),
+            problem,
+            remedy: FRESH.into(),
+        }
+    }
+
+    /// The state saved by an interrupted run of the same settings and inputs, if there is one.
+    /// A checkpoint of other settings or inputs is removed, saying what changed; a damaged one
+    /// (truncated, or not matching its checksum) is refused.
     pub fn load(&self) -> Result<Option<TrainState>> {
         if !self.path.is_file() {
             return Ok(None);
         }
-        let bad = |m: String| {
-            KdError::bad_file(
-                &self.path,
-                format!("{m} (rerun with --fresh to start over)"),
-            )
-        };
         let bytes = std::fs::read(&self.path).map_err(|e| KdError::io(&self.path, e))?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| bad(format!("unreadable checkpoint: {e}")))?;
-        let meta: Meta = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get("kd"))
-            .ok_or_else(|| bad("not a kd checkpoint".into()))
-            .and_then(|j| serde_json::from_str(j).map_err(|e| bad(e.to_string())))?;
-        if meta.settings != self.settings || meta.names != self.names {
-            tracing::warn!(path = %self.path.display(), "the checkpoint was made with other settings or data: starting over");
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+            self.damaged(format!("unreadable checkpoint (truncated or corrupt): {e}"))
+        })?;
+        let metadata = header.metadata().clone().unwrap_or_default();
+        let json = metadata
+            .get(META_KEY)
+            .ok_or_else(|| self.damaged("not a kd checkpoint".into()))?;
+        let meta: Meta = serde_json::from_str(json)
+            .map_err(|e| self.damaged(format!("unreadable state: {e}")))?;
+        if let Some(why) = self.made_otherwise(&meta) {
+            tracing::warn!("{} {why}: starting over", self.path.display());
             std::fs::remove_file(&self.path).map_err(|e| KdError::io(&self.path, e))?;
             return Ok(None);
         }
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+            self.damaged(format!("unreadable checkpoint (truncated or corrupt): {e}"))
+        })?;
+        let recorded = metadata.get(CRC_KEY).map(String::as_str).unwrap_or("none");
+        let got = format!("{:08x}", checksum(json, st.tensors()));
+        if got != recorded {
+            return Err(self.damaged(format!(
+                "does not match its checksum (CRC-32 {got}, recorded {recorded}): the file was damaged after kd wrote it"
+            )));
+        }
+        self.state(meta, &st).map(Some)
+    }
+
+    /// Why a checkpoint with `meta` is not this run's to resume, if it is not.
+    fn made_otherwise(&self, meta: &Meta) -> Option<String> {
+        if meta.settings != self.settings || meta.names != self.names {
+            return Some("was made with other settings or data".into());
+        }
+        let Some(then) = &meta.inputs else {
+            return Some("was written by an older kd, which did not record its inputs".into());
+        };
+        let changes = self.inputs.changes_since(then, false);
+        (!changes.is_empty()).then(|| {
+            format!(
+                "was made from other inputs ({} changed)",
+                changes.join(", ")
+            )
+        })
+    }
+
+    /// The training state a checked checkpoint holds.
+    fn state(&self, meta: Meta, st: &SafeTensors) -> Result<TrainState> {
+        use candle_core::safetensors::Load;
         let take = |prefix: &str| -> Result<Vec<Tensor>> {
             (0..self.names.len())
                 .map(|i| {
-                    tensors
-                        .get(&format!("{prefix}.{i}"))
-                        .cloned()
-                        .ok_or_else(|| bad(format!("missing `{prefix}.{i}`")))
+                    let name = format!("{prefix}.{i}");
+                    let view = st
+                        .tensor(&name)
+                        .map_err(|_| self.damaged(format!("missing `{name}`")))?;
+                    Ok(view.load(&Device::Cpu)?)
                 })
                 .collect()
         };
@@ -105,7 +158,7 @@ impl RunCheckpoints {
             Some(scores) => Some((scores, take("best")?)),
             None => None,
         };
-        Ok(Some(TrainState {
+        Ok(TrainState {
             step: meta.step,
             params: take("param")?,
             adam_step: meta.adam_step,
@@ -118,8 +171,26 @@ impl RunCheckpoints {
             samples: meta.samples,
             tokens: meta.tokens,
             metrics_len: meta.metrics_len,
-        }))
+        })
     }
+}
+
+/// CRC-32 over a checkpoint's state (its JSON) and every tensor's name, dtype, shape and bytes,
+/// in name order: any flipped bit that would change what is resumed changes it.
+fn checksum<V: View>(meta: &str, mut tensors: Vec<(String, V)>) -> u32 {
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut h = crc32fast::Hasher::new();
+    h.update(meta.as_bytes());
+    for (name, t) in &tensors {
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(format!("{:?}", t.dtype()).as_bytes());
+        for d in t.shape() {
+            h.update(&(*d as u64).to_le_bytes());
+        }
+        h.update(&t.data());
+    }
+    h.finalize()
 }
 
 impl Checkpoints for RunCheckpoints {
@@ -147,6 +218,7 @@ impl Checkpoints for RunCheckpoints {
         }
         let meta = Meta {
             settings: self.settings.clone(),
+            inputs: Some(self.inputs.clone()),
             names: self.names.clone(),
             step: st.step,
             adam_step: st.adam_step,
@@ -159,13 +231,14 @@ impl Checkpoints for RunCheckpoints {
             last: st.last.clone(),
         };
         let json = serde_json::to_string(&meta).expect("serialisable");
+        let crc = checksum(&json, tensors.iter().map(|(n, t)| (n.clone(), t)).collect());
+        let metadata = HashMap::from([
+            (META_KEY.to_string(), json),
+            (CRC_KEY.to_string(), format!("{crc:08x}")),
+        ]);
         write_atomic(&self.path, |tmp| {
-            safetensors::serialize_to_file(
-                &tensors,
-                Some(HashMap::from([("kd".to_string(), json)])),
-                tmp,
-            )
-            .map_err(|e| KdError::bad_file(tmp, e.to_string()))
+            safetensors::serialize_to_file(&tensors, Some(metadata), tmp)
+                .map_err(|e| KdError::bad_file(tmp, e.to_string()))
         })?;
         self.last_saved = Instant::now();
         tracing::debug!(step = st.step, "checkpoint");

@@ -1,5 +1,6 @@
 //! A run's configuration: the TOML files in configs/ and the fully resolved `config.toml` that
 //! every run folder keeps.
+use super::limits::{Limit, CLASSES, COUNT, FRACTION, POSITIVE, TEMPERATURE, WEIGHT};
 use crate::data::Columns;
 use crate::error::{KdError, Result};
 use crate::model::LoraSpec;
@@ -7,8 +8,10 @@ use crate::training::TrainSettings;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Everything a `kd teach` or `kd distill` run needs.
+/// Everything a `kd teach` or `kd distill` run needs. Unknown keys are refused (see
+/// [`RunConfig::from_toml`]): a misspelt setting would otherwise be dropped without a word.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunConfig {
     /// A local checkpoint folder or a Hub id.
     pub model: String,
@@ -47,6 +50,7 @@ pub struct RunConfig {
 
 /// The `[distill]` table.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DistillSettings {
     /// The teacher's run folder (its logits.bin is read), or several: the student then learns
     /// from their ensemble (the mean of their probabilities at temperature T).
@@ -113,24 +117,32 @@ impl RunConfig {
     /// Reads a TOML config.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| KdError::io(path, e))?;
-        toml::from_str(&text).map_err(|e| KdError::bad_file(path, e.to_string()))
+        Self::from_toml(&text).map_err(|e| match e {
+            TomlError::UnknownKey(m) => KdError::Config(format!("{}{m}", path.display())),
+            TomlError::Other(m) => KdError::bad_file(path, m),
+        })
     }
 
-    /// Checks values that would otherwise fail deep inside training.
+    /// Parses a config's text. Every key kd has ever written is still known, so run folders
+    /// and configs of older kd versions load; any other key is refused, with the closest known
+    /// one as a suggestion.
+    pub fn from_toml(text: &str) -> std::result::Result<Self, TomlError> {
+        toml::from_str(text).map_err(|e| match unknown_key(text, &e) {
+            Some(m) => TomlError::UnknownKey(m),
+            None => TomlError::Other(e.to_string()),
+        })
+    }
+
+    /// Checks values that would otherwise fail deep inside training, or train something other
+    /// than asked; each refusal names the flag, the config key and the value at fault.
     pub fn validate(&self) -> Result<()> {
         let t = &self.train;
         let fail = |m: String| Err(KdError::Config(m));
         if t.max_steps == Some(0) {
             return fail("--max-steps 0 would write an untrained model".into());
         }
-        if t.batch_size == 0 || t.epochs == 0 || t.max_len < 2 {
-            return fail("epochs, batch_size must be ≥ 1 and max_len ≥ 2".into());
-        }
-        if !(t.lr > 0.0 && t.lr.is_finite()) {
-            return fail(format!("lr {} must be positive", t.lr));
-        }
-        if !(0.0..1.0).contains(&t.label_smoothing) || !(0.0..=1.0).contains(&t.warmup_ratio) {
-            return fail("label_smoothing must be in [0, 1) and warmup_ratio in [0, 1]".into());
+        for (flag, key, value, limit) in self.numeric_settings() {
+            limit.check(flag, key, value).map_err(KdError::Config)?;
         }
         if t.calibrate && t.val_fraction == 0.0 {
             return fail(
@@ -140,17 +152,6 @@ impl RunConfig {
         }
         self.lora.validate().map_err(KdError::Config)?;
         if let Some(d) = &self.distill {
-            if !(0.0..=1.0).contains(&d.alpha) {
-                return fail(format!("--alpha {} must be in [0, 1]", d.alpha));
-            }
-            // Past T = 100 the soft targets are uniform to f32 precision and T² overflows the
-            // loss long before 1e30.
-            if !(d.temperature > 0.0 && d.temperature <= 100.0) {
-                return fail(format!(
-                    "--temperature {} is not in (0, 100]",
-                    d.temperature
-                ));
-            }
             if d.alpha > 0.0 && d.teacher.is_empty() {
                 return fail("name a teacher run folder (--teacher DIR)".into());
             }
@@ -163,10 +164,179 @@ impl RunConfig {
         Ok(())
     }
 
+    /// Every numeric setting: its flag (if it has one), its config key, its value and the
+    /// values it may take.
+    fn numeric_settings(&self) -> Vec<(Option<&'static str>, &'static str, f64, Limit)> {
+        let (t, l) = (&self.train, &self.lora);
+        let mut all = vec![
+            (Some("--epochs"), "[train] epochs", t.epochs as f64, COUNT),
+            (
+                Some("--batch-size"),
+                "[train] batch_size",
+                t.batch_size as f64,
+                COUNT,
+            ),
+            (Some("--lr"), "[train] lr", t.lr, POSITIVE),
+            (
+                Some("--warmup-ratio"),
+                "[train] warmup_ratio",
+                t.warmup_ratio,
+                WEIGHT,
+            ),
+            (None, "[train] weight_decay", t.weight_decay, WEIGHT),
+            (
+                Some("--label-smoothing"),
+                "[train] label_smoothing",
+                t.label_smoothing,
+                FRACTION,
+            ),
+            (None, "[train] max_grad_norm", t.max_grad_norm, POSITIVE),
+            // The tokenizer refuses a length that leaves no room for text beside its special
+            // tokens (it knows how many it adds).
+            (
+                Some("--max-len"),
+                "[train] max_len",
+                t.max_len as f64,
+                COUNT,
+            ),
+            (
+                Some("--val-fraction"),
+                "[train] val_fraction",
+                t.val_fraction,
+                FRACTION,
+            ),
+            (
+                Some("--cache-chunk-rows"),
+                "[train] cache_chunk_rows",
+                t.cache_chunk_rows as f64,
+                COUNT,
+            ),
+            (None, "[train] log_every", t.log_every as f64, COUNT),
+            (
+                None,
+                "[train] eval_batch_size",
+                t.eval_batch_size as f64,
+                COUNT,
+            ),
+            (Some("--lora-r"), "[lora] r", l.r as f64, COUNT),
+            (Some("--lora-alpha"), "[lora] alpha", l.alpha, POSITIVE),
+            (None, "[lora] dropout", l.dropout, FRACTION),
+        ];
+        let optional = [
+            (Some("--max-steps"), "[train] max_steps", t.max_steps, COUNT),
+            (
+                Some("--checkpoint-every"),
+                "[train] checkpoint_every",
+                t.checkpoint_every,
+                COUNT,
+            ),
+            (
+                Some("--num-labels"),
+                "[train] num_labels",
+                t.num_labels,
+                CLASSES,
+            ),
+        ];
+        all.extend(
+            optional
+                .into_iter()
+                .filter_map(|(f, k, v, l)| Some((f, k, v? as f64, l))),
+        );
+        if let Some(d) = &self.distill {
+            all.extend([
+                (
+                    Some("--temperature"),
+                    "[distill] temperature",
+                    d.temperature,
+                    TEMPERATURE,
+                ),
+                (Some("--alpha"), "[distill] alpha", d.alpha, WEIGHT),
+                (Some("--budget"), "[distill] budget", d.budget as f64, COUNT),
+            ]);
+        }
+        all
+    }
+
     /// Writes the resolved config as TOML (atomically).
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = toml::to_string_pretty(self)
             .map_err(|e| KdError::Config(format!("cannot serialise the config: {e}")))?;
         crate::fsutil::write_bytes_atomic(path, text.as_bytes())
     }
+}
+
+/// Why a config's text was not read.
+#[derive(Debug)]
+pub enum TomlError {
+    /// A key or table kd does not know: the message (after the file's name) says where, and
+    /// which known key was probably meant.
+    UnknownKey(String),
+    /// Anything else (a syntax error, a missing key, a wrong type), as the TOML reader words it.
+    Other(String),
+}
+
+/// Names other tools give kd's keys (transformers, PEFT), which edit distance would not find.
+const SYNONYMS: &[(&str, &str)] = &[
+    ("learning_rate", "lr"),
+    ("num_epochs", "epochs"),
+    ("num_train_epochs", "epochs"),
+    ("max_length", "max_len"),
+    ("max_seq_length", "max_len"),
+    ("rank", "r"),
+    ("lora_r", "r"),
+    ("lora_alpha", "alpha"),
+    ("lora_dropout", "dropout"),
+    ("target_modules", "targets"),
+    ("layers_to_transform", "layers"),
+    ("T", "temperature"),
+];
+
+/// ", line N: unknown key `k` in [table]: did you mean `known`? (known there: …)" for serde's
+/// unknown-field error, whose message names the key and every key its table allows.
+fn unknown_key(text: &str, e: &toml::de::Error) -> Option<String> {
+    let rest = e.message().strip_prefix("unknown field `")?;
+    let names: Vec<&str> = rest.split('`').step_by(2).collect();
+    let (key, known) = (names[0], &names[1..]);
+    let at = e.span().map_or(0, |s| s.start).min(text.len());
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[..line_start].lines().count() + 1;
+    let known_list = known.join(", ");
+    let guess = suggestion(key, known);
+    if text[line_start..].trim_start().starts_with('[') {
+        let hint = guess.map_or("remove or correct it".into(), |k| {
+            format!("did you mean [{k}]?")
+        });
+        return Some(format!(
+            ", line {line}: unknown section [{key}]: {hint} (the top level knows: {known_list})"
+        ));
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .find(|l| l.starts_with('['))
+        .unwrap_or("the top level");
+    let hint = guess.map_or("remove or correct it".into(), |k| {
+        format!("did you mean `{k}`?")
+    });
+    Some(format!(
+        ", line {line}: unknown key `{key}` in {table}: {hint} (known there: {known_list})"
+    ))
+}
+
+/// The known key `key` was probably meant to be: a synonym from another tool, or the closest by
+/// edit distance (transpositions counted as one edit) when it is at most a third of the word.
+fn suggestion<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    if let Some((_, k)) = SYNONYMS.iter().find(|(from, _)| *from == key) {
+        if let Some(k) = known.iter().find(|n| *n == k) {
+            return Some(k);
+        }
+    }
+    let lower = key.to_lowercase();
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(&lower, k), *k))
+        .filter(|(d, k)| *d <= (k.chars().count() / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
 }

@@ -59,6 +59,7 @@ pub fn finish(
             .filter(|d| d.alpha > 0.0)
             .map(|d| d.temperature),
         alpha: cfg.distill.as_ref().map(|d| d.alpha),
+        inputs: run.inputs().cloned(),
     };
     write_json(&run.dir().join(files::SUMMARY), &summary)?;
     run.commit()?;

@@ -1,8 +1,9 @@
 //! What a run folder is: its file names, the summary, and writing its files.
 use super::checkpoints::{settings_key, RunCheckpoints};
 use super::config::RunConfig;
+use super::identity::Inputs;
+use super::prepare::Prepared;
 use super::staging::StagedRun;
-use crate::data::Example;
 use crate::error::Result;
 use crate::model::{adapter, TextClassifier};
 use crate::training::calibration::Calibration;
@@ -58,6 +59,10 @@ pub struct Summary {
     pub temperature: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha: Option<f64>,
+    /// What the run was made from (base model, rows, test split, teachers, kernels): a rerun of
+    /// `kd sweep` reuses the run only if these are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Inputs>,
 }
 
 /// Saves the trained adapter and the resolved config.toml (with the class names the run used)
@@ -99,19 +104,20 @@ impl OpenRun {
 }
 
 /// Starts the run of `cfg` into its staged folder, or continues the interrupted one found there
-/// (unless `--fresh`) when it was made with the same settings and `data` rows.
-pub fn open_run(cfg: &RunConfig, data: &[Example], model: &TextClassifier) -> Result<OpenRun> {
+/// (unless `--fresh`) when it was made with the same settings and inputs (see [`Inputs`]: the
+/// base model, the rows `p` prepared, the teachers' logits, the dtype and kernels).
+pub fn open_run(cfg: &RunConfig, p: &Prepared, model: &TextClassifier) -> Result<OpenRun> {
+    let inputs = Inputs::of(cfg, p)?;
     let (mut run, kept) = StagedRun::begin_resumable(&cfg.out, !cfg.train.fresh)?;
-    let key = settings_key(
-        cfg,
-        &crate::cache::fingerprint_hex(crate::cache::fingerprint(data)),
-    );
+    let key = settings_key(cfg, &inputs.data);
     let names = model.trainable().iter().map(|nv| nv.name.clone()).collect();
-    let checkpoints = RunCheckpoints::new(run.dir(), key, names, cfg.train.checkpoint_every);
+    let every = cfg.train.checkpoint_every;
+    let checkpoints = RunCheckpoints::new(run.dir(), key, inputs.clone(), names, every);
     let resume = if kept { checkpoints.load()? } else { None };
     if kept && resume.is_none() {
         run.reset()?;
     }
+    run.set_inputs(inputs);
     let metrics = run.dir().join(files::METRICS);
     let log = match &resume {
         Some(st) => MetricsLog::resume(&metrics, st.metrics_len)?,

@@ -188,13 +188,7 @@ pub fn check_one_run(dir: &Path) -> Result<()> {
     if dir.join(adapter::ADAPTER_WEIGHTS).is_file() {
         ids.push((adapter::ADAPTER_WEIGHTS, adapter::read_run_id(dir)?));
     }
-    let metrics = dir.join(files::METRICS);
-    if let Ok(file) = std::fs::File::open(&metrics) {
-        let mut first = String::new();
-        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(file), &mut first);
-        let id = serde_json::from_str::<serde_json::Value>(&first)
-            .ok()
-            .and_then(|v| v["run_id"].as_str().map(str::to_string));
+    if let Some(id) = metrics_run_id(&dir.join(files::METRICS))? {
         ids.push((files::METRICS, id));
     }
     let logits = dir.join(files::LOGITS);
@@ -216,6 +210,30 @@ pub fn check_one_run(dir: &Path) -> Result<()> {
             parts.join(", ")
         ),
     ))
+}
+
+/// The run id on the first line of a run's metrics.jsonl (None inside: a log written before run
+/// ids), or None when there is no log. An empty or unreadable first line is damage, not
+/// another run, and is reported as such.
+fn metrics_run_id(metrics: &Path) -> Result<Option<Option<String>>> {
+    let Ok(file) = std::fs::File::open(metrics) else {
+        return Ok(None);
+    };
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(file), &mut first)
+        .map_err(|e| KdError::io(metrics, e))?;
+    let damaged = |what: String| {
+        KdError::bad_file(
+            metrics,
+            format!("{what}, but a run writes its run id there: the run's log was damaged; run the command that made the run again to rewrite the folder (or remove metrics.jsonl to use the model without its log)"),
+        )
+    };
+    if first.trim().is_empty() {
+        return Err(damaged("is empty".into()));
+    }
+    let record: serde_json::Value =
+        serde_json::from_str(&first).map_err(|e| damaged(format!("line 1 is not JSON ({e})")))?;
+    Ok(Some(record["run_id"].as_str().map(str::to_string)))
 }
 
 /// `dir/summary.json`, when there is one.

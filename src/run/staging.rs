@@ -13,6 +13,8 @@
 //! atomic step; elsewhere (or on a file system without it) by two renames through
 //! `.teacher.kd-old`, which the next run puts back if a crash fell between the two.
 use super::checkpoints::is_resume_file;
+use super::identity::Inputs;
+use crate::cache::is_chunk_file;
 use crate::error::{KdError, Result};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Write};
@@ -29,6 +31,8 @@ pub struct StagedRun {
     committed: bool,
     /// Whether commit carries the old target's foreign files (a README) into the new one.
     carry: bool,
+    /// What a training run is made from, recorded in its summary.
+    inputs: Option<Inputs>,
 }
 
 impl StagedRun {
@@ -90,6 +94,7 @@ impl StagedRun {
             _lock: lock,
             committed: false,
             carry: true,
+            inputs: None,
         };
         Ok((run, kept))
     }
@@ -97,9 +102,22 @@ impl StagedRun {
     /// Like [`StagedRun::begin`], for a change to a finished run (`kd cache`): the staging
     /// folder starts as a copy of the target (hard links: files are only ever replaced by
     /// rename, never written in place) and the run keeps the id its config.toml records, read
-    /// under the lock.
-    pub fn begin_update(target: &Path) -> Result<Self> {
-        let mut run = Self::begin(target)?;
+    /// under the lock. With `resume`, the chunks an interrupted `kd cache` scored are kept (the
+    /// pass checks what made each before reusing it); anything else staged is not.
+    pub fn begin_update(target: &Path, resume: bool) -> Result<Self> {
+        let (mut run, kept) = Self::begin_resumable(target, resume)?;
+        if kept {
+            for entry in
+                std::fs::read_dir(&run.staging).map_err(|e| KdError::io(&run.staging, e))?
+            {
+                let entry = entry.map_err(|e| KdError::io(&run.staging, e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !is_chunk_file(&name) && name != RUN_ID_FILE {
+                    let path = entry.path();
+                    std::fs::remove_file(&path).map_err(|e| KdError::io(&path, e))?;
+                }
+            }
+        }
         let config = target.join(super::files::CONFIG);
         let run_id = super::config::RunConfig::from_file(&config)?
             .run_id
@@ -127,6 +145,16 @@ impl StagedRun {
         std::fs::create_dir(&self.staging).map_err(|e| KdError::io(&self.staging, e))?;
         self.run_id = new_run_id();
         crate::fsutil::write_bytes_atomic(&self.staging.join(RUN_ID_FILE), self.run_id.as_bytes())
+    }
+
+    /// Records what the run is made from (see [`Inputs`]), for its summary.
+    pub fn set_inputs(&mut self, inputs: Inputs) {
+        self.inputs = Some(inputs);
+    }
+
+    /// What the run is made from, when it is a training run.
+    pub fn inputs(&self) -> Option<&Inputs> {
+        self.inputs.as_ref()
     }
 
     /// Where the run's files are written until [`StagedRun::commit`].

@@ -10,8 +10,10 @@ use crate::model::TextClassifier;
 use candle_core::Tensor;
 use rand::rngs::StdRng;
 
-/// Optimisation settings (the `[train]` table of a config).
+/// Optimisation settings (the `[train]` table of a config). Unknown keys are refused: a
+/// misspelt one (`learning_rate`, `epoch`) would otherwise be dropped without a word.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainSettings {
     pub epochs: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,4 +123,148 @@ pub fn train_step(
     opt.clip_grad_norm(&mut grads, s.max_grad_norm)?;
     opt.step(&grads, lr)?;
     Ok(loss.to_scalar::<f32>()? as f64)
+}
+
+/// The widest spread of one row's logits (largest minus smallest) a healthy classifier reaches.
+/// Fine-tuned classifiers span about 10 to 30; past about 104, f32's softmax already rounds
+/// every other class to probability 0, so a spread of 1000 is ten times beyond the point where
+/// growing it changes any prediction or probability. Only a diverging run gets there.
+pub const MAX_HEALTHY_LOGIT_SPREAD: f64 = 1000.0;
+
+/// The largest training loss any batch can have while every row's logits span at most
+/// G = [`MAX_HEALTHY_LOGIT_SPREAD`]. With K classes, −log p_c = log Σ_j exp(z_j − z_c) ≤ G + ln K
+/// for every class c, so any cross-entropy (label-smoothed or not) is at most G + ln K. At
+/// temperature T the spread is G/T and KL(p_t ‖ p_s) ≤ CE(p_t, p_s) ≤ G/T + ln K whatever the
+/// teacher, so T²·KL ≤ T·G + T²·ln K. Every row's loss (CE, T²·KL, or their α-mix) and so the
+/// batch mean is at most max(T, 1)·G + max(T², 1)·ln K: a loss above that means some row's
+/// logits span more than G, and it cannot fire on a healthy run (4 classes: 1001; T = 4: 4022).
+pub fn loss_ceiling(objective: &Objective, classes: usize) -> f64 {
+    let t = match objective {
+        Objective::Supervised => 1.0,
+        Objective::Distill { temperature, .. } => temperature.max(1.0),
+    };
+    t * MAX_HEALTHY_LOGIT_SPREAD + t * t * (classes.max(2) as f64).ln()
+}
+
+/// Refuses a training loss that is non-finite or above `ceiling` ([`loss_ceiling`]).
+pub fn check_loss(loss: f64, ceiling: f64, step: usize) -> Result<()> {
+    let why = if !loss.is_finite() {
+        "non-finite".to_string()
+    } else if loss > ceiling {
+        format!("above {ceiling:.0}, the most a loss reaches while every row's logits span under {MAX_HEALTHY_LOGIT_SPREAD}")
+    } else {
+        return Ok(());
+    };
+    Err(KdError::Diverged {
+        what: "the training loss".into(),
+        value: loss,
+        step,
+        why,
+    })
+}
+
+/// Refuses validation logits holding a non-finite value or a row spanning more than
+/// [`MAX_HEALTHY_LOGIT_SPREAD`]. The logits are checked, not the validation loss: that is
+/// clamped (a probability of 0 counts as f64's smallest), so it cannot show the spread.
+pub fn check_logits(logits: &[f32], classes: usize, step: usize) -> Result<()> {
+    let mut widest = 0.0f64;
+    for row in logits.chunks(classes.max(1)) {
+        let (lo, hi) = row
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &z| {
+                (lo.min(z as f64), hi.max(z as f64))
+            });
+        if row.iter().any(|z| !z.is_finite()) {
+            widest = f64::NAN;
+            break;
+        }
+        widest = widest.max(hi - lo);
+    }
+    if widest <= MAX_HEALTHY_LOGIT_SPREAD {
+        return Ok(());
+    }
+    Err(KdError::Diverged {
+        what: "the validation logits' spread".into(),
+        value: widest,
+        step,
+        why: format!("a healthy classifier's stays far under {MAX_HEALTHY_LOGIT_SPREAD}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::loss::{cross_entropy, distillation_mixed};
+    use super::*;
+    use candle_core::Device;
+
+    /// Logits of spread exactly G, each row's label (or the teacher's favourite) placed where the
+    /// student is most wrong: the worst loss a healthy run could have stays under the ceiling.
+    #[test]
+    fn the_worst_loss_within_the_healthy_spread_stays_under_the_ceiling() -> Result<()> {
+        let dev = Device::Cpu;
+        let g = MAX_HEALTHY_LOGIT_SPREAD as f32;
+        for classes in [2usize, 4, 9] {
+            let mut student = vec![0.0f32; classes];
+            student[0] = -g;
+            let student = Tensor::from_vec(student, (1, classes), &dev)?;
+            let labels = Tensor::new(&[0u32], &dev)?;
+            let supervised = loss_ceiling(&Objective::Supervised, classes);
+            for smoothing in [0.0, 0.1] {
+                let ce = cross_entropy(&student, &labels, smoothing)?.to_scalar::<f32>()? as f64;
+                assert!(
+                    ce > 0.9 * g as f64 && ce <= supervised,
+                    "{ce} vs {supervised}"
+                );
+            }
+            let mut teacher = vec![-g; classes];
+            teacher[0] = g;
+            let teacher = Tensor::from_vec(teacher, (1, classes), &dev)?;
+            for t in [0.5, 1.0, 4.0, 100.0] {
+                for (alpha, labelled) in [(1.0, true), (0.5, true), (0.5, false)] {
+                    let kd = distillation_mixed(
+                        &student,
+                        &teacher,
+                        &labels,
+                        &[labelled],
+                        t,
+                        alpha,
+                        0.1,
+                    )?
+                    .to_scalar::<f32>()? as f64;
+                    let ceiling = loss_ceiling(
+                        &Objective::Distill {
+                            teachers: &[],
+                            temperature: t,
+                            alpha,
+                        },
+                        classes,
+                    );
+                    assert!(
+                        kd <= ceiling,
+                        "K={classes} T={t} α={alpha}: {kd} > {ceiling}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn diverged_losses_and_logits_are_refused_by_step() {
+        let ceiling = loss_ceiling(&Objective::Supervised, 4);
+        assert!((1001.0..1002.0).contains(&ceiling));
+        assert!(check_loss(1.2, ceiling, 3).is_ok());
+        let err = check_loss(8.7e9, ceiling, 3).unwrap_err().to_string();
+        assert!(
+            err.contains("loss became 8700000000 at step 3") && err.contains("diverged"),
+            "{err}"
+        );
+        assert!(check_loss(f64::NAN, ceiling, 3)
+            .unwrap_err()
+            .to_string()
+            .contains("non-finite"));
+        assert!(check_logits(&[30.0, -30.0, 0.0, 1.0], 2, 5).is_ok());
+        assert!(check_logits(&[3e9, -1.0], 2, 5).is_err());
+        assert!(check_logits(&[f32::NAN, 0.0], 2, 5).is_err());
+    }
 }

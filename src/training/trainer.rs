@@ -10,6 +10,7 @@ use super::optimizer::AdamW;
 use super::schedule::{warmup_cosine, warmup_steps};
 use super::selection::{Decision, EpochScores, EpochSelector};
 use super::state::{rng_for, Checkpoints, TrainState};
+use super::step::{check_logits, check_loss, loss_ceiling};
 use super::step::{new_optimizer, train_step, Objective, TrainSettings};
 use crate::data::{Batcher, Dataset};
 use crate::error::{KdError, Result};
@@ -190,13 +191,12 @@ impl<'a> Run<'a> {
             s,
             &mut rng,
         )?;
-        if !loss.is_finite() {
-            return Err(KdError::Diverged {
-                what: "the training loss".into(),
-                value: loss,
-                step,
-            });
-        }
+        // A diverged run never becomes a finished run folder (see `loss_ceiling`).
+        check_loss(
+            loss,
+            loss_ceiling(self.objective, self.model.num_labels()),
+            step,
+        )?;
         let st = &mut self.st;
         st.seconds += started.elapsed().as_secs_f64();
         st.samples += batch.batch_size;
@@ -319,6 +319,7 @@ impl<'a> Run<'a> {
             self.s.eval_batch_size,
             "validation",
         )?;
+        check_logits(&logits, classes, self.st.step)?;
         let labels: Vec<u32> = data.val.iter().map(|&i| data.label(i)).collect();
         let scores = EpochScores::from_logits(epoch, &logits, &labels, classes);
         let eval = evaluate(&argmax_rows(&logits, classes), &labels, classes);
