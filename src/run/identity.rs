@@ -236,6 +236,14 @@ mod tests {
             teachers: vec!["t: run 2".into()],
             ..then.clone()
         };
+        let other_kernels = Inputs {
+            kernels: "CPU: bf16 products on AMX-BF16".into(),
+            ..then.clone()
+        };
+        assert_eq!(
+            other_kernels.changes_since(&then, false),
+            ["the dtype and kernels (CPU: F32 → CPU: bf16 products on AMX-BF16)"]
+        );
         let changes = now.changes_since(&then, false);
         assert_eq!(
             changes,
