@@ -1,12 +1,25 @@
 //! CSV rows: AG News' headerless form and files whose first row names the columns. Every
 //! record goes through [`QuoteScan`], so a quote that is never closed (csv then reads the rest
 //! of the file as one field, without an error) is reported as an unbalanced quote with its row.
+use super::columns::Columns;
 use super::columns::{parse_label, Numbered};
-use super::formats::{Columns, Header};
 use super::Example;
 use crate::error::{KdError, Result};
 use std::io::Read;
 use std::path::Path;
+
+/// Whether the first row of a CSV without named columns names its columns (rows to predict
+/// often start with `title,description` or `text`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Header {
+    /// A first row whose every cell is a known column name is a header.
+    #[default]
+    Detect,
+    /// The first row is a header (`--header`).
+    Present,
+    /// The first row is a row (`--no-header`).
+    Absent,
+}
 
 /// The column names a header row of rows to predict is recognised by (AG News' own included).
 const KNOWN_COLUMNS: &[&str] = &[

@@ -5,6 +5,7 @@
 pub use super::columns::Columns;
 use super::columns::{parse_label, Numbered};
 use super::csv_rows;
+pub use super::csv_rows::Header;
 use super::Example;
 use crate::error::{KdError, Result};
 use std::io::{BufRead, BufReader, Read};
@@ -27,19 +28,6 @@ pub fn read_examples_with(
     columns: &Columns,
 ) -> Result<Vec<Example>> {
     Ok(read_numbered(path, require_labels, columns)?.0)
-}
-
-/// Whether the first row of a CSV without named columns names its columns (rows to predict
-/// often start with `title,description` or `text`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Header {
-    /// A first row whose every cell is a known column name is a header.
-    #[default]
-    Detect,
-    /// The first row is a header (`--header`).
-    Present,
-    /// The first row is a row (`--no-header`).
-    Absent,
 }
 
 /// Unlabelled rows to label, read as [`read_examples_with`] reads them except that a header

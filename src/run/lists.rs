@@ -2,8 +2,8 @@
 //! --teacher A` would weigh A twice in the ensemble, `--seeds 0,0` would count one student
 //! twice in a sweep's statistics, and `--label-names a,,b` would name a class "".
 use super::config::RunConfig;
-use super::paths::{is_empty, refuse, resolve, same_file};
-use crate::error::Result;
+use super::resolved::{is_empty, resolve, same_file};
+use crate::error::{KdError, Result};
 use std::fmt::Display;
 use std::path::PathBuf;
 
@@ -75,4 +75,8 @@ pub fn check_path_list(flag: &str, paths: &[PathBuf]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn refuse(message: String) -> Result<()> {
+    Err(KdError::Config(message))
 }

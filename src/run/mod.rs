@@ -12,6 +12,7 @@ mod lists;
 pub(crate) mod load;
 pub(crate) mod paths;
 mod prepare;
+mod resolved;
 pub(crate) mod staging;
 mod teachers;
 

@@ -9,8 +9,9 @@ use super::config::RunConfig;
 use super::files;
 pub use super::lists::check_path_list;
 use super::lists::{check_list, check_lists};
+use super::resolved::{is_empty, linked_into, resolve, same_file};
 use crate::error::{KdError, Result};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// What a command writes at an output path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,12 +279,8 @@ fn is_kd_folder(dir: &Path) -> bool {
     staging || run_marker(dir).is_some()
 }
 
-pub(super) fn refuse(message: String) -> Result<()> {
+fn refuse(message: String) -> Result<()> {
     Err(KdError::Config(message))
-}
-
-pub(super) fn is_empty(p: &Path) -> bool {
-    p.as_os_str().is_empty()
 }
 
 fn holds(flag: &str, out: &Path, iflag: &str, input: &Path) -> String {
@@ -311,59 +308,4 @@ fn inside(flag: &str, out: &Path, folder: &Path) -> String {
         out.display(),
         folder.display()
     )
-}
-
-/// `path` made absolute with every symlink and `..` resolved: the part that exists by the file
-/// system, the rest (not yet created) as written.
-pub fn resolve(path: &Path) -> PathBuf {
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let parts: Vec<Component> = abs.components().collect();
-    for k in (1..=parts.len()).rev() {
-        let head: PathBuf = parts[..k].iter().collect();
-        if let Ok(mut out) = head.canonicalize() {
-            for part in &parts[k..] {
-                match part {
-                    Component::ParentDir => {
-                        out.pop();
-                    }
-                    Component::Normal(n) => out.push(n),
-                    _ => {}
-                }
-            }
-            return out;
-        }
-    }
-    abs
-}
-
-/// Whether `a` and `b` are one existing file under two names (a hard link, or a symlink).
-pub(super) fn same_file(a: &Path, b: &Path) -> bool {
-    match (identity(a), identity(b)) {
-        (Some(x), Some(y)) => x == y,
-        _ => false,
-    }
-}
-
-/// Whether the existing file `out` is one of the files of the run folder `run` under another
-/// name (a hard link).
-fn linked_into(out: &Path, run: &Path) -> bool {
-    let Some(id) = identity(out).filter(|_| out.is_file()) else {
-        return false;
-    };
-    std::fs::read_dir(run).is_ok_and(|entries| {
-        entries
-            .filter_map(|e| e.ok())
-            .any(|e| identity(&e.path()) == Some(id))
-    })
-}
-
-#[cfg(unix)]
-fn identity(p: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
-}
-
-#[cfg(not(unix))]
-fn identity(_: &Path) -> Option<(u64, u64)> {
-    None
 }
