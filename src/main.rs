@@ -86,6 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Cache(args) => println!("{}", commands::cache::run(&args.into_request()?)?),
+        Command::Augment(args) => println!("{}", commands::augment::run(&args.into_request())?),
         Command::Compare(args) => {
             let c = compare::run(&args.to_request()?)?;
             print!("{}", compare::render_table(&c));

@@ -83,9 +83,12 @@ fn teach_distill_compare_predict() {
         &[],
     ));
     assert!(table.contains("agreement"), "{table}");
+    assert!(table.contains("rows/s @32"), "serving cost: {table}");
     let c: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(c["runs"].as_array().unwrap().len(), 2);
+    let rows_per_s = &c["runs"][1]["serving"]["timing"]["rows_per_s"];
+    assert!(rows_per_s.as_f64().unwrap() > 0.0, "{rows_per_s}");
     assert!(c["runs"][1]["accuracy"].as_f64().unwrap() > 0.6);
     assert_eq!(c["runs"][1]["confusion"].as_array().unwrap().len(), 4);
     let agreement = c["agreement"][0]["agreement"].as_f64().unwrap();

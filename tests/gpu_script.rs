@@ -26,13 +26,17 @@ fn the_gpu_check_dry_runs_on_the_cpu() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     let log = std::fs::read_to_string(out.path().join("gpu_check.log")).unwrap_or_default();
     assert!(run.status.success(), "{stdout}\n--- log:\n{log}");
-    let record: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("gpu_check.json")).unwrap(),
-    )
-    .unwrap();
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("gpu_check.json")).unwrap())
+            .unwrap();
     let steps = record["steps"].as_array().unwrap();
     let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
-    for want in ["1a selftest f32", "1b selftest bf16", "3 kill -9 and resume", "4 bench"] {
+    for want in [
+        "1a selftest f32",
+        "1b selftest bf16",
+        "3 kill -9 and resume",
+        "4 bench",
+    ] {
         assert!(
             names.iter().any(|n| n.starts_with(want)),
             "{want} missing: {names:?}"
@@ -40,7 +44,10 @@ fn the_gpu_check_dry_runs_on_the_cpu() {
     }
     for s in steps {
         let status = s["status"].as_str().unwrap();
-        assert!(status == "ok" || status == "skipped", "{s}\n{stdout}\n{log}");
+        assert!(
+            status == "ok" || status == "skipped",
+            "{s}\n{stdout}\n{log}"
+        );
     }
     // The resume on the CPU is bit-exact: same tensors, same logits.
     let resume = steps.iter().find(|s| s["step"] == "3 kill -9 and resume");

@@ -63,6 +63,7 @@ fn a_report_shows_runs_and_a_sweep_and_replaces_only_reports() {
         "reliability-1-t",
         "reliability-2-s",
         "sweep-1-sw",
+        "accuracy-vs-rows-per-s",
     ] {
         assert!(
             md.contains(&format!("]({picture}.svg)")),
@@ -79,10 +80,16 @@ fn a_report_shows_runs_and_a_sweep_and_replaces_only_reports() {
     assert!(teacher_reliability.contains("before: T = 1"));
     assert!(md.contains(&format!("| `{t}` |")) && md.contains(&format!("| `{s}` |")));
     assert!(md.contains("| 2 | 0.5 |"), "the sweep's table: {md}");
+    assert!(
+        md.contains("## Serving cost") && md.contains("| rows/s @32 |"),
+        "{md}"
+    );
 
-    // A second report replaces the first whole: no picture of the student survives.
-    ok(report(&[&t]));
+    // A second report replaces the first whole: no picture of the student survives (nor,
+    // untimed, the accuracy-against-rows/s picture).
+    ok(report(&["--no-timing", &t]));
     assert!(!Path::new(&rep).join("confusion-2-s.png").exists());
+    assert!(!Path::new(&rep).join("accuracy-vs-rows-per-s.png").exists());
     assert!(Path::new(&rep).join("confusion-1-t.png").exists());
 
     // A folder that is not a report is never replaced; nothing to report is an error.

@@ -38,6 +38,7 @@ impl CompareArgs {
             device,
             dtype,
             max_len: self.eval.max_len,
+            timing: !self.eval.no_timing,
         })
     }
 }
@@ -64,6 +65,7 @@ impl ReportArgs {
             device,
             dtype,
             max_len: self.eval.max_len,
+            timing: !self.eval.no_timing,
         })
     }
 }
@@ -80,6 +82,9 @@ pub struct EvalArgs {
     /// compare's --adapter folders]
     #[arg(long, value_parser = whole(COUNT), allow_negative_numbers = true)]
     pub max_len: Option<usize>,
+    /// Skip timing (rows/s at batch 32, latency at batch 1): report parameters and FLOPs only
+    #[arg(long)]
+    pub no_timing: bool,
 }
 
 /// A trained model: a run folder, or a PEFT adapter folder on a base model.

@@ -5,10 +5,12 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+mod augment;
 mod device;
 mod eval;
 mod tools;
 mod train;
+pub use augment::AugmentArgs;
 pub use device::DeviceArgs;
 pub use eval::{CompareArgs, ExportArgs, PredictArgs, ReportArgs};
 pub use tools::{BenchArgs, CacheArgs};
@@ -63,6 +65,11 @@ pub enum Command {
     /// (a SLURM array, a Kubernetes Job), each writing TEACHER.cache-parts/part-i-of-N.bin, then
     /// `--merge` (same --unlabelled): the result equals a single process's, bit for bit.
     Cache(CacheArgs),
+    /// Write N variants of every row (masking, shuffles, n-grams) as an unlabelled transfer file.
+    ///
+    /// Tang et al. 2019's augmentation, seeded: the same inputs and --seed write the same bytes.
+    /// Score the file like any transfer set: kd cache TEACHER --unlabelled OUT.
+    Augment(AugmentArgs),
     /// Evaluate run folders (or PEFT adapters) on the test split, side by side.
     Compare(CompareArgs),
     /// Write report.md with tables and pictures (SVG + PNG) for runs and sweeps.

@@ -1,7 +1,8 @@
 //! `kd compare`: evaluate run folders (or PEFT adapters) side by side on the test split.
-use crate::data::DataFiles;
+use crate::data::{tokenize_rows, DataFiles};
 use crate::data::{Example, SplitFiles};
 use crate::error::{KdError, Result};
+use crate::model::serving::serving_cost;
 pub use crate::report::comparison::{
     render_table, save_json, Comparison, PairAgreement, RunResult,
 };
@@ -27,6 +28,8 @@ pub struct CompareRequest {
     pub dtype: DType,
     /// Truncation for every model (None: each run's own, 128 for adapters).
     pub max_len: Option<usize>,
+    /// Measure rows/s and latency (false: parameters and FLOPs only, for quick checks).
+    pub timing: bool,
 }
 
 /// Evaluates every run on the same test file.
@@ -59,7 +62,7 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
     let mut runs = Vec::new();
     let mut predictions = Vec::new();
     for ((name, m), rows) in loaded.iter().zip(rows) {
-        let (result, predicted) = evaluate_one(name, m, &rows)?;
+        let (result, predicted) = evaluate_one(name, m, &rows, req)?;
         runs.push(result);
         predictions.push(predicted);
     }
@@ -135,8 +138,14 @@ fn test_rows(name: &str, m: &LoadedModel, split: &SplitFiles) -> Result<Vec<Exam
     )))
 }
 
-/// One model's scores on its test rows, and its predicted classes (for agreement).
-fn evaluate_one(name: &str, m: &LoadedModel, rows: &[Example]) -> Result<(RunResult, Vec<u32>)> {
+/// One model's scores and serving cost on its test rows, and its predicted classes (for
+/// agreement).
+fn evaluate_one(
+    name: &str,
+    m: &LoadedModel,
+    rows: &[Example],
+    req: &CompareRequest,
+) -> Result<(RunResult, Vec<u32>)> {
     let settings = m.run.as_ref().map(|r| r.train.clone()).unwrap_or_default();
     let settings = TrainSettings {
         max_len: m.max_len,
@@ -148,6 +157,16 @@ fn evaluate_one(name: &str, m: &LoadedModel, rows: &[Example]) -> Result<(RunRes
     let classes = fe.evaluation.per_class.len();
     let bins = |t: f64| reliability(&fe.logits, &fe.labels, classes, t);
     let calibrated = m.temperature != 1.0;
+    // Timed after evaluating, so the evaluation pass has warmed everything up.
+    let batcher = tokenize_rows(&m.tokenizer, rows, m.checkpoint.config.pad_id())?;
+    let serving = serving_cost(
+        &m.model,
+        &m.checkpoint,
+        req.dtype,
+        &batcher,
+        rows.len(),
+        req.timing,
+    )?;
     let result = RunResult {
         run: name.to_string(),
         model: m.checkpoint.id.clone(),
@@ -159,6 +178,7 @@ fn evaluate_one(name: &str, m: &LoadedModel, rows: &[Example]) -> Result<(RunRes
         reliability: bins(m.temperature),
         reliability_uncalibrated: calibrated.then(|| bins(1.0)),
         evaluation: fe.evaluation,
+        serving,
     };
     Ok((result, fe.predicted))
 }

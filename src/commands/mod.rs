@@ -1,5 +1,6 @@
 //! What the command line runs: one module per command, each a `run` that takes its request (or
 //! a [`RunConfig`]) and sequences steps the other rooms own. No rules live here.
+pub mod augment;
 pub mod bench;
 pub mod cache;
 pub mod compare;

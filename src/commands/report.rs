@@ -21,6 +21,8 @@ pub struct ReportRequest {
     pub device: Device,
     pub dtype: DType,
     pub max_len: Option<usize>,
+    /// Measure rows/s and latency (the accuracy-against-rows/s picture needs them).
+    pub timing: bool,
 }
 
 /// Writes the report; returns the path of its report.md.
@@ -68,6 +70,7 @@ pub fn run(req: &ReportRequest) -> Result<PathBuf> {
             device: req.device.clone(),
             dtype: req.dtype,
             max_len: req.max_len,
+            timing: req.timing,
         })?)
     };
     report::write(

@@ -1,4 +1,5 @@
 //! Data: reading datasets, holding out a validation slice, tokenizing and batching.
+pub mod augment;
 pub(crate) mod batching;
 mod columns;
 mod csv_rows;
@@ -7,6 +8,7 @@ pub(crate) mod formats;
 pub(crate) mod labels;
 mod parquet_rows;
 pub(crate) mod tokenize;
+pub(crate) mod transfer_file;
 
 pub use batching::{Batch, Batcher};
 pub use dataset::{DataFiles, Dataset, SplitFiles};

@@ -12,7 +12,7 @@ use super::checkpoint::Checkpoint;
 use super::classifier::{TextClassifier, PEFT_PREFIX};
 use super::config::ModelKind;
 use crate::error::{KdError, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -54,18 +54,13 @@ pub fn export(
             tensors.insert(name, merged);
         }
     }
-    // The head under transformers' names (the trainable tensors carry them after PEFT's prefix).
-    for nv in model.trainable() {
-        if let Some(name) = nv.name.strip_prefix(&format!("{PEFT_PREFIX}.")) {
-            if !name.contains("lora_") {
-                let t = nv
-                    .var
-                    .as_tensor()
-                    .to_dtype(DType::F32)?
-                    .to_device(&Device::Cpu)?;
-                tensors.insert(name.to_string(), t);
-            }
-        }
+    // The head under transformers' names.
+    for (name, var) in head_tensors(model) {
+        let t = var
+            .as_tensor()
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?;
+        tensors.insert(name, t);
     }
     let classes = model.num_labels();
     let names: Vec<String> = match names {
@@ -114,18 +109,33 @@ fn base_tensors(checkpoint: &Checkpoint, prefix: &str) -> Result<HashMap<String,
         .map_err(|e| KdError::bad_file(&checkpoint.weights, e.to_string()))?;
     let mut out = HashMap::new();
     for (name, t) in raw {
-        let bare = name
-            .strip_prefix(&format!("{prefix}."))
-            .unwrap_or(&name)
-            .to_string();
-        let keep = bare.starts_with("embeddings.")
-            || bare.starts_with("encoder.")
-            || (bare.starts_with("pooler.") && prefix == ModelKind::Bert.prefix());
-        if keep && !bare.ends_with("position_ids") {
-            out.insert(format!("{prefix}.{bare}"), t.to_dtype(DType::F32)?);
+        if let Some(name) = exported_name(&name, prefix) {
+            out.insert(name, t.to_dtype(DType::F32)?);
         }
     }
     Ok(out)
+}
+
+/// The name under which the export holds the checkpoint's tensor `name` (bare or under
+/// `prefix.`), or None for what the classification model does not have. Shared with
+/// [`super::serving`], which counts the exported weights without writing them.
+pub(crate) fn exported_name(name: &str, prefix: &str) -> Option<String> {
+    let bare = name.strip_prefix(&format!("{prefix}.")).unwrap_or(name);
+    let keep = bare.starts_with("embeddings.")
+        || bare.starts_with("encoder.")
+        || (bare.starts_with("pooler.") && prefix == ModelKind::Bert.prefix());
+    (keep && !bare.ends_with("position_ids")).then(|| format!("{prefix}.{bare}"))
+}
+
+/// The head's tensors under transformers' names (the trainable tensors carry them after PEFT's
+/// prefix; LoRA's are merged, not written). They replace a checkpoint tensor of the same name
+/// (BERT's trained pooler).
+pub(crate) fn head_tensors(model: &TextClassifier) -> impl Iterator<Item = (String, &Var)> {
+    let peft = format!("{PEFT_PREFIX}.");
+    model.trainable().iter().filter_map(move |nv| {
+        let name = nv.name.strip_prefix(&peft)?;
+        (!name.contains("lora_")).then(|| (name.to_string(), &nv.var))
+    })
 }
 
 /// The checkpoint's config.json for `*ForSequenceClassification` with `names`.

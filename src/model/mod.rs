@@ -1,5 +1,5 @@
 //! The model: a BERT/RoBERTa encoder with PEFT-style LoRA and RoBERTa's classification head,
-//! and what it predicts without gradients ([`inference`]).
+//! what it predicts without gradients ([`inference`]) and what it costs to serve ([`serving`]).
 pub mod adapter;
 pub(crate) mod checkpoint;
 pub(crate) mod classifier;
@@ -12,6 +12,7 @@ pub(crate) mod inference;
 pub(crate) mod lora;
 pub mod params;
 pub(crate) mod random_init;
+pub mod serving;
 
 pub use checkpoint::Checkpoint;
 pub use classifier::{NamedVar, TextClassifier};

@@ -3,14 +3,14 @@
 //! the binary, so a PNG drawn on a machine without system fonts still has its labels.
 use crate::error::{KdError, Result};
 use crate::training::calibration::ReliabilityBin;
-use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
 
-const FONT: &str = "sans-serif";
-type Drawn<DB> = std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+pub(super) const FONT: &str = "sans-serif";
+pub(super) type Drawn<DB> =
+    std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
 /// A picture that can be drawn on any plotters backend.
 pub trait Figure {
@@ -264,9 +264,9 @@ impl Figure for ReliabilityDiagram {
     }
 }
 
-/// The legend of a chart with f64 axes, in a framed box.
-fn legend<'a, DB: DrawingBackend + 'a>(
-    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+/// The legend of a chart, in a framed box.
+pub(super) fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
     position: SeriesLabelPosition,
 ) -> Drawn<DB> {
     chart
@@ -280,7 +280,7 @@ fn legend<'a, DB: DrawingBackend + 'a>(
 }
 
 /// The range of `values`, widened by `pad` of its span (and never empty).
-fn padded(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
+pub(super) fn padded(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
     let (lo, hi) = values
         .filter(|v| v.is_finite())
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
@@ -299,7 +299,7 @@ fn padded(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
 }
 
 /// Line colours (matplotlib's tab10: distinct, and readable on white).
-fn colour(i: usize) -> RGBColor {
+pub(super) fn colour(i: usize) -> RGBColor {
     const TAB10: [(u8, u8, u8); 10] = [
         (31, 119, 180),
         (255, 127, 14),

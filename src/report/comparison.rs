@@ -1,6 +1,7 @@
 //! Runs side by side: what `kd compare` prints and writes as JSON, and what `kd report` draws.
 use crate::data::SplitFiles;
 use crate::error::Result;
+use crate::model::serving::{ServingCost, Timing};
 use crate::run::folder::write_json;
 use crate::training::calibration::{Calibration, ReliabilityBin};
 use crate::training::metrics::Evaluation;
@@ -28,6 +29,9 @@ pub struct RunResult {
     pub reliability: Vec<ReliabilityBin>,
     #[serde(skip)]
     pub reliability_uncalibrated: Option<Vec<ReliabilityBin>>,
+    /// What it costs to serve: parameters and FLOPs, and (unless `--no-timing`) rows/s and
+    /// latency here. Nothing reads compare.json back; an older one simply lacks this.
+    pub serving: ServingCost,
 }
 
 /// Agreement (same argmax) of two runs.
@@ -76,6 +80,7 @@ pub fn render_table(c: &Comparison) -> String {
             f1.join(" ")
         ));
     }
+    s.push_str(&render_serving(c));
     for p in &c.agreement {
         s.push_str(&format!(
             "agreement {} vs {}: {:.2}%\n",
@@ -108,6 +113,52 @@ pub fn render_table(c: &Comparison) -> String {
         }
     }
     s
+}
+
+/// The serving-cost table: one line per run, then what the timing ran on.
+pub fn render_serving(c: &Comparison) -> String {
+    let mut s = format!(
+        "serving cost (LoRA merged; FLOPs at the mean test length, special tokens included):\n{:<28} {:>14} {:>10} {:>11} {:>11} {:>10} {:>10}\n",
+        "run", "params@infer", "mean len", "GFLOPs/row", "rows/s @32", "p50 ms @1", "p99 ms @1"
+    );
+    for r in &c.runs {
+        let v = &r.serving;
+        let timed = |f: fn(&Timing) -> f64, digits: usize| {
+            v.timing
+                .as_ref()
+                .map_or("–".into(), |t| format!("{:.digits$}", f(t)))
+        };
+        s.push_str(&format!(
+            "{:<28} {:>14} {:>10.1} {:>11.3} {:>11} {:>10} {:>10}\n",
+            r.run,
+            v.params_at_inference,
+            v.mean_tokens,
+            v.flops_per_row / 1e9,
+            timed(|t| t.rows_per_s, 1),
+            timed(|t| t.latency_p50_ms, 2),
+            timed(|t| t.latency_p99_ms, 2),
+        ));
+    }
+    s.push_str(&format!("{}\n", measured_on(c)));
+    s
+}
+
+/// One line on what the timing ran on (the runs of one comparison share device and dtype), or
+/// that it was skipped.
+pub fn measured_on(c: &Comparison) -> String {
+    match c.runs.iter().find_map(|r| r.serving.timing.as_ref()) {
+        Some(t) => format!(
+            "timed on {} in {} ({}{}): rows/s over the {} test rows in length-sorted batches of {}, latency over {} rows one at a time",
+            t.device,
+            t.dtype,
+            t.kernels,
+            t.threads.map_or(String::new(), |n| format!(", {n} threads")),
+            t.throughput_rows,
+            t.batch_size,
+            t.latency_rows
+        ),
+        None => "timing skipped (--no-timing)".into(),
+    }
 }
 
 /// Writes the comparison JSON atomically.
