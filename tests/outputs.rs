@@ -89,11 +89,10 @@ fn runs_sweeps_exports_and_reports_stay_out_of_run_folders() {
     // A folder kd recognises as a run by its files, though no command names it.
     let copy = w.p("copy");
     std::fs::create_dir(&copy).unwrap();
-    std::fs::copy(
-        Path::new(&t).join("config.toml"),
-        Path::new(&copy).join("config.toml"),
-    )
-    .unwrap();
+    // (its config beside what a run writes: a config.toml alone is a user's copy, no run)
+    for f in ["config.toml", "summary.json"] {
+        std::fs::copy(Path::new(&t).join(f), Path::new(&copy).join(f)).unwrap();
+    }
     let report = format!("{copy}/report");
     let err = refused(kd(&["report", &t, "--out", &report], &[]));
     assert!(err.contains("lies inside the run folder"), "{err}");

@@ -113,8 +113,9 @@ fn common_test_split(loaded: &[(String, LoadedModel)], data: Option<&str>) -> Re
 }
 
 /// The test rows as `m` reads them (labels checked against its classes, string labels mapped
-/// through its names). Refused when one of its classes has no test row: a run trained on other
-/// data (9 classes scored on a 4-class split) would get scores that look comparable and are not.
+/// through its names). Refused when one of its classes has no test row of another dataset's
+/// split: a run trained on other data (9 classes scored on a 4-class split) would get scores that
+/// look comparable and are not. Its own dataset's split may lack a class (`kd teach` scored it so).
 fn test_rows(name: &str, m: &LoadedModel, split: &SplitFiles) -> Result<Vec<Example>> {
     let names = m.run.as_ref().and_then(|r| r.label_names.as_deref());
     let classes = m.model.num_labels();
@@ -127,7 +128,7 @@ fn test_rows(name: &str, m: &LoadedModel, split: &SplitFiles) -> Result<Vec<Exam
         .filter(|&c| !seen[c])
         .map(|c| m.class_name(c))
         .collect();
-    if missing.is_empty() {
+    if missing.is_empty() || is_own_split(m, split) {
         return Ok(rows);
     }
     Err(KdError::Config(format!(
@@ -181,4 +182,21 @@ fn evaluate_one(
         serving,
     };
     Ok((result, fe.predicted))
+}
+
+/// Whether `split` is the test split of the dataset `m` was trained on (the same files).
+fn is_own_split(m: &LoadedModel, split: &SplitFiles) -> bool {
+    let Some(run) = &m.run else {
+        return false;
+    };
+    let canonical = |paths: &[std::path::PathBuf]| {
+        paths
+            .iter()
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            .collect::<Vec<_>>()
+    };
+    DataFiles::resolve(&run.data)
+        .ok()
+        .and_then(|f| f.with_columns(&run.columns).test_split().ok().cloned())
+        .is_some_and(|own| canonical(own.paths()) == canonical(split.paths()))
 }

@@ -260,7 +260,17 @@ pub fn run_marker(dir: &Path) -> Option<&'static str> {
     if !dir.is_dir() {
         return None;
     }
-    if RunConfig::from_file(&dir.join(files::CONFIG)).is_ok() {
+    // A config.toml alone is no run: users keep copies of configs/teacher.toml in project
+    // folders. A run folder holds its config beside what the run wrote.
+    let wrote = [
+        files::SUMMARY,
+        files::METRICS,
+        files::LOGITS,
+        crate::model::adapter::ADAPTER_CONFIG,
+    ]
+    .iter()
+    .any(|f| dir.join(f).is_file());
+    if wrote && RunConfig::from_file(&dir.join(files::CONFIG)).is_ok() {
         Some(files::CONFIG)
     } else if super::load::read_summary(dir).ok().flatten().is_some() {
         Some(files::SUMMARY)
@@ -308,4 +318,23 @@ fn inside(flag: &str, out: &Path, folder: &Path) -> String {
         out.display(),
         folder.display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_with_only_a_config_toml_is_no_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = include_str!("../../configs/teacher.toml");
+        std::fs::write(dir.path().join(files::CONFIG), config).unwrap();
+        assert_eq!(
+            run_marker(dir.path()),
+            None,
+            "a copied config.toml made a run"
+        );
+        std::fs::write(dir.path().join(files::METRICS), "").unwrap();
+        assert_eq!(run_marker(dir.path()), Some(files::CONFIG));
+    }
 }
