@@ -29,20 +29,6 @@ fn outcome(run: &Path) -> Outcome {
     (tensors, logits)
 }
 
-/// `n` unlabelled rows ("title","description") in the world file `name`.
-fn write_unlabelled(w: &World, name: &str, n: usize, seed: u64) -> String {
-    let dir = w.dir.path().join(format!("gen-{name}"));
-    common::write_dataset(&dir, n, 1, seed);
-    let text = std::fs::read_to_string(dir.join("train.csv")).unwrap();
-    let rows: String = text
-        .lines()
-        .map(|l| l.split_once(',').unwrap().1.to_string() + "\n")
-        .collect();
-    let path = w.dir.path().join(name);
-    std::fs::write(&path, rows).unwrap();
-    path.to_string_lossy().into_owned()
-}
-
 /// Rewrites `path` with `change` applied to its bytes.
 fn damage(path: &Path, change: impl FnOnce(&mut Vec<u8>)) {
     let mut bytes = std::fs::read(path).unwrap();
@@ -308,7 +294,7 @@ fn cache(w: &World, u: &str, extra: &[&str], envs: &[(&str, &str)]) -> std::proc
 #[test]
 fn kd_cache_stops_at_a_chunk_and_resumes_to_the_same_bits() {
     let w = World::new(80, 20);
-    let u = write_unlabelled(&w, "u.csv", 50, 21);
+    let u = w.write_unlabelled("u.csv", 50, 21);
     ok(w.teach("t", &["--max-steps", "3"]));
     let logits = Path::new(&w.p("t")).join("logits.bin");
     ok(cache(&w, &u, &[], &[]));
@@ -376,7 +362,7 @@ fn kd_cache_stops_at_a_chunk_and_resumes_to_the_same_bits() {
 #[test]
 fn kd_cache_stops_on_sigterm_with_its_chunks_kept() {
     let w = World::new(80, 20);
-    let u = write_unlabelled(&w, "big.csv", 6000, 41);
+    let u = w.write_unlabelled("big.csv", 6000, 41);
     ok(w.teach("t", &["--max-steps", "2"]));
     let t = w.p("t");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_kd"))
@@ -423,7 +409,7 @@ fn kd_cache_stops_on_sigterm_with_its_chunks_kept() {
 #[test]
 fn kd_cache_parts_are_checked_whole_and_scored_alike_before_merging() {
     let w = World::new(80, 20);
-    let u = write_unlabelled(&w, "u.csv", 50, 21);
+    let u = w.write_unlabelled("u.csv", 50, 21);
     ok(w.teach("t", &["--max-steps", "3"]));
     // In f32 throughout (--dtype auto is bf16 on CPUs with native bf16 products), but one part.
     let cache = |w: &World, u: &str, extra: &[&str], envs: &[(&str, &str)]| {

@@ -5,24 +5,10 @@ mod common;
 use common::world::{fails, kd, ok, summary, World};
 use std::path::Path;
 
-/// `n` unlabelled rows ("title","description") in `dir/name`.
-fn write_unlabelled(w: &World, name: &str, n: usize, seed: u64) -> String {
-    let dir = w.dir.path().join(format!("gen-{name}"));
-    common::write_dataset(&dir, n, 1, seed);
-    let text = std::fs::read_to_string(dir.join("train.csv")).unwrap();
-    let rows: String = text
-        .lines()
-        .map(|l| l.split_once(',').unwrap().1.to_string() + "\n")
-        .collect();
-    let path = w.dir.path().join(name);
-    std::fs::write(&path, rows).unwrap();
-    path.to_string_lossy().into_owned()
-}
-
 #[test]
 fn teacher_scores_unlabelled_rows_and_the_student_learns_from_them() {
     let w = World::new(80, 20);
-    let u = write_unlabelled(&w, "u.csv", 48, 11);
+    let u = w.write_unlabelled("u.csv", 48, 11);
     ok(w.teach("t", &["--unlabelled", &u, "--max-steps", "4"]));
     let header = kd::cache::read_header(&Path::new(&w.p("t")).join("logits.bin")).unwrap();
     assert_eq!((header.labelled, header.rows), (80, 128));
@@ -39,7 +25,7 @@ fn teacher_scores_unlabelled_rows_and_the_student_learns_from_them() {
     );
 
     // Other unlabelled rows than the teacher scored: refused, naming the file.
-    let other = write_unlabelled(&w, "other.csv", 48, 12);
+    let other = w.write_unlabelled("other.csv", 48, 12);
     let err = fails(w.distill("t", "s3", &["--unlabelled", &other]));
     assert!(
         err.contains("other.csv") && err.contains("not those the teacher scored"),
@@ -61,7 +47,7 @@ fn teacher_scores_unlabelled_rows_and_the_student_learns_from_them() {
 #[test]
 fn kd_cache_scores_a_transfer_set_and_shards_merge_to_the_same_bits() {
     let w = World::new(80, 20);
-    let u = write_unlabelled(&w, "u.csv", 50, 21);
+    let u = w.write_unlabelled("u.csv", 50, 21);
     ok(w.teach("t", &["--max-steps", "3"]));
     let t = w.p("t");
     let cache = |extra: &[&str]| {
@@ -114,7 +100,7 @@ fn kd_cache_scores_a_transfer_set_and_shards_merge_to_the_same_bits() {
 #[test]
 fn a_student_learns_from_an_ensemble_of_teachers_with_other_backbones() {
     let w = World::new(80, 20);
-    let u = write_unlabelled(&w, "u.csv", 32, 31);
+    let u = w.write_unlabelled("u.csv", 32, 31);
     ok(w.teach("rt", &["--unlabelled", &u, "--max-steps", "3"]));
     let bert = w.p("bert");
     ok(w.run_training(
@@ -134,7 +120,7 @@ fn a_student_learns_from_an_ensemble_of_teachers_with_other_backbones() {
     let config = std::fs::read_to_string(Path::new(&w.p("s")).join("config.toml")).unwrap();
     assert!(config.contains("rt") && config.contains("bt"), "{config}");
     // A teacher that scored other unlabelled rows cannot join the ensemble.
-    let other = write_unlabelled(&w, "o.csv", 32, 32);
+    let other = w.write_unlabelled("o.csv", 32, 32);
     ok(w.run_training(
         "teach",
         &bert,

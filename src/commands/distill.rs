@@ -2,28 +2,33 @@
 use crate::error::{KdError, Result};
 use crate::model::params::check_budget;
 use crate::run::folder::{open_run, save_trained};
-use crate::run::{check_not_a_teacher, finish, fresh_model, open_teachers, prepare, Prepared};
+use crate::run::{check_run, finish, fresh_model, open_teachers, prepare, Prepared};
 use crate::run::{RunConfig, Summary};
 use crate::training::{train, Objective};
 
 /// Trains the student described by `cfg` (which must have a `[distill]` table). Its `--out`
 /// is checked first: not a teacher, not inside one, not holding one.
 pub fn run(cfg: &RunConfig) -> Result<Summary> {
-    crate::run::check_run(cfg)?;
+    check_run(cfg)?;
     let p = prepare(cfg)?;
-    run_prepared(cfg, &p)
+    train_student(cfg, &p)
 }
 
 /// [`run`] on data already prepared (`kd sweep` prepares once for all its points; the
-/// validation rows are those of the preparation).
+/// validation rows are those of the preparation). The point's `--out` is checked as `run`'s.
 pub fn run_prepared(cfg: &RunConfig, p: &Prepared) -> Result<Summary> {
+    check_run(cfg)?;
+    train_student(cfg, p)
+}
+
+/// The student of a checked `cfg` on prepared data: budget, teachers' caches, training.
+fn train_student(cfg: &RunConfig, p: &Prepared) -> Result<Summary> {
     cfg.validate()?;
     let d = cfg
         .distill
         .as_ref()
         .ok_or_else(|| KdError::Config("a student config needs a [distill] table".into()))?;
     let count = check_budget(&p.checkpoint.config, &cfg.lora, p.data.num_labels, d.budget)?;
-    check_not_a_teacher(d, &cfg.out)?;
     // The teachers are never run: their logits come from the memory-mapped caches.
     let caches = open_teachers(d, p)?;
 

@@ -1,6 +1,6 @@
 //! A student's teachers: finished run folders whose memory-mapped logit caches it learns from.
-//! The rules that make a cache usable live here: it is not the student's own folder, it was made
-//! from these very rows, and it names the same classes.
+//! The rules that make a cache usable live here: it was made from these very rows, and it names
+//! the same classes (that no output lands on a teacher is `paths`' rule).
 use super::config::{DistillSettings, RunConfig};
 use super::folder::files;
 use super::load::check_one_run;
@@ -8,24 +8,6 @@ use super::prepare::Prepared;
 use crate::cache::LogitCache;
 use crate::error::{KdError, Result};
 use std::path::Path;
-
-/// Refuses a student `out` that is one of its teachers' folders: writing it would delete the
-/// logits it learns from.
-pub fn check_not_a_teacher(d: &DistillSettings, out: &Path) -> Result<()> {
-    let canonical = |p: &Path| std::fs::canonicalize(p).ok();
-    match d
-        .teacher
-        .iter()
-        .find(|t| canonical(t).is_some() && canonical(t) == canonical(out))
-    {
-        Some(t) => Err(KdError::Config(format!(
-            "--out {} is the teacher's run folder {}: choose another --out",
-            out.display(),
-            t.display()
-        ))),
-        None => Ok(()),
-    }
-}
 
 /// Opens every teacher's cache (none when α = 0: the labels alone), each checked against the
 /// student's data: a finished run, the same classes by name and count, the same rows.

@@ -116,6 +116,20 @@ impl World {
 }
 
 impl World {
+    /// `n` unlabelled rows ("title","description") in the world file `name`.
+    pub fn write_unlabelled(&self, name: &str, n: usize, seed: u64) -> String {
+        let dir = self.dir.path().join(format!("gen-{name}"));
+        super::write_dataset(&dir, n, 1, seed);
+        let text = std::fs::read_to_string(dir.join("train.csv")).unwrap();
+        let rows: String = text
+            .lines()
+            .map(|l| l.split_once(',').unwrap().1.to_string() + "\n")
+            .collect();
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, rows).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
     /// `kd predict RUN` on a file holding `input` (plus `extra` flags); returns the CSV written.
     pub fn predict(&self, run: &str, input: &str, extra: &[&str]) -> String {
         let (path, out) = (self.p("predict-in.csv"), self.p("predict-out.csv"));
