@@ -172,22 +172,27 @@ impl AdaptedLinear {
             Some(rng) => dropout(&x, lora.dropout, rng)?,
             None => x,
         };
-        let (a, b) = (param(&lora.a), param(&lora.b));
-        let (_, in_dim) = a.dims2()?;
-        let rows = x.elem_count() / in_dim;
         let mut out_shape = y.dims().to_vec();
-        let update = x
-            .reshape((rows, in_dim))?
-            .matmul(&a.t()?)?
-            // Scaling the rank-r intermediate keeps one fewer full-width tensor in the graph.
-            .affine(lora.scaling, 0.0)?
-            .matmul(&b.t()?)?;
+        let update = lora.update(&x)?;
         *out_shape.last_mut().expect("non-empty") = update.dim(1)?;
         y + update.reshape(out_shape)?.to_dtype(dtype)?
     }
 }
 
 impl LoraAdapter {
+    /// (α/r)·B·A·x for `x` of shape (..., in) in the adapter's dtype, as (rows, out): the
+    /// adapter's part of the output, without dropout.
+    pub fn update(&self, x: &Tensor) -> Result<Tensor> {
+        let (a, b) = (param(&self.a), param(&self.b));
+        let (_, in_dim) = a.dims2()?;
+        let rows = x.elem_count() / in_dim;
+        x.reshape((rows, in_dim))?
+            .matmul(&a.t()?)?
+            // Scaling the rank-r intermediate keeps one fewer full-width tensor in the graph.
+            .affine(self.scaling, 0.0)?
+            .matmul(&b.t()?)
+    }
+
     /// The factor applied to B·A·x (α/r, or α/√r with rsLoRA).
     pub fn scaling(&self) -> f64 {
         self.scaling

@@ -25,6 +25,11 @@ pub fn no_grad() -> NoGradGuard {
     NoGradGuard { previous }
 }
 
+/// Whether gradients are being tracked on this thread (false inside a [`no_grad`] scope).
+pub fn grad_enabled() -> bool {
+    GRAD_ENABLED.with(Cell::get)
+}
+
 /// A trainable tensor as the forward pass should use it: tracked, or detached under no_grad.
 pub fn param(var: &Var) -> Tensor {
     if GRAD_ENABLED.with(Cell::get) {

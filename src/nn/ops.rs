@@ -152,6 +152,11 @@ impl FrozenLinear {
         self.bias.as_ref()
     }
 
+    /// The weight packed for the CPU's native bf16 kernel, when it runs on one.
+    pub fn native(&self) -> Option<&Arc<NativeLinear>> {
+        self.native.as_ref()
+    }
+
     /// Input and output widths.
     pub fn dims(&self) -> (usize, usize) {
         let (out_dim, in_dim) = self.weight.dims2().expect("linear weight is 2-D");

@@ -62,7 +62,7 @@ fn row_sum(v: &[f32]) -> f32 {
 multiversion! {
     /// Rows of `out` (each `mask.len()` long) = softmax(scale·scores + mask) of the same rows of
     /// `scores`.
-    fn softmax_rows(scores: &[f32], mask: &[f32], scale: f32, out: &mut [f32]) {
+    pub(super) fn softmax_rows(scores: &[f32], mask: &[f32], scale: f32, out: &mut [f32]) {
         let width = mask.len();
         for (s, o) in scores.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
             for ((o, &s), &m) in o.iter_mut().zip(s).zip(mask) {

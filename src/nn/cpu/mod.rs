@@ -1,7 +1,10 @@
 //! kd's CPU kernels, chosen at run time from what the CPU offers ([`features`]): vectorized exp,
 //! Φ and GELU ([`fast_math`], [`gelu`]), the attention softmax, the hashed dropout mask, and the
-//! native bf16 products ([`bf16_matmul`]) that frozen linear layers run on ([`native_linear`]).
+//! native bf16 products ([`bf16_matmul`]) that frozen linear layers run on ([`native_linear`]), and
+//! the inference-only kernels the encoder's forward without gradients fuses its layer into
+//! ([`attention`], [`layer_norm`], the GELU epilogue of [`bf16_matmul::matmul_rows_gelu`]).
 //! Each has a reference implementation and tests against it beside it.
+pub mod attention;
 pub(crate) mod attention_softmax;
 pub mod bf16_matmul;
 pub(crate) mod dropout;
@@ -9,6 +12,7 @@ mod fast_math;
 pub(crate) mod features;
 pub(crate) mod gelu;
 mod kernels;
+pub mod layer_norm;
 pub(crate) mod native_linear;
 
 pub use kernels::{cpu_description, kernels_used};

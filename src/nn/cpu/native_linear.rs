@@ -2,7 +2,7 @@
 //! packed once in bf16 for the forward x·Wᵀ + b and, on the first backward, once more for the
 //! input gradient g·W; activations and gradients stay f32 and are rounded to bf16 only where they
 //! enter a product, as under PyTorch's CPU autocast.
-use super::bf16_matmul::{self, Kernel, PackedMatrix};
+use super::bf16_matmul::{self, Kernel, PackedMatrix, PackedRows};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, OnceLock};
 
@@ -51,6 +51,18 @@ impl NativeLinear {
     /// x·Wᵀ + b for f32 `x` of shape (..., in), not tracked (the caller attaches the backward).
     pub fn forward(self: &Arc<Self>, x: &Tensor) -> Result<Tensor> {
         self.apply(x, Direction::Forward)
+    }
+
+    /// x·Wᵀ + b for rows already in the kernel's layout (inference: one conversion of a layer's
+    /// input feeds query, key and value).
+    pub fn forward_rows(&self, x: &PackedRows) -> Vec<f32> {
+        bf16_matmul::matmul_rows(self.kernel, x, &self.forward, self.bias.as_deref())
+    }
+
+    /// GELU(x·Wᵀ + b) in bf16, laid out as the next layer's input (inference: the FFN's
+    /// intermediate activation never exists in f32).
+    pub fn forward_rows_gelu(&self, x: &PackedRows) -> PackedRows {
+        bf16_matmul::matmul_rows_gelu(self.kernel, x, &self.forward, self.bias.as_deref())
     }
 
     /// g·W for an f32 output gradient `g` of shape (..., out).

@@ -3,7 +3,7 @@
 //!
 //! Rust has no stable AMX intrinsics, so the instructions are `asm!`; the compiler never touches
 //! tile registers itself, so tile state may live across `asm!` blocks inside one function.
-use super::{for_each_block, Out, PackedMatrix, DEPTH_STEP, PANEL};
+use super::{for_each_block, PackedMatrix, Sink, DEPTH_STEP, PANEL};
 use std::arch::asm;
 use std::sync::OnceLock;
 
@@ -64,7 +64,7 @@ pub(super) unsafe fn run_rows(
     rows: usize,
     b: &PackedMatrix,
     bias: &[f32],
-    out: Out<'_>,
+    out: Sink<'_>,
 ) {
     let steps = b.k_pad / DEPTH_STEP;
     let lda = b.k_pad * 2;

@@ -1,7 +1,7 @@
 //! The AVX-512 BF16 kernel (CPUs without AMX: AMD Zen 4/5, Intel Cooper Lake): each 32×32 block
 //! of C is four 8-row micro-tiles of 8 × 2 zmm accumulators; per pair of depths one broadcast of
 //! A's pair per row and one `vdpbf16ps` per accumulator.
-use super::{for_each_block, Out, PackedMatrix, PANEL};
+use super::{for_each_block, PackedMatrix, Sink, PANEL};
 use std::arch::x86_64::*;
 
 /// Rows of one micro-tile (16 accumulators of the 32 zmm registers).
@@ -16,7 +16,7 @@ pub(super) unsafe fn run_rows(
     rows: usize,
     b: &PackedMatrix,
     bias: &[f32],
-    out: Out<'_>,
+    out: Sink<'_>,
 ) {
     let pairs = b.k_pad / 2;
     let lda = b.k_pad;

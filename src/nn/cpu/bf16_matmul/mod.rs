@@ -13,7 +13,10 @@ mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
+mod rows;
+
 use rayon::prelude::*;
+pub use rows::{matmul_rows, matmul_rows_gelu, PackedRows};
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
@@ -65,7 +68,7 @@ impl Kernel {
         }
     }
 
-    fn run_rows(self, a: &[u16], rows: usize, b: &PackedMatrix, bias: &[f32], out: Out<'_>) {
+    fn run_rows(self, a: &[u16], rows: usize, b: &PackedMatrix, bias: &[f32], out: Sink<'_>) {
         assert!(
             self.available(),
             "{} is not available on this CPU",
@@ -223,6 +226,18 @@ fn offset_in_panel(k: usize, col: usize) -> usize {
 /// C rows a kernel writes, not yet initialised (every element is written exactly once).
 type Out<'a> = &'a mut [MaybeUninit<f32>];
 
+/// Where a kernel's blocks of C go.
+pub(super) enum Sink<'a> {
+    /// C itself in f32, `rows × n`, row-major.
+    F32(Out<'a>),
+    /// GELU(C) rounded to bf16, in rows of `ld` (C's padded width): the left operand of the next
+    /// product ([`PackedRows`]), so the FFN's widest activation never exists in f32.
+    GeluBf16 {
+        out: &'a mut [MaybeUninit<u16>],
+        ld: usize,
+    },
+}
+
 /// A (M × K, f32) · B + bias → C (M × N), with `kernel`. A is rounded to bf16 here.
 pub fn matmul(
     kernel: Kernel,
@@ -233,13 +248,8 @@ pub fn matmul(
 ) -> Vec<f32> {
     let (k, n) = (b.k, b.n);
     assert_eq!(a.len(), m * k, "A is M×K");
-    if let Some(bias) = bias {
-        assert_eq!(bias.len(), n, "bias has N entries");
-    }
-    // C is written whole by the blocks, so it is never zeroed first.
-    let mut c = Vec::with_capacity(m * n);
     if m == 0 || n == 0 {
-        return c;
+        return Vec::new();
     }
     if k == 0 {
         // An empty product: every row is the bias.
@@ -247,63 +257,7 @@ pub fn matmul(
             .flat_map(|_| (0..n).map(|j| bias.map_or(0.0, |b| b[j])))
             .collect();
     }
-    let mut bias_pad = vec![0f32; b.n_pad];
-    if let Some(bias) = bias {
-        bias_pad[..n].copy_from_slice(bias);
-    }
-    let threads = rayon::current_num_threads().max(1);
-    let rows_per_part = m.div_ceil(threads).div_ceil(BLOCK) * BLOCK;
-    let a16 = to_bf16_padded(a, m, k, b.k_pad, rows_per_part);
-    c.spare_capacity_mut()[..m * n]
-        .par_chunks_mut(rows_per_part * n)
-        .zip(a16.par_chunks(rows_per_part * b.k_pad))
-        .for_each(|(out, a)| kernel.run_rows(a, out.len() / n, b, &bias_pad, out));
-    // SAFETY: the blocks wrote each of the m·n elements (`for_each_block` covers every row and
-    // every column of C).
-    unsafe { c.set_len(m * n) };
-    c
-}
-
-/// A in bf16, K padded to `k_pad` and the rows of every `part`-row slice padded to whole blocks
-/// with zeros, so that each part's kernel reads only whole blocks. Only the padding is zeroed.
-fn to_bf16_padded(a: &[f32], m: usize, k: usize, k_pad: usize, part: usize) -> Vec<u16> {
-    let len = m.div_ceil(part) * part * k_pad;
-    let mut a16: Vec<u16> = Vec::with_capacity(len);
-    let rows = &mut a16.spare_capacity_mut()[..len];
-    let (data, pad_rows) = rows.split_at_mut(m * k_pad);
-    data.par_chunks_mut(k_pad)
-        .zip(a.par_chunks(k))
-        .for_each(|(dst, src)| {
-            let (dst, pad) = dst.split_at_mut(k);
-            convert_row(src, dst);
-            pad.fill(MaybeUninit::new(0));
-        });
-    pad_rows.fill(MaybeUninit::new(0));
-    // SAFETY: every row was converted or zeroed above, its padding columns zeroed.
-    unsafe { a16.set_len(len) };
-    a16
-}
-
-/// Rounds a row to bf16: with the CPU's own instruction where it has one (every CPU a native
-/// kernel runs on does), else in software; the same bits for all normal numbers.
-fn convert_row(src: &[f32], dst: &mut [MaybeUninit<u16>]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let f = super::features::x86_features();
-        if f.avx512f && f.avx512_bf16 {
-            // SAFETY: the CPU has AVX-512 BF16 (and so AVX-512F).
-            return unsafe { avx512::convert_row(src, dst) };
-        }
-    }
-    convert_row_portable(src, dst);
-}
-
-super::fast_math::multiversion! {
-    fn convert_row_portable(src: &[f32], dst: &mut [MaybeUninit<u16>]) {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            d.write(bf16_bits(s));
-        }
-    }
+    matmul_rows(kernel, &PackedRows::from_f32(a, m, k), b, bias)
 }
 
 /// The driver both kernels share: column chunks that stay in L2, 32-row blocks of A that stay in
@@ -316,7 +270,7 @@ fn for_each_block(
     rows: usize,
     b: &PackedMatrix,
     bias: &[f32],
-    out: Out<'_>,
+    mut sink: Sink<'_>,
     mut block: impl FnMut(&[u16], &[u16], &[u16], &[f32], *mut f32, usize),
 ) {
     let n = b.n;
@@ -333,6 +287,17 @@ fn for_each_block(
                 if valid_cols == 0 {
                     continue;
                 }
+                let out = match &mut sink {
+                    Sink::F32(out) => out,
+                    Sink::GeluBf16 { out, ld } => {
+                        // Whole blocks, padding rows and columns too: the layout has room for
+                        // them, and what lands in padding is finite and never read as data.
+                        let s = scratch.as_mut_ptr();
+                        block(a_block, b.panel(p), b.panel(p + 1), bias, s, BLOCK);
+                        rows::store_gelu_bf16(&scratch, &mut out[row * *ld + col..], *ld);
+                        continue;
+                    }
+                };
                 if valid_rows == BLOCK && valid_cols == BLOCK {
                     let c = out[row * n + col..].as_mut_ptr().cast::<f32>();
                     block(a_block, b.panel(p), b.panel(p + 1), bias, c, n);

@@ -132,9 +132,56 @@ fn the_instruction_rounds_as_the_software_does() {
         })
         .collect();
     let mut got = vec![std::mem::MaybeUninit::new(0u16); src.len()];
-    convert_row(&src, &mut got);
+    rows::convert_row(&src, &mut got);
     for (x, g) in src.iter().zip(got) {
         // SAFETY: initialised above.
         assert_eq!(unsafe { g.assume_init() }, bf16_bits(*x), "{x:e}");
+    }
+}
+
+#[test]
+fn gelu_epilogue_feeds_the_next_product_as_converting_in_f32_would() {
+    let mut rng = StdRng::seed_from_u64(11);
+    // (rows, depth, intermediate width, output width): part edges, block edges, odd widths.
+    for kernel in kernels_here() {
+        for &(m, k, n, n2) in &[
+            (1, 3, 5, 2),
+            (33, 40, 70, 9),
+            (70, 64, 96, 33),
+            (129, 31, 300, 17),
+        ] {
+            let a = random(m * k, &mut rng);
+            let w1: Vec<u16> = random(n * k, &mut rng).into_iter().map(bf16_bits).collect();
+            let w2: Vec<u16> = random(n2 * n, &mut rng)
+                .into_iter()
+                .map(bf16_bits)
+                .collect();
+            let bias = random(n, &mut rng);
+            let (b1, b2) = (
+                PackedMatrix::from_weight_transposed(&w1, n, k),
+                PackedMatrix::from_weight_transposed(&w2, n2, n),
+            );
+            let rows = PackedRows::from_f32(&a, m, k);
+            let fused = matmul_rows_gelu(kernel, &rows, &b1, Some(&bias));
+            // The unfused way: C in f32, GELU in f32, then converted for the next product.
+            let mut g = matmul_rows(kernel, &rows, &b1, Some(&bias));
+            let c = g.clone();
+            super::super::fast_math::gelu_slice(&c, &mut g);
+            let unfused = PackedRows::from_f32(&g, m, n);
+            assert_eq!(fused.dims(), (m, n));
+            for i in 0..m {
+                assert_eq!(
+                    fused.row(i),
+                    unfused.row(i),
+                    "{kernel:?} {m}x{k}x{n}: row {i}"
+                );
+            }
+            let next = matmul_rows(kernel, &fused, &b2, None);
+            assert_eq!(
+                next,
+                matmul_rows(kernel, &unfused, &b2, None),
+                "{m}x{n}x{n2}"
+            );
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The BERT/RoBERTa encoder, written for training: every op on the path from a LoRA weight to
 //! the loss has a backward pass, and frozen weights get no gradient work.
 //!
-//! Module and tensor names mirror HF's `modeling_bert.py` / `modeling_roberta.py`.
+//! Module and tensor names mirror HF's `modeling_bert.py` / `modeling_roberta.py`. Without
+//! gradients on a CPU with native bf16 products, each layer runs fused instead ([`fused`]).
+mod fused;
 use super::config::{Activation, EncoderConfig, ModelKind, LINEAR_MODULES};
 use super::lora::{AdaptedLinear, LoraSpec};
 use crate::data::Batch;
@@ -29,6 +31,16 @@ impl FrozenLayerNorm {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+
+    /// LayerNorm(x + residual) on rows of f32, without gradients.
+    fn add_forward(&self, x: &[f32], residual: &[f32]) -> Result<Vec<f32>> {
+        let f32s = |t: &Tensor| t.to_dtype(DType::F32)?.to_vec1::<f32>();
+        let (gamma, beta) = (f32s(&self.weight)?, f32s(&self.bias)?);
+        let eps = self.eps as f32;
+        Ok(crate::nn::cpu::layer_norm::add_layer_norm(
+            x, residual, &gamma, &beta, eps,
+        ))
     }
 }
 
@@ -326,6 +338,9 @@ impl Encoder {
 
     /// The last hidden state (batch, seq, hidden), in the activations' dtype ([`activation_dtype`]).
     pub fn forward(&self, batch: &Batch, mut rng: Option<&mut StdRng>) -> Result<Tensor> {
+        if rng.is_none() && !crate::nn::grad_enabled() && fused::applies(self) {
+            return fused::forward(self, batch);
+        }
         let device = self.embeddings.word.device();
         let mask_bias = attention_bias(batch, self.dtype, device)?;
         let mut x = self.embeddings.forward(batch, &mut rng)?;

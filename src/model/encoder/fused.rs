@@ -1,0 +1,209 @@
+//! The encoder's forward pass without gradients (caching, evaluation, prediction, serving) on a
+//! CPU with native bf16 products: each layer fused into a few passes over memory.
+//!
+//! The training forward builds every layer from tensor ops, because the backward needs them; a
+//! profile of `kd cache` on all-MiniLM-L6-v2 spent half its time outside the products: splitting
+//! and merging heads, small GEMMs for the scores, a GELU pass over the FFN's widest activation,
+//! residual adds and LayerNorms, each a pass over memory with a fresh allocation. Here a layer is:
+//! one bf16 rounding of its input feeding query, key and value; one attention kernel per batch row
+//! ([`crate::nn::cpu::attention`]); residual and LayerNorm in one pass
+//! ([`crate::nn::cpu::layer_norm`]); and the FFN's GELU applied to the product's blocks while they
+//! are in cache, written in bf16 straight into the next product's input. Rounding happens where
+//! the tensor path rounds (each product's input, to bf16), so the two paths differ only by the
+//! order of f32 sums; `tests/fused_inference.rs` holds them together.
+use super::{Encoder, Layer};
+use crate::data::Batch;
+use crate::model::config::Activation;
+use crate::model::lora::AdaptedLinear;
+use crate::nn::cpu::attention::{attention, AttentionShape};
+use crate::nn::cpu::bf16_matmul::PackedRows;
+use candle_core::{DType, Device, Result, Tensor};
+
+/// Whether the encoder runs fused: f32 activations over bf16 weights packed for the CPU's native
+/// kernel, in every linear layer.
+pub(super) fn applies(encoder: &Encoder) -> bool {
+    encoder.dtype == DType::F32
+        && encoder
+            .layers
+            .iter()
+            .all(|l| l.linears().iter().all(|m| m.base().native().is_some()))
+}
+
+/// The last hidden state (batch, seq, hidden), as [`Encoder::forward`] without gradients.
+pub(super) fn forward(encoder: &Encoder, batch: &Batch) -> Result<Tensor> {
+    let device = encoder.embeddings.word.device();
+    let mask = super::attention_bias(batch, DType::F32, device)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let x = encoder.embeddings.forward(batch, &mut None)?;
+    let (b, l, h) = x.dims3()?;
+    let mut x = x.flatten_all()?.to_vec1::<f32>()?;
+    for layer in &encoder.layers {
+        let a = &layer.attention;
+        let shape = AttentionShape {
+            batch: b,
+            seq: l,
+            heads: a.heads,
+            head_dim: a.head_dim,
+        };
+        x = forward_layer(layer, &x, &mask, shape)?;
+    }
+    Tensor::from_vec(x, (b, l, h), device)
+}
+
+fn forward_layer(
+    layer: &Layer,
+    x: &[f32],
+    mask: &[f32],
+    shape: AttentionShape,
+) -> Result<Vec<f32>> {
+    let a = &layer.attention;
+    let tokens = shape.batch * shape.seq;
+    let hidden = shape.heads * shape.head_dim;
+    let rows = PackedRows::from_f32(x, tokens, hidden);
+    let q = project(&a.query, &rows, x)?;
+    let k = project(&a.key, &rows, x)?;
+    let v = project(&a.value, &rows, x)?;
+    drop(rows);
+    let scale = (1.0 / (a.head_dim as f64).sqrt()) as f32;
+    let context = attention(&q, &k, &v, mask, shape, scale);
+    drop((q, k, v));
+    let rows = PackedRows::from_f32(&context, tokens, hidden);
+    let out = project(&a.output, &rows, &context)?;
+    let x = a.layer_norm.add_forward(&out, x)?;
+    drop((out, context, rows));
+    let (inner, inner32) = intermediate(layer, &x, tokens)?;
+    let out = project(&layer.output, &inner, &inner32)?;
+    layer.layer_norm.add_forward(&out, &x)
+}
+
+/// The FFN's activation in the next product's layout, and in f32 when the output layer's adapter
+/// needs it (empty otherwise). GELU goes into the product's epilogue when nothing needs the
+/// pre-activation or the activation in f32: the exact GELU, no adapter on either FFN layer.
+fn intermediate(layer: &Layer, x: &[f32], tokens: usize) -> Result<(PackedRows, Vec<f32>)> {
+    let rows = PackedRows::from_f32(x, tokens, x.len() / tokens.max(1));
+    let plain = layer.intermediate.adapter().is_none() && layer.output.adapter().is_none();
+    if plain && layer.activation == Activation::GeluErf {
+        let native = layer
+            .intermediate
+            .base()
+            .native()
+            .expect("fused layers are native");
+        return Ok((native.forward_rows_gelu(&rows), Vec::new()));
+    }
+    let pre = project(&layer.intermediate, &rows, x)?;
+    let width = pre.len() / tokens.max(1);
+    let pre = Tensor::from_vec(pre, (tokens, width), &Device::Cpu)?;
+    let act = layer
+        .activation
+        .apply(&pre)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    Ok((PackedRows::from_f32(&act, tokens, width), act))
+}
+
+/// x·Wᵀ + b on the native kernel, plus the adapter's update from `x32` (the f32 input the tensor
+/// path gives it; callers pass it whenever the module has an adapter) when the module has one.
+fn project(linear: &AdaptedLinear, rows: &PackedRows, x32: &[f32]) -> Result<Vec<f32>> {
+    let native = linear.base().native().expect("fused layers are native");
+    let mut y = native.forward_rows(rows);
+    if let Some(adapter) = linear.adapter() {
+        let (m, k) = rows.dims();
+        let update = adapter.update(&Tensor::from_slice(x32, (m, k), &Device::Cpu)?)?;
+        for (y, u) in y.iter_mut().zip(update.flatten_all()?.to_vec1::<f32>()?) {
+            *y += u;
+        }
+    }
+    Ok(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::data::Batcher;
+    use crate::error::Result;
+    use crate::model::config::EncoderConfig;
+    use crate::model::lora::{LoraSpec, TargetModules};
+    use crate::model::random_init::{shape_config, RandomWeights};
+    use crate::model::TextClassifier;
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::VarBuilder;
+
+    /// A random model of `cfg` in bf16 on the CPU with every adapter's B random (PEFT starts it at
+    /// zero, which would hide the adapters), or `None` where this CPU has no native bf16 kernel.
+    fn model(cfg: &EncoderConfig, lora: &LoraSpec) -> Result<Option<TextClassifier>> {
+        if crate::nn::cpu::bf16_matmul::native_kernel().is_none() {
+            eprintln!("skipped: this CPU has no native bf16 kernel, so nothing runs fused");
+            return Ok(None);
+        }
+        let vb = VarBuilder::from_backend(Box::new(RandomWeights), DType::BF16, Device::Cpu);
+        let model = TextClassifier::from_var_builder(vb, cfg, lora, 4, 1)?;
+        for named in model.trainable() {
+            let v = &named.var;
+            v.set(&Tensor::randn(0f32, 0.05, v.shape(), &Device::Cpu)?)?;
+        }
+        Ok(Some(model))
+    }
+
+    /// Rows of 1 to 37 tokens, so that most of the batch is padded somewhere.
+    fn batcher(cfg: &EncoderConfig) -> Batcher {
+        let ids = (0..9u32)
+            .map(|r| (0..1 + r * 4).map(|t| 3 + (r * 31 + t * 7) % 90).collect())
+            .collect();
+        Batcher::new(ids, vec![None; 9], cfg.pad_id())
+    }
+
+    /// The fused forward (no gradients) against the tensor path (gradients on) on the same model
+    /// and rows: the hidden states of real tokens and the logits. They round at the same places,
+    /// so they differ by the order of f32 sums and where that flips a bf16 rounding.
+    fn assert_paths_agree(cfg: &EncoderConfig, lora: &LoraSpec) -> Result<()> {
+        let Some(model) = model(cfg, lora)? else {
+            return Ok(());
+        };
+        assert!(super::applies(model.encoder()), "the model runs fused");
+        let batch = batcher(cfg).batch(&(0..9).collect::<Vec<_>>());
+        let tensor_path = model.forward(&batch, None)?.to_vec2::<f32>()?;
+        let hidden_tensor = model.encoder().forward(&batch, None)?;
+        let (fused, hidden_fused) = {
+            let _g = crate::nn::no_grad();
+            let hidden = model.encoder().forward(&batch, None)?;
+            (model.forward(&batch, None)?.to_vec2::<f32>()?, hidden)
+        };
+        let diff = (hidden_tensor - hidden_fused)?.abs()?;
+        let mask = Tensor::new(batch.attention_mask.as_slice(), &Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .reshape((batch.batch_size, batch.seq_len, 1))?;
+        let worst = diff.broadcast_mul(&mask)?.max_all()?.to_scalar::<f32>()?;
+        let logits = (tensor_path.iter().flatten())
+            .zip(fused.iter().flatten())
+            .fold(0f32, |m, (t, f)| m.max((t - f).abs()));
+        eprintln!("fused vs tensor path: hidden states {worst:e}, logits {logits:e}");
+        assert!(worst < 5e-3, "hidden states differ by {worst}");
+        assert!(logits < 1e-4, "logits differ by {logits}");
+        Ok(())
+    }
+
+    #[test]
+    fn roberta_with_query_value_adapters_runs_fused_as_the_tensor_path_does() -> Result<()> {
+        let cfg = shape_config("small", 100).expect("a known shape");
+        assert_paths_agree(&cfg, &LoraSpec::query_value(4, 16.0))
+    }
+
+    #[test]
+    fn bert_with_every_module_adapted_and_relu_takes_the_general_ffn() -> Result<()> {
+        let mut cfg = shape_config("small", 100).expect("a known shape");
+        cfg.model_type = "bert".into();
+        cfg.hidden_act = "relu".into();
+        cfg.type_vocab_size = 2;
+        cfg.pad_token_id = Some(0);
+        let every = TargetModules::Suffixes(
+            ["query", "key", "value", "dense"]
+                .map(String::from)
+                .to_vec(),
+        );
+        let lora = LoraSpec {
+            targets: every,
+            ..LoraSpec::query_value(4, 16.0)
+        };
+        assert_paths_agree(&cfg, &lora)
+    }
+}

@@ -1,0 +1,180 @@
+//! The left operand A in the kernels' own layout ([`PackedRows`]), and the products that read it:
+//! to f32 ([`matmul_rows`]), or through GELU straight back into that layout ([`matmul_rows_gelu`]).
+//!
+//! Keeping A packed lets one conversion of a layer's input feed several products (query, key and
+//! value read the same rows), and lets the FFN's intermediate activation, the widest of an
+//! encoder layer, go from one product into the next in bf16 without a pass over memory in f32.
+use super::{Kernel, PackedMatrix, Sink, BLOCK, DEPTH_STEP};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// M × K activations rounded to bf16: K padded with zeros to a multiple of 32, the rows split in
+/// one part per thread, each part padded to whole 32-row blocks, so that each thread's kernel
+/// reads only whole blocks of its own part.
+#[derive(Debug)]
+pub struct PackedRows {
+    m: usize,
+    k: usize,
+    k_pad: usize,
+    /// Rows of one part (a multiple of the block).
+    part: usize,
+    data: Vec<u16>,
+}
+
+impl PackedRows {
+    /// Rounds A (M × K, row-major f32) to bf16 in this layout. Only padding is zeroed.
+    pub fn from_f32(a: &[f32], m: usize, k: usize) -> Self {
+        assert_eq!(a.len(), m * k, "A is M×K");
+        let mut rows = Self::uninit(m, k);
+        let (k_pad, part) = (rows.k_pad, rows.part);
+        let spare = &mut rows.data.spare_capacity_mut()[..rows_len(m, k_pad, part)];
+        let (data, pad_rows) = spare.split_at_mut(m * k_pad);
+        data.par_chunks_mut(k_pad)
+            .zip(a.par_chunks(k.max(1)))
+            .for_each(|(dst, src)| {
+                let (dst, pad) = dst.split_at_mut(k);
+                convert_row(src, dst);
+                pad.fill(MaybeUninit::new(0));
+            });
+        pad_rows.fill(MaybeUninit::new(0));
+        // SAFETY: every row was converted or zeroed above, its padding columns zeroed.
+        unsafe { rows.data.set_len(rows_len(m, k_pad, part)) };
+        rows
+    }
+
+    /// An empty vector with room for the layout of M × K.
+    fn uninit(m: usize, k: usize) -> Self {
+        let k_pad = k.div_ceil(DEPTH_STEP) * DEPTH_STEP;
+        let threads = rayon::current_num_threads().max(1);
+        let part = (m.div_ceil(threads).div_ceil(BLOCK) * BLOCK).max(BLOCK);
+        Self {
+            m,
+            k,
+            k_pad,
+            part,
+            data: Vec::with_capacity(rows_len(m, k_pad, part)),
+        }
+    }
+
+    /// (M, K).
+    pub fn dims(&self) -> (usize, usize) {
+        (self.m, self.k)
+    }
+
+    /// Row `i` as f32 (tests).
+    pub fn row(&self, i: usize) -> Vec<f32> {
+        self.data[i * self.k_pad..i * self.k_pad + self.k]
+            .iter()
+            .map(|&b| super::bf16_value(b))
+            .collect()
+    }
+
+    /// Each part's rows: (its slice of the layout, its valid rows).
+    fn parts(&self) -> impl IndexedParallelIterator<Item = (&[u16], usize)> {
+        let m = self.m;
+        let part = self.part;
+        self.data
+            .par_chunks(part * self.k_pad)
+            .enumerate()
+            .map(move |(i, a)| (a, part.min(m - i * part)))
+    }
+}
+
+/// Elements of the layout: whole parts of `part` rows.
+fn rows_len(m: usize, k_pad: usize, part: usize) -> usize {
+    m.div_ceil(part) * part * k_pad
+}
+
+fn check(a: &PackedRows, b: &PackedMatrix, bias: Option<&[f32]>) -> Vec<f32> {
+    assert_eq!(a.k, b.k, "A's depth is B's");
+    assert!(a.k > 0 && b.n > 0, "an empty product has no packed form");
+    let mut bias_pad = vec![0f32; b.n_pad];
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), b.n, "bias has N entries");
+        bias_pad[..b.n].copy_from_slice(bias);
+    }
+    bias_pad
+}
+
+/// C = A·B + bias (M × N, f32).
+pub fn matmul_rows(
+    kernel: Kernel,
+    a: &PackedRows,
+    b: &PackedMatrix,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let bias_pad = check(a, b, bias);
+    let (m, n) = (a.m, b.n);
+    // C is written whole by the blocks, so it is never zeroed first.
+    let mut c = Vec::with_capacity(m * n);
+    c.spare_capacity_mut()[..m * n]
+        .par_chunks_mut(a.part * n)
+        .zip(a.parts())
+        .for_each(|(out, (a, rows))| kernel.run_rows(a, rows, b, &bias_pad, Sink::F32(out)));
+    // SAFETY: the blocks wrote each of the m·n elements (`for_each_block` covers every row and
+    // every column of C).
+    unsafe { c.set_len(m * n) };
+    c
+}
+
+/// GELU(A·B + bias), rounded to bf16 in the layout of the next product's left operand
+/// (M × N): HF's `intermediate` dense layer and activation, ready for `output`.
+pub fn matmul_rows_gelu(
+    kernel: Kernel,
+    a: &PackedRows,
+    b: &PackedMatrix,
+    bias: Option<&[f32]>,
+) -> PackedRows {
+    let bias_pad = check(a, b, bias);
+    let mut out = PackedRows::uninit(a.m, b.n);
+    assert_eq!((out.k_pad, out.part), (b.n_pad, a.part), "same layout");
+    let (ld, len) = (out.k_pad, rows_len(a.m, out.k_pad, out.part));
+    out.data.spare_capacity_mut()[..len]
+        .par_chunks_mut(a.part * ld)
+        .zip(a.parts())
+        .for_each(|(dst, (a, rows))| {
+            // Rows past the last block of the last part are never computed: zero them.
+            let computed = rows.div_ceil(BLOCK) * BLOCK;
+            dst[computed * ld..].fill(MaybeUninit::new(0));
+            kernel.run_rows(a, rows, b, &bias_pad, Sink::GeluBf16 { out: dst, ld });
+        });
+    // SAFETY: the blocks wrote every column (N padded to whole blocks) of each part's computed
+    // rows, and the rest was zeroed above.
+    unsafe { out.data.set_len(len) };
+    out
+}
+
+/// Writes GELU of a 32×32 block of C, rounded to bf16, into rows of `ld` starting at `out`.
+pub(super) fn store_gelu_bf16(
+    block: &[f32; BLOCK * BLOCK],
+    out: &mut [MaybeUninit<u16>],
+    ld: usize,
+) {
+    let mut g = [0f32; BLOCK * BLOCK];
+    super::super::fast_math::gelu_slice(block, &mut g);
+    for (r, row) in g.chunks_exact(BLOCK).enumerate() {
+        convert_row(row, &mut out[r * ld..r * ld + BLOCK]);
+    }
+}
+
+/// Rounds a row to bf16: with the CPU's own instruction where it has one (every CPU a native
+/// kernel runs on does), else in software; the same bits for all normal numbers.
+pub(super) fn convert_row(src: &[f32], dst: &mut [MaybeUninit<u16>]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f = super::super::features::x86_features();
+        if f.avx512f && f.avx512_bf16 {
+            // SAFETY: the CPU has AVX-512 BF16 (and so AVX-512F).
+            return unsafe { super::avx512::convert_row(src, dst) };
+        }
+    }
+    convert_row_portable(src, dst);
+}
+
+super::super::fast_math::multiversion! {
+    fn convert_row_portable(src: &[f32], dst: &mut [MaybeUninit<u16>]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            d.write(super::bf16_bits(s));
+        }
+    }
+}
