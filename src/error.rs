@@ -100,6 +100,15 @@ pub enum KdError {
         second_by: String,
     },
 
+    /// `--shard` names no one shard: a bad `i/N`, or scheduler variables that give none.
+    #[error(transparent)]
+    Shard(#[from] crate::shard::ShardError),
+
+    /// `kd sweep --merge` found points that no shard finished, or that were made from other
+    /// settings or inputs than the sweep's.
+    #[error("{out}: {problems}: run the shards that own them again (kd sweep --shard i/N takes the points p with p % N = i), then merge")]
+    SweepIncomplete { out: PathBuf, problems: String },
+
     /// The teacher's logit cache was made from other training rows.
     #[error("{path} was made from training rows with fingerprint {cached}, but the data given has fingerprint {current}: re-run `kd teach` on this data")]
     FingerprintMismatch {

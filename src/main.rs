@@ -62,6 +62,32 @@ fn main() {
     }
 }
 
+/// Prints what `kd sweep` made: the table and sweep.json, or what one shard trained.
+fn print_sweep(req: &commands::sweep::SweepRequest, done: &commands::sweep::SweepDone) {
+    use commands::sweep::SweepDone;
+    match done {
+        SweepDone::Written(s) => {
+            print!("{}", commands::sweep::render(s));
+            let runs: usize = s.points.iter().map(|p| p.runs.len()).sum();
+            let json = req.out.join("sweep.json");
+            println!(
+                "trained {} of {runs} runs; wrote {}",
+                s.trained,
+                json.display()
+            );
+        }
+        SweepDone::Shard {
+            shard,
+            trained,
+            owned,
+            total,
+        } => println!(
+            "shard {shard}: trained {trained} of its {owned} runs (of {total}) in {}; once every shard has finished, kd sweep --merge (same flags) writes sweep.json",
+            req.out.display()
+        ),
+    }
+}
+
 /// Runs one command and prints what it made.
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -75,15 +101,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Sweep(args) => {
             let req = args.into_request()?;
-            let s = commands::sweep::run(&req)?;
-            print!("{}", commands::sweep::render(&s));
-            let runs: usize = s.points.iter().map(|p| p.runs.len()).sum();
-            let json = req.out.join("sweep.json");
-            println!(
-                "trained {} of {runs} runs; wrote {}",
-                s.trained,
-                json.display()
-            );
+            print_sweep(&req, &commands::sweep::run(&req)?);
         }
         Command::Cache(args) => println!("{}", commands::cache::run(&args.into_request()?)?),
         Command::Augment(args) => println!("{}", commands::augment::run(&args.into_request())?),

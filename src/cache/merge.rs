@@ -11,8 +11,9 @@
 //! other kernels, batch sizes or base model), since those would not merge to one pass's bits.
 use super::block::{read_block, write_block, Block, Made};
 use super::file::{fingerprint_hex, CacheHeader};
-use super::pass::{Pass, Shard, CHUNK_ROWS, ROWS, SCORED_BY, TEACHER_RUN};
+use super::pass::{Pass, CHUNK_ROWS, ROWS, SCORED_BY, TEACHER_RUN};
 use crate::error::{KdError, Result};
+use crate::shard::Shard;
 use std::path::{Path, PathBuf};
 
 /// The field of a part's [`Made`] naming its shard, `i/N`.

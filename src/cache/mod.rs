@@ -13,6 +13,7 @@ pub(crate) mod file;
 pub(crate) mod merge;
 pub(crate) mod pass;
 
+pub use crate::shard::Shard;
 pub use block::Made;
 pub use ensemble::ensemble;
 pub use file::{
@@ -20,4 +21,4 @@ pub use file::{
     HEADER_LEN,
 };
 pub use merge::{merge_parts, parts_dir, write_part};
-pub use pass::{is_chunk_file, Pass, Shard, CACHE_CHUNK_ROWS};
+pub use pass::{is_chunk_file, Pass, CACHE_CHUNK_ROWS};

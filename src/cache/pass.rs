@@ -11,6 +11,7 @@ use crate::data::Batcher;
 use crate::error::{KdError, Result};
 use crate::interrupt::{fault_point, stop_point_after, stop_requested};
 use crate::model::{predict_logits, TextClassifier};
+use crate::shard::Shard;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -31,24 +32,6 @@ pub(crate) const SCORED_BY: [&str; 3] = ["base model", "kernels", "batch size"];
 
 /// What to do about a damaged kept chunk.
 const FRESH: &str = "rerun with --fresh to start over";
-
-/// Which chunks of a caching pass one process scores: shard `index` of `count` takes chunks
-/// `index`, `index + count`, … (all chunks for 0 of 1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shard {
-    pub index: usize,
-    pub count: usize,
-}
-
-impl Shard {
-    /// The whole pass.
-    pub const ALL: Shard = Shard { index: 0, count: 1 };
-
-    /// Whether chunk `k` belongs to this shard.
-    pub fn owns(&self, k: usize) -> bool {
-        k % self.count == self.index
-    }
-}
 
 /// A teacher scoring every row of a batcher, in row order, `chunk_rows` rows to a chunk
 /// (batched by length within the chunk).

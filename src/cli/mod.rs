@@ -56,14 +56,17 @@ pub enum Command {
     /// The data is prepared and tokenized once; each point is a run folder OUT/T{t}_a{α}_s{seed}
     /// (OUT/a0_s{seed} for α = 0); a rerun skips finished points. Writes OUT/sweep.json and
     /// OUT/sweep.md: accuracy and macro-F1 per (T, α) as mean ± sd over seeds, and the paired
-    /// difference against α = 0 of the same seed (mean ± standard error).
+    /// difference against α = 0 of the same seed (mean ± standard error). `--shard i/N|auto`
+    /// trains the points p with p % N = i (in sweep.json's order) and writes no sweep.json;
+    /// `--merge` (same flags) trains nothing and writes it from the finished points.
     Sweep(SweepArgs),
     /// Score unlabelled rows with a finished teacher, without retraining it.
     ///
     /// Keeps the labelled rows' logits and replaces the teacher's unlabelled rows with those of
     /// --unlabelled, in one step. Large transfer sets: run `--shard i/N` for i = 0..N-1 anywhere
-    /// (a SLURM array, a Kubernetes Job), each writing TEACHER.cache-parts/part-i-of-N.bin, then
-    /// `--merge` (same --unlabelled): the result equals a single process's, bit for bit.
+    /// (a SLURM array, a Kubernetes Job: `--shard auto` reads i/N from their variables), each
+    /// writing TEACHER.cache-parts/part-i-of-N.bin, then `--merge` (same --unlabelled): the
+    /// result equals a single process's, bit for bit. See deploy/ in kd's repository.
     Cache(CacheArgs),
     /// Write N variants of every row (masking, shuffles, n-grams) as an unlabelled transfer file.
     ///

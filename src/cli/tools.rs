@@ -1,10 +1,11 @@
 //! The flags of the tool commands: `kd cache` (scoring transfer rows, in shards) and `kd bench`.
 use super::device::DeviceArgs;
 use clap::Args;
-use kd::cache::{Shard, CACHE_CHUNK_ROWS};
+use kd::cache::CACHE_CHUNK_ROWS;
 use kd::commands::bench::{BenchRequest, BenchSettings};
 use kd::commands::cache::CacheRequest;
 use kd::run::limits::{whole, COUNT};
+use kd::shard::{Shard, ShardSpec};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -14,9 +15,10 @@ pub struct CacheArgs {
     /// Unlabelled file to score (repeatable; formats as for kd teach --unlabelled)
     #[arg(long, required = true)]
     pub unlabelled: Vec<PathBuf>,
-    /// Score only every N-th chunk, starting at chunk i, into a part file (i/N, 0 ≤ i < N)
+    /// Score only every N-th chunk, starting at chunk i, into a part file (i/N, 0 ≤ i < N; auto:
+    /// i and N from SLURM_ARRAY_TASK_ID/COUNT, or JOB_COMPLETION_INDEX and KD_SHARD_COUNT)
     #[arg(long, value_parser = parse_shard, conflicts_with = "merge", allow_hyphen_values = true)]
-    pub shard: Option<Shard>,
+    pub shard: Option<ShardSpec>,
     /// Join the part files of a sharded pass into the teacher's cache
     #[arg(long)]
     pub merge: bool,
@@ -31,23 +33,6 @@ pub struct CacheArgs {
     pub batch_size: usize,
     #[command(flatten)]
     pub device: DeviceArgs,
-}
-
-/// Parses `i/N` with 0 ≤ i < N.
-fn parse_shard(s: &str) -> Result<Shard, String> {
-    let (i, n) = s
-        .split_once('/')
-        .ok_or_else(|| format!("`{s}`: expected i/N, e.g. 0/4"))?;
-    let whole = |v: &str| {
-        v.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("`{v}` is not a whole number ≥ 0 (expected i/N with 0 ≤ i < N)"))
-    };
-    let (index, count) = (whole(i)?, whole(n)?);
-    if index >= count {
-        return Err(format!("shard {index}/{count}: i must be below N"));
-    }
-    Ok(Shard { index, count })
 }
 
 #[derive(Args)]
@@ -67,7 +52,7 @@ impl CacheArgs {
         Ok(CacheRequest {
             teacher: self.teacher,
             unlabelled: self.unlabelled,
-            shard: self.shard,
+            shard: resolve_shard(self.shard)?,
             merge: self.merge,
             fresh: self.fresh,
             chunk_rows: self.chunk_rows,
@@ -87,4 +72,16 @@ impl BenchArgs {
             dtype,
         })
     }
+}
+
+/// Parses `--shard`: `i/N` with 0 ≤ i < N, or `auto`.
+pub fn parse_shard(s: &str) -> Result<ShardSpec, String> {
+    s.parse().map_err(|e: kd::shard::ShardError| e.to_string())
+}
+
+/// The shard `--shard` names, `auto` read from this process's environment before any work.
+pub fn resolve_shard(spec: Option<ShardSpec>) -> anyhow::Result<Option<Shard>> {
+    // A value that is not UTF-8 is read (lossily) and refused as no number, not skipped.
+    let env = |var: &str| std::env::var_os(var).map(|v| v.to_string_lossy().into_owned());
+    Ok(spec.map(|s| s.resolve(env)).transpose()?)
 }

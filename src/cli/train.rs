@@ -4,11 +4,13 @@
 use super::device::DeviceArgs;
 use anyhow::Context;
 use clap::Args;
+use kd::commands::sweep::SweepMode;
 use kd::commands::RunConfig;
 use kd::model::TargetModules;
 use kd::run::limits::{
     self, real_in, whole_number, Limit::AtLeast, CLASSES, COUNT, TEMPERATURE, WEIGHT,
 };
+use kd::shard::ShardSpec;
 use std::path::PathBuf;
 
 /// The teacher and student configs shipped in configs/, used when no --config is given and
@@ -292,11 +294,26 @@ pub struct SweepArgs {
     #[arg(long, value_delimiter = ',', required = true, allow_hyphen_values = true,
           value_parser = limits::seed)]
     pub seeds: Vec<u64>,
+    /// Train only the points p with p % N = i (i/N; auto: from SLURM_ARRAY_TASK_ID/COUNT, or
+    /// JOB_COMPLETION_INDEX and KD_SHARD_COUNT); writes no sweep.json (kd sweep --merge does)
+    #[arg(long, value_parser = super::tools::parse_shard, conflicts_with = "merge",
+          allow_hyphen_values = true)]
+    pub shard: Option<ShardSpec>,
+    /// Train nothing: check that the shards finished every point, from these very settings
+    /// and inputs, and write sweep.json and sweep.md
+    #[arg(long)]
+    pub merge: bool,
 }
 
 impl SweepArgs {
     /// `kd sweep`'s request: the student config as `kd distill` builds it, and the grid.
     pub fn into_request(self) -> anyhow::Result<kd::commands::sweep::SweepRequest> {
+        // A scheduler's bad index is refused before anything is read.
+        let mode = match (super::tools::resolve_shard(self.shard)?, self.merge) {
+            (Some(shard), _) => SweepMode::Shard(shard),
+            (None, true) => SweepMode::Merge,
+            (None, false) => SweepMode::Whole,
+        };
         let base = self.train.student_config(&self.teacher, self.budget)?;
         Ok(kd::commands::sweep::SweepRequest {
             base,
@@ -304,6 +321,7 @@ impl SweepArgs {
             alphas: self.alpha,
             seeds: self.seeds,
             out: self.train.out.unwrap_or_else(|| "sweep".into()),
+            mode,
         })
     }
 }

@@ -4,6 +4,15 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 pub fn kd(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = kd_command(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("kd runs")
+}
+
+/// The `kd` command with `args`, quiet, offline and with no proxy, for a test to add to.
+pub fn kd_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kd"));
     cmd.args(args)
         .env("RUST_LOG", "warn")
@@ -20,10 +29,7 @@ pub fn kd(args: &[&str], envs: &[(&str, &str)]) -> Output {
     ] {
         cmd.env_remove(proxy);
     }
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("kd runs")
+    cmd
 }
 
 pub fn ok(out: Output) -> String {
