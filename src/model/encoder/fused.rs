@@ -17,6 +17,8 @@ use crate::model::config::Activation;
 use crate::model::lora::AdaptedLinear;
 use crate::nn::cpu::attention::{attention, AttentionShape};
 use crate::nn::cpu::bf16_matmul::PackedRows;
+use crate::nn::cpu::low_rank::{add_low_rank, LowRank};
+use crate::nn::param;
 use candle_core::{DType, Device, Result, Tensor};
 
 /// Whether the encoder runs fused: f32 activations over bf16 weights packed for the CPU's native
@@ -108,11 +110,16 @@ fn project(linear: &AdaptedLinear, rows: &PackedRows, x32: &[f32]) -> Result<Vec
     let native = linear.base().native().expect("fused layers are native");
     let mut y = native.forward_rows(rows);
     if let Some(adapter) = linear.adapter() {
-        let (m, k) = rows.dims();
-        let update = adapter.update(&Tensor::from_slice(x32, (m, k), &Device::Cpu)?)?;
-        for (y, u) in y.iter_mut().zip(update.flatten_all()?.to_vec1::<f32>()?) {
-            *y += u;
-        }
+        let f32s = |t: Tensor| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>();
+        let a = f32s(param(&adapter.a))?;
+        let b_t = f32s(param(&adapter.b).t()?.contiguous()?)?;
+        let factors = LowRank {
+            rank: adapter.a.dim(0)?,
+            a: &a,
+            b_t: &b_t,
+            scale: adapter.scaling() as f32,
+        };
+        add_low_rank(x32, &factors, &mut y);
     }
     Ok(y)
 }

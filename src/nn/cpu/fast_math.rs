@@ -3,9 +3,10 @@
 //! libm's `expf`/`erff` are scalar calls with branches, so loops over them never vectorize: in a
 //! CPU profile of `kd teach` they were ~15% of the time (GELU) and ~7% (softmax). These versions
 //! are branch-free (selects only), so LLVM vectorizes them. Each slice kernel is compiled three
-//! times (AVX-512, AVX2, baseline x86-64) and picked at run time. Only plain IEEE multiplies and
-//! adds are used (Rust never contracts them into FMAs), so every version returns the same bits on
-//! every CPU.
+//! times (AVX-512, AVX2 + FMA, baseline x86-64) and picked at run time. These use only plain IEEE
+//! multiplies and adds (Rust never contracts them into FMAs), so every version returns the same
+//! bits on every CPU; kernels that call `f32::mul_add` get one rounding per step in all versions
+//! (a hardware FMA in the first two, libm's exact `fmaf` in the baseline one).
 //!
 //! Accuracy (checked against f64 in the tests): `exp` within 2 ulp; GELU and its derivative
 //! within 3e-7·max(1, |x|) absolute; `normal_cdf` within 6e-7 relative for x ≥ −2 (2e-5 in the
@@ -25,16 +26,18 @@ macro_rules! multiversion {
                 unsafe fn avx512($($arg: $ty),*) {
                     portable($($arg),*)
                 }
-                #[target_feature(enable = "avx2")]
+                #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) {
                     portable($($arg),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F.
+                    // SAFETY: the CPU has AVX-512F (which implies FMA).
                     return unsafe { avx512($($arg),*) };
                 }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2.
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has AVX2 and FMA.
                     return unsafe { avx2($($arg),*) };
                 }
             }

@@ -10,9 +10,11 @@ pub mod bf16_matmul;
 pub(crate) mod dropout;
 mod fast_math;
 pub(crate) mod features;
+pub(crate) mod fma_math;
 pub(crate) mod gelu;
 mod kernels;
 pub mod layer_norm;
+pub mod low_rank;
 pub(crate) mod native_linear;
 
 pub use kernels::{cpu_description, kernels_used};

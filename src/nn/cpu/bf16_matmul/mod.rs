@@ -12,6 +12,8 @@
 mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod gelu_epilogue;
 
 mod rows;
 

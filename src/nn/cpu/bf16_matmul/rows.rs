@@ -144,12 +144,23 @@ pub fn matmul_rows_gelu(
     out
 }
 
-/// Writes GELU of a 32×32 block of C, rounded to bf16, into rows of `ld` starting at `out`.
+/// Writes GELU of a 32×32 block of C, rounded to bf16, into rows of `ld` starting at `out`: in
+/// AVX-512 where the CPU has it ([`super::gelu_epilogue`]), else with training's GELU
+/// ([`super::super::fast_math::gelu_slice`]) and a conversion.
 pub(super) fn store_gelu_bf16(
     block: &[f32; BLOCK * BLOCK],
     out: &mut [MaybeUninit<u16>],
     ld: usize,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f = super::super::features::x86_features();
+        if f.avx512f && f.avx512_bf16 {
+            // SAFETY: the CPU has both; the block's 32 rows of `ld` lie in `out` (the layout
+            // has room for whole blocks).
+            return unsafe { super::gelu_epilogue::store_gelu_bf16(block, out, ld) };
+        }
+    }
     let mut g = [0f32; BLOCK * BLOCK];
     super::super::fast_math::gelu_slice(block, &mut g);
     for (r, row) in g.chunks_exact(BLOCK).enumerate() {

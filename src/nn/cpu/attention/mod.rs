@@ -7,11 +7,14 @@
 //! and a copy merging the heads: five passes over memory and two small-matrix GEMMs per layer.
 //! Here each (row, head) is worked in the L1 cache: the head's keys transposed once, then per
 //! query its scores, the softmax ([`super::attention_softmax`]'s row kernel) and the weighted
-//! values. Sums run over 16 lanes in a fixed order, so the results are the same bits on every
-//! CPU; they differ from the GEMM path's only by the order of f32 sums.
-use super::attention_softmax::softmax_rows;
+//! values. Sums run over 16 lanes in a fixed order with fused multiply-adds (one rounding a step,
+//! in every compiled version), so the results are the same bits on every CPU; they differ from
+//! the GEMM path's only by the order and rounding of f32 sums.
 use super::fast_math::multiversion;
 use rayon::prelude::*;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// The shape of the activations attention reads: (batch·seq) rows of heads·head_dim.
 #[derive(Clone, Copy, Debug)]
@@ -84,52 +87,114 @@ multiversion! {
             }
             for (query, out_row) in q.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
                 key_scores(&query[col..col + d], &keys_t, &mut scores);
-                softmax_rows(&scores[..seq], mask, scale, &mut probs);
+                softmax(&scores[..seq], mask, scale, &mut probs);
                 weighted_values(&probs, v, width, col, &mut out_row[col..col + d]);
             }
         }
     }
 }
 
-/// scores[j] = q·k_j for 16 keys at a time, the sum over the head's columns kept in a register.
+/// probs = softmax(scale·scores + mask) over one row: the maximum, e^x of
+/// [`super::fma_math`] and the sum over 16 lanes added up in a fixed tree ([`lane_total`]), so
+/// the AVX-512 version ([`avx512::softmax`]) returns the same bits.
+#[inline(always)]
+fn softmax(scores: &[f32], mask: &[f32], scale: f32, probs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::features::x86_features().avx512f {
+        // SAFETY: the CPU has AVX-512F; the three rows have the same length.
+        return unsafe { avx512::softmax(scores, mask, scale, probs) };
+    }
+    softmax_portable(scores, mask, scale, probs);
+}
+
+#[inline(always)]
+fn softmax_portable(scores: &[f32], mask: &[f32], scale: f32, probs: &mut [f32]) {
+    let mut max = f32::NEG_INFINITY;
+    for ((p, &s), &m) in probs.iter_mut().zip(scores).zip(mask) {
+        *p = s.mul_add(scale, m);
+        max = if *p > max { *p } else { max };
+    }
+    let mut lanes = [0f32; LANES];
+    for (j, p) in probs.iter_mut().enumerate() {
+        *p = super::fma_math::exp(*p - max);
+        lanes[j % LANES] += *p;
+    }
+    let inv = 1.0 / lane_total(lanes);
+    for p in probs.iter_mut() {
+        *p *= inv;
+    }
+}
+
+/// The 16 lanes' sum in a fixed tree: halves added pairwise down to one.
+#[inline(always)]
+fn lane_total(mut lanes: [f32; LANES]) -> f32 {
+    let mut width = LANES / 2;
+    while width > 0 {
+        for l in 0..width {
+            lanes[l] += lanes[l + width];
+        }
+        width /= 2;
+    }
+    lanes[0]
+}
+
+/// scores[j] = q·k_j in registers of 16 keys, each register's sum over the head's columns split
+/// in two (even and odd columns) and added at the end. [`avx512::key_scores`] is this in
+/// intrinsics, with up to 4 registers of keys at once; the two return the same bits.
 #[inline(always)]
 fn key_scores(q: &[f32], keys_t: &[f32], scores: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::features::x86_features().avx512f {
+        // SAFETY: the CPU has AVX-512F; keys_t holds q.len() rows of scores.len() keys.
+        return unsafe { avx512::key_scores(q, keys_t, scores) };
+    }
+    key_scores_portable(q, keys_t, scores);
+}
+
+#[inline(always)]
+fn key_scores_portable(q: &[f32], keys_t: &[f32], scores: &mut [f32]) {
     let seq_pad = scores.len();
-    for (block, s) in scores.chunks_exact_mut(LANES).enumerate() {
-        let mut acc = [0f32; LANES];
+    for (b, s) in scores.chunks_exact_mut(LANES).enumerate() {
+        let mut acc = [[0f32; LANES]; 2];
         for (c, &qc) in q.iter().enumerate() {
-            let k = &keys_t[c * seq_pad + block * LANES..][..LANES];
+            let k = &keys_t[c * seq_pad + b * LANES..][..LANES];
             for l in 0..LANES {
-                acc[l] += qc * k[l];
+                acc[c % 2][l] = qc.mul_add(k[l], acc[c % 2][l]);
             }
         }
-        s.copy_from_slice(&acc);
+        for l in 0..LANES {
+            s[l] = acc[0][l] + acc[1][l];
+        }
     }
 }
 
 /// context = Σ_j p_j·v_j over the head's columns `col..col + context.len()` of the value rows,
-/// 16 columns at a time in a register.
+/// each column's sum split in two (even and odd keys) and added at the end.
+/// [`avx512::weighted_values`] is this in intrinsics for head widths of 16, 32 and 64.
 #[inline(always)]
 fn weighted_values(probs: &[f32], v: &[f32], width: usize, col: usize, context: &mut [f32]) {
-    let mut start = 0;
-    for ctx in context.chunks_exact_mut(LANES) {
-        let mut acc = [0f32; LANES];
-        for (&p, row) in probs.iter().zip(v.chunks_exact(width)) {
-            let x = &row[col + start..][..LANES];
-            for l in 0..LANES {
-                acc[l] += p * x[l];
-            }
-        }
-        ctx.copy_from_slice(&acc);
-        start += LANES;
+    #[cfg(target_arch = "x86_64")]
+    if super::features::x86_features().avx512f && matches!(context.len(), 16 | 32 | 64) {
+        // SAFETY: the CPU has AVX-512F; v holds probs.len() rows of `width` ≥ col + d.
+        return unsafe { avx512::weighted_values(probs, v, width, col, context) };
     }
-    // Head widths that are not a multiple of 16 (none of HF's BERTs or RoBERTas).
-    for (c, ctx) in context.iter_mut().enumerate().skip(start) {
-        *ctx = probs
-            .iter()
-            .zip(v.chunks_exact(width))
-            .map(|(&p, row)| p * row[col + c])
-            .sum();
+    weighted_values_portable(probs, v, width, col, context);
+}
+
+#[inline(always)]
+fn weighted_values_portable(
+    probs: &[f32],
+    v: &[f32],
+    width: usize,
+    col: usize,
+    context: &mut [f32],
+) {
+    for (c, ctx) in context.iter_mut().enumerate() {
+        let mut acc = [0f32; 2];
+        for (j, (&p, row)) in probs.iter().zip(v.chunks_exact(width)).enumerate() {
+            acc[j % 2] = p.mul_add(row[col + c], acc[j % 2]);
+        }
+        *ctx = acc[0] + acc[1];
     }
 }
 
@@ -176,6 +241,50 @@ mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn the_avx512_softmax_returns_the_portable_bits() {
+        if !super::super::features::x86_features().avx512f {
+            return eprintln!("skipped: no AVX-512F here");
+        }
+        let mut rng = StdRng::seed_from_u64(4);
+        for seq in [1, 5, 16, 17, 48, 63, 128] {
+            let scores: Vec<f32> = (0..seq).map(|_| rng.random_range(-30.0f32..30.0)).collect();
+            let mask: Vec<f32> = (0..seq)
+                .map(|j| if j > 2 && j % 5 == 0 { f32::MIN } else { 0.0 })
+                .collect();
+            let (mut fast, mut portable) = (vec![0f32; seq], vec![0f32; seq]);
+            softmax(&scores, &mask, 0.17, &mut fast);
+            softmax_portable(&scores, &mask, 0.17, &mut portable);
+            assert_eq!(fast, portable, "seq {seq}");
+            assert!((fast.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn the_avx512_products_return_the_portable_bits() {
+        if !super::super::features::x86_features().avx512f {
+            return eprintln!("skipped: no AVX-512F here");
+        }
+        let mut rng = StdRng::seed_from_u64(9);
+        for (d, seq) in [(16, 16), (32, 48), (33, 80), (64, 112), (5, 16)] {
+            let mut random = |n: usize| {
+                (0..n)
+                    .map(|_| rng.random_range(-2.0f32..2.0))
+                    .collect::<Vec<_>>()
+            };
+            let (q, keys_t) = (random(d), random(d * seq));
+            let (mut fast, mut portable) = (vec![0f32; seq], vec![0f32; seq]);
+            key_scores(&q, &keys_t, &mut fast);
+            key_scores_portable(&q, &keys_t, &mut portable);
+            assert_eq!(fast, portable, "scores d {d} seq {seq}");
+            let (probs, v) = (random(seq - 3), random((seq - 3) * (d + 7)));
+            let (mut fast, mut portable) = (vec![0f32; d], vec![0f32; d]);
+            weighted_values(&probs, &v, d + 7, 5, &mut fast);
+            weighted_values_portable(&probs, &v, d + 7, 5, &mut portable);
+            assert_eq!(fast, portable, "context d {d} seq {seq}");
+        }
+    }
 
     #[test]
     fn matches_the_reference_on_odd_shapes_with_padding() {
