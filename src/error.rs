@@ -100,6 +100,10 @@ pub enum KdError {
         second_by: String,
     },
 
+    /// `kd serve` could not start or keep serving (the address is taken, the runtime failed).
+    #[error("kd serve: {0}")]
+    Serve(String),
+
     /// The teacher's logit cache was made from other training rows.
     #[error("{path} was made from training rows with fingerprint {cached}, but the data given has fingerprint {current}: re-run `kd teach` on this data")]
     FingerprintMismatch {

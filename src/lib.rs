@@ -10,7 +10,8 @@
 //! PEFT adapters, export), [`cache`] (the teacher's logit file and the pass that fills it),
 //! [`training`] (losses, AdamW, schedule, the loop, metrics), [`run`] (run folders: config,
 //! preparing and finishing a run, loading a finished one), [`report`] (comparison tables, sweep
-//! summaries, charts), [`commands`] (one function per CLI command, each taking a request).
+//! summaries, charts), [`serve`] (the HTTP server of `kd serve`), [`commands`] (one function per
+//! CLI command, each taking a request).
 //!
 //! From Rust, a command is one call, and its outputs are plain files:
 //!
@@ -57,6 +58,7 @@ pub mod nn;
 pub(crate) mod progress;
 pub mod report;
 pub mod run;
+pub mod serve;
 pub mod training;
 
 pub use error::{KdError, Result};
