@@ -206,6 +206,47 @@ fn predict_answers_as_kd_predict_does_alone_in_pairs_and_in_batches() {
     }
 }
 
+#[test]
+fn concurrent_requests_share_a_pass_and_each_gets_its_own_rows() {
+    let w = world();
+    let server = Server::start(&w.p("t"), &["--max-wait-ms", "400", "--max-batch", "16"]);
+    let bodies = [
+        serde_json::json!({ "inputs": TEXTS[0] }),
+        serde_json::json!({ "inputs": [[TEXTS[1]], [TEXTS[2], TEXTS[0]]] }),
+        serde_json::json!({ "inputs": [TEXTS[2]] }),
+        serde_json::json!({ "inputs": "nasa" }),
+    ];
+    let together: Vec<Value> = std::thread::scope(|s| {
+        let sent: Vec<_> = bodies
+            .iter()
+            .map(|b| s.spawn(|| server.predict(b.clone())))
+            .collect();
+        sent.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let metrics = server.get("/metrics").1;
+    // Five rows in fewer passes than requests: they were gathered.
+    assert!(metrics.contains("kd_serve_batch_rows_sum 5"), "{metrics}");
+    let passes = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kd_serve_batch_rows_count "))
+        .unwrap();
+    assert!(passes.parse::<u32>().unwrap() < 4, "{metrics}");
+    // Each answer is the one the request gets alone (now in a pass of its own).
+    let flat = |v: &Value| -> Vec<f64> {
+        match v[0].is_array() {
+            true => v.as_array().unwrap().iter().flat_map(scores).collect(),
+            false => scores(v),
+        }
+    };
+    for (body, got) in bodies.iter().zip(&together) {
+        let alone = server.predict(body.clone());
+        assert!(
+            close(&flat(got), &flat(&alone), 1e-5),
+            "{body}: {got} vs {alone}"
+        );
+    }
+}
+
 /// The pair's probabilities from the library, as kd predict would compute them.
 fn library_pair(w: &World, a: &str, b: &str) -> Vec<f64> {
     let run = kd::run::load_run(

@@ -52,6 +52,10 @@ pub fn serve(
     config: ServeConfig,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<()> {
+    // Each request is tokenized, serially, on the HTTP thread that received it. Left parallel,
+    // tokenizers would run on rayon's global pool, where the model's matmuls run: a request's
+    // few texts would wait behind another batch's forward pass.
+    tokenizers::utils::parallelism::set_parallelism(false);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kd-serve-http")
