@@ -108,6 +108,9 @@ pub enum KdError {
     /// settings or inputs than the sweep's.
     #[error("{out}: {problems}: run the shards that own them again (kd sweep --shard i/N takes the points p with p % N = i), then merge")]
     SweepIncomplete { out: PathBuf, problems: String },
+    /// `kd serve` could not start or keep serving (the address is taken, the runtime failed).
+    #[error("kd serve: {0}")]
+    Serve(String),
 
     /// The teacher's logit cache was made from other training rows.
     #[error("{path} was made from training rows with fingerprint {cached}, but the data given has fingerprint {current}: re-run `kd teach` on this data")]

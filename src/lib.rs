@@ -11,7 +11,8 @@
 //! [`training`] (losses, AdamW, schedule, the loop, metrics), [`run`] (run folders: config,
 //! preparing and finishing a run, loading a finished one), [`report`] (comparison tables, sweep
 //! summaries, charts), [`shard`] (`--shard i/N|auto`: one process's share of a job, from a
-//! scheduler's variables), [`commands`] (one function per CLI command, each taking a request).
+//! scheduler's variables), [`serve`] (the HTTP server of `kd serve`), [`commands`] (one function
+//! per CLI command, each taking a request).
 //!
 //! From Rust, a command is one call, and its outputs are plain files:
 //!
@@ -58,6 +59,7 @@ pub mod nn;
 pub(crate) mod progress;
 pub mod report;
 pub mod run;
+pub mod serve;
 pub mod shard;
 pub mod training;
 

@@ -125,6 +125,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let n = commands::predict::run(&req)?;
             println!("wrote {n} predictions to {}", req.output.display());
         }
+        Command::Serve(args) => {
+            commands::serve::run(args.into_request()?, |addr| {
+                // One parseable line on stdout: scripts and tests read the port from it.
+                println!("listening on http://{addr}");
+            })?;
+        }
         Command::ParityDump {
             model,
             adapter,

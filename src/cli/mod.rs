@@ -8,11 +8,13 @@ use std::path::PathBuf;
 mod augment;
 mod device;
 mod eval;
+mod serve;
 mod tools;
 mod train;
 pub use augment::AugmentArgs;
 pub use device::DeviceArgs;
 pub use eval::{CompareArgs, ExportArgs, PredictArgs, ReportArgs};
+pub use serve::ServeArgs;
 pub use tools::{BenchArgs, CacheArgs};
 pub use train::{DistillArgs, SweepArgs, TrainArgs};
 
@@ -28,6 +30,7 @@ pub use train::{DistillArgs, SweepArgs, TrainArgs};
                   (kd sweep trains a T × α × seed grid of students from one cache)\n\
   3. kd compare   evaluates run folders side by side on the test split (accuracy, F1, NLL, ECE)\n\
   4. kd predict   labels new rows with a trained run; kd export writes it as a transformers folder\n\
+                  (kd serve answers predictions over HTTP, in text-embeddings-inference's shape)\n\
   5. kd bench     measures training and caching throughput; kd selftest checks a GPU against the CPU\n\n\
 Models are local checkpoint folders (config.json, model.safetensors, tokenizer.json) or Hub ids;\n\
 datasets are folders with train.* / test.* (AG News CSV, JSONL or Parquet; --text-column and\n\
@@ -90,6 +93,15 @@ pub enum Command {
     Export(ExportArgs),
     /// Label unlabelled rows with a trained run; writes row,label,label_name,logit_*,prob_* as CSV.
     Predict(PredictArgs),
+    /// Answer predictions over HTTP: POST /predict, GET /health, GET /metrics (Prometheus).
+    ///
+    /// /predict takes text-embeddings-inference's body ({"inputs": "a text"}, a pair
+    /// ["a", "b"], or a batch [["a"], ["b", "c"]]) and answers its shape: [{"score", "label"}]
+    /// per input, best first, plus the class "id". Requests are gathered into batches of up to
+    /// --max-batch rows within --max-wait-ms; past --queue-size waiting requests the answer is
+    /// 503. Prints `listening on http://HOST:PORT` once bound; SIGTERM or Ctrl-C stops it after
+    /// the requests in flight are answered.
+    Serve(ServeArgs),
     /// Measure training and logit-caching throughput (samples/s, tokens/s, peak memory, MFU).
     ///
     /// Times training steps and the caching pass on real AG News texts (repeated to fill the

@@ -10,6 +10,7 @@ pub mod parity_dump;
 pub mod predict;
 pub mod report;
 pub mod selftest;
+pub mod serve;
 pub mod sweep;
 pub mod teach;
 

@@ -74,8 +74,15 @@ impl TextTokenizer {
     /// Token ids (special tokens included) for each row, and where each pair's second segment
     /// starts (its token type 1): single texts, or pairs as transformers tokenizes them.
     pub fn encode_rows(&self, rows: &[Example]) -> Result<Encoded> {
+        Ok(self.encode_rows_marked(rows)?.0)
+    }
+
+    /// [`Self::encode_rows`], and whether truncation cut each row (`kd serve` refuses a text
+    /// that does not fit when the client asks it not to truncate).
+    pub fn encode_rows_marked(&self, rows: &[Example]) -> Result<(Encoded, Vec<bool>)> {
         use tokenizers::EncodeInput;
-        let (mut ids, mut starts) = (
+        let (mut ids, mut starts, mut cut) = (
+            Vec::with_capacity(rows.len()),
             Vec::with_capacity(rows.len()),
             Vec::with_capacity(rows.len()),
         );
@@ -107,9 +114,18 @@ impl TextTokenizer {
             for e in enc {
                 starts.push(e.get_type_ids().iter().position(|&t| t == 1));
                 ids.push(e.get_ids().to_vec());
+                // Truncation keeps what it cut as overflowing encodings.
+                cut.push(!e.get_overflowing().is_empty());
             }
         }
-        Ok((ids, starts))
+        Ok(((ids, starts), cut))
+    }
+
+    /// The most tokens a row keeps, special tokens included (its truncation length).
+    pub fn max_len(&self) -> usize {
+        self.inner
+            .get_truncation()
+            .map_or(usize::MAX, |t| t.max_length)
     }
 
     /// Token ids (special tokens included) for each text.

@@ -5,7 +5,8 @@ use crate::data::Batcher;
 use crate::error::Result;
 use crate::progress::progress_bar;
 
-/// Logits for `rows` (rows.len() × classes, in the order of `rows`), batched by length.
+/// Logits for `rows` (rows.len() × classes, in the order of `rows`), batched by length, with a
+/// progress bar named `what`.
 pub fn predict_logits(
     model: &TextClassifier,
     batcher: &Batcher,
@@ -13,12 +14,26 @@ pub fn predict_logits(
     batch_size: usize,
     what: &str,
 ) -> Result<Vec<f32>> {
+    let bar = progress_bar(rows.len(), what);
+    let out = logits_by_length(model, batcher, rows, batch_size, |n| bar.inc(n as u64))?;
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// [`predict_logits`] without the progress bar: `done(n)` is told after each batch of `n`
+/// rows. `kd serve` runs it per gathered batch, where a bar per batch would only flicker.
+pub fn logits_by_length(
+    model: &TextClassifier,
+    batcher: &Batcher,
+    rows: &[usize],
+    batch_size: usize,
+    mut done: impl FnMut(usize),
+) -> Result<Vec<f32>> {
     let classes = model.num_labels();
     let position: std::collections::HashMap<usize, usize> =
         rows.iter().enumerate().map(|(k, &r)| (r, k)).collect();
     let mut out = vec![0f32; rows.len() * classes];
     let plan = batcher.eval_plan(rows, batch_size.max(1));
-    let bar = progress_bar(rows.len(), what);
     let _no_grad = crate::nn::no_grad();
     for chunk in plan {
         let batch = batcher.batch(&chunk);
@@ -29,9 +44,8 @@ pub fn predict_logits(
             out[k * classes..(k + 1) * classes]
                 .copy_from_slice(&values[j * classes..(j + 1) * classes]);
         }
-        bar.inc(chunk.len() as u64);
+        done(chunk.len());
     }
-    bar.finish_and_clear();
     Ok(out)
 }
 

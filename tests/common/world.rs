@@ -49,7 +49,16 @@ pub struct World {
 
 impl World {
     pub fn new(train: usize, test: usize) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::in_dir(tempfile::tempdir().unwrap(), train, test)
+    }
+    /// A world in a new folder under `parent`: for a world that a static shares between a
+    /// file's tests (statics are never dropped, so it stays; under CARGO_TARGET_TMPDIR, cargo
+    /// clean removes it).
+    pub fn new_in(parent: &Path, train: usize, test: usize) -> Self {
+        std::fs::create_dir_all(parent).unwrap();
+        Self::in_dir(tempfile::tempdir_in(parent).unwrap(), train, test)
+    }
+    fn in_dir(dir: tempfile::TempDir, train: usize, test: usize) -> Self {
         write_roberta(&dir.path().join("roberta"), 1);
         write_bert(&dir.path().join("bert"), 2);
         write_dataset(&dir.path().join("data"), train, test, 3);
