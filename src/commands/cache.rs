@@ -8,7 +8,12 @@
 //! processes on any scheduler share the work without talking to each other; `--merge` joins
 //! the parts into the cache, bit for bit the one a single process writes (see
 //! [`crate::cache::merge`]).
-use crate::cache::{self, fingerprint_hex, CacheHeader, LogitCache, Pass, Shard};
+//!
+//! A teacher that cached its representations (`kd teach --cache-representations`) has them
+//! scored for the new rows in the same pass, so that `representations.bin` always describes
+//! the rows `logits.bin` does.
+use crate::cache::{self, fingerprint_hex, split_rows, CacheHeader, LogitCache, Pass, Shard};
+use crate::cache::{ReprCache, ReprHeader};
 use crate::data::{tokenize_rows, Dataset, Example};
 use crate::error::{KdError, Result};
 use crate::run::folder::files;
@@ -58,23 +63,37 @@ pub fn run(req: &CacheRequest) -> Result<String> {
         Some(_) => None,
         None => Some(StagedRun::begin_update(&teacher, !req.fresh)?),
     };
-    let (config, data, old, header) = read_teacher(&teacher, &req.unlabelled)?;
-    let unlabelled = data.parts().1;
+    let Teacher {
+        config,
+        data,
+        old,
+        old_repr,
+        header,
+    } = read_teacher(&teacher, &req.unlabelled)?;
+    let (header, unlabelled) = (&header, data.parts().1);
+    let width = old_repr.as_ref().map_or(0, |r| r.header().width);
     let parts = cache::parts_dir(&teacher);
     let scored = if req.merge {
-        cache::merge_parts(&parts, &header, req.chunk_rows)?
+        cache::merge_parts(&parts, header, req.chunk_rows, width)?
     } else {
         let staged_dir = staged.as_ref().map(StagedRun::dir);
-        match score(req, &teacher, &header, unlabelled, staged_dir)? {
+        match score(req, &teacher, header, (unlabelled, width), staged_dir)? {
             Scored::All(logits) => logits,
             Scored::Part(line) => return Ok(line),
         }
     };
-    let all = old.with_unlabelled(scored);
-    drop(old);
-    // Replace logits.bin and record the files in config.toml, as one change to the run folder.
+    let (logits, reprs) = split_rows(&scored, header.classes, width);
+    // Replace logits.bin (and representations.bin) and record the files in config.toml, as one
+    // change to the run folder.
     let staged = staged.expect("locked unless sharded");
-    cache::write(&staged.dir().join(files::LOGITS), &header, &all)?;
+    cache::write(&staged.dir().join(files::LOGITS), header, &old.with_unlabelled(logits))?;
+    if let Some(old) = &old_repr {
+        let mut all = old.gather(&(0..header.labelled).collect::<Vec<_>>());
+        all.extend(reprs);
+        let path = staged.dir().join(files::REPRESENTATIONS);
+        cache::repr::write(&path, &ReprHeader::of(header, width), &all)?;
+    }
+    drop((old, old_repr));
     let recorded = RunConfig {
         unlabelled: req.unlabelled.clone(),
         ..config
@@ -92,18 +111,28 @@ pub fn run(req: &CacheRequest) -> Result<String> {
     ))
 }
 
-/// Scores the unlabelled `rows` with the teacher: all of them, resumably in `staged` (the
-/// staging folder), or one shard's chunks into its part file.
+/// Scores the unlabelled `rows` with the teacher (their representations too, `width` wide, when
+/// it is not 0): all of them, resumably in `staged` (the staging folder), or one shard's chunks
+/// into its part file.
 fn score(
     req: &CacheRequest,
     teacher: &Path,
     header: &CacheHeader,
-    rows: &[Example],
+    (rows, width): (&[Example], usize),
     staged: Option<&Path>,
 ) -> Result<Scored> {
     let loaded = load_run(teacher, &req.device, req.dtype)?;
     let base = model_files(&loaded.checkpoint)?;
     check_base_model(teacher, &base)?;
+    if width > 0 && width != loaded.model.hidden_size() {
+        return Err(KdError::bad_file(
+            teacher.join(files::REPRESENTATIONS),
+            format!(
+                "holds representations of width {width}, the teacher's hidden size is {}: rerun kd teach with --cache-representations",
+                loaded.model.hidden_size()
+            ),
+        ));
+    }
     let pad_id = loaded.checkpoint.config.pad_id();
     let batcher = tokenize_rows(&loaded.tokenizer, rows, pad_id)?;
     let pass = Pass {
@@ -112,6 +141,7 @@ fn score(
         rows: rows.len(),
         batch_size: req.batch_size,
         chunk_rows: req.chunk_rows,
+        representations: width > 0,
     };
     let made = pass.made(
         header.run_id.as_deref().unwrap_or_default(),
@@ -156,13 +186,21 @@ fn check_base_model(teacher: &Path, now: &BTreeMap<String, String>) -> Result<()
     }
 }
 
-/// The finished teacher at `teacher`: its config, its labelled rows (as it read them) with the
-/// new `unlabelled` rows, its cache (checked against those labelled rows), and the header of
-/// the cache that scores the new rows.
-fn read_teacher(
-    teacher: &Path,
-    unlabelled: &[PathBuf],
-) -> Result<(RunConfig, Dataset, LogitCache, CacheHeader)> {
+/// A finished teacher about to score new unlabelled rows.
+struct Teacher {
+    config: RunConfig,
+    /// Its labelled rows (as it read them) with the new unlabelled rows.
+    data: Dataset,
+    /// Its cache, checked against those labelled rows.
+    old: LogitCache,
+    /// Its representations, when it cached them (checked against `old`).
+    old_repr: Option<ReprCache>,
+    /// The header of the cache that scores the new rows.
+    header: CacheHeader,
+}
+
+/// The finished teacher at `teacher`, with the new `unlabelled` rows.
+fn read_teacher(teacher: &Path, unlabelled: &[PathBuf]) -> Result<Teacher> {
     check_one_run(teacher)?;
     let config = RunConfig::from_file(&teacher.join(files::CONFIG))?;
     let run_id = config.run_id.clone().ok_or_else(|| {
@@ -177,5 +215,19 @@ fn read_teacher(
     old.check_matches(labelled, &[], &[])?;
     let h = old.header();
     let header = CacheHeader::new(labelled, new_rows, h.classes, h.teacher.clone(), &run_id);
-    Ok((config, data, old, header))
+    let repr_path = teacher.join(files::REPRESENTATIONS);
+    let old_repr = match repr_path.is_file() {
+        true => Some(ReprCache::open(&repr_path)?),
+        false => None,
+    };
+    if let Some(r) = &old_repr {
+        r.check_matches(&old)?;
+    }
+    Ok(Teacher {
+        config,
+        data,
+        old,
+        old_repr,
+        header,
+    })
 }

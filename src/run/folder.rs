@@ -5,7 +5,7 @@ use super::identity::Inputs;
 use super::prepare::Prepared;
 use super::staging::StagedRun;
 use crate::error::Result;
-use crate::model::{adapter, TextClassifier};
+use crate::model::{adapter, NamedVar, TextClassifier};
 use crate::training::calibration::Calibration;
 use crate::training::{MetricsLog, Progress, TrainState};
 use serde::Serialize;
@@ -106,11 +106,13 @@ impl OpenRun {
 /// Starts the run of `cfg` into its staged folder, or continues the interrupted one found there
 /// (unless `--fresh`) when it was made with the same settings and inputs (see [`Inputs`]: the
 /// base model, the rows `p` prepared, the teachers' logits, the dtype and kernels).
-pub fn open_run(cfg: &RunConfig, p: &Prepared, model: &TextClassifier) -> Result<OpenRun> {
+/// `params` are the tensors the run trains (the model's and its objective's), in the order the
+/// checkpoints keep them.
+pub fn open_run(cfg: &RunConfig, p: &Prepared, params: &[NamedVar]) -> Result<OpenRun> {
     let inputs = Inputs::of(cfg, p)?;
     let (mut run, kept) = StagedRun::begin_resumable(&cfg.out, !cfg.train.fresh)?;
     let key = settings_key(cfg, &inputs.data);
-    let names = model.trainable().iter().map(|nv| nv.name.clone()).collect();
+    let names = params.iter().map(|nv| nv.name.clone()).collect();
     let every = cfg.train.checkpoint_every;
     let checkpoints = RunCheckpoints::new(run.dir(), key, inputs.clone(), names, every);
     let resume = if kept { checkpoints.load()? } else { None };

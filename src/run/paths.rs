@@ -306,6 +306,8 @@ fn inside(flag: &str, out: &Path, folder: &Path) -> String {
     use crate::model::adapter::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
     let own = [files::CONFIG, files::METRICS, files::SUMMARY, files::LOGITS]
         .into_iter()
+        .chain([files::REPRESENTATIONS])
+        .into_iter()
         .chain([ADAPTER_CONFIG, ADAPTER_WEIGHTS])
         .any(|f| f == name);
     let what = if own {
