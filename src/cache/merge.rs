@@ -151,7 +151,10 @@ fn check_made_for(
         (ROWS, Some(fingerprint_hex(header.unlabelled_fingerprint))),
         (CHUNK_ROWS, Some(chunk_rows.to_string())),
         (PART, Some(format!("{}/{}", shard.index, shard.count))),
-        (REPRESENTATIONS, (repr_width > 0).then(|| repr_width.to_string())),
+        (
+            REPRESENTATIONS,
+            (repr_width > 0).then(|| repr_width.to_string()),
+        ),
     ];
     let none = || "(none)".to_string();
     let differs: Vec<String> = wanted

@@ -84,7 +84,14 @@ impl Pass<'_> {
     pub fn chunk(&self, k: usize) -> Result<Vec<f32>> {
         let rows: Vec<usize> = self.chunk_range(k).collect();
         let (model, batcher) = (self.model, self.batcher);
-        predict_rows(model, batcher, &rows, self.batch_size, "cache", self.representations)
+        predict_rows(
+            model,
+            batcher,
+            &rows,
+            self.batch_size,
+            "cache",
+            self.representations,
+        )
     }
 
     /// What this pass's chunks are made from: the teacher run `run_id` (its trained weights) on

@@ -82,7 +82,10 @@ pub fn write(path: &Path, header: &ReprHeader, values: &[f32]) -> Result<()> {
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(KdError::bad_file(
             path,
-            format!("the teacher's representation of row {} is not finite: the teacher diverged", i / width + 1),
+            format!(
+                "the teacher's representation of row {} is not finite: the teacher diverged",
+                i / width + 1
+            ),
         ));
     }
     let data: Vec<u8> = values
@@ -254,7 +257,11 @@ impl ReprCache {
             return Ok(());
         }
         let rows = |n: usize, f: u128, u: u128| {
-            format!("{n} rows, fingerprints {} / {}", fingerprint_hex(f), fingerprint_hex(u))
+            format!(
+                "{n} rows, fingerprints {} / {}",
+                fingerprint_hex(f),
+                fingerprint_hex(u)
+            )
         };
         Err(KdError::bad_file(
             &self.path,
@@ -311,12 +318,18 @@ mod tests {
         assert_eq!(cache.header(), &header());
         assert_eq!(read_header(&path).unwrap(), header());
         // Halves are exact in bf16.
-        assert_eq!(cache.gather(&[2, 0]), [&values[8..12], &values[0..4]].concat());
+        assert_eq!(
+            cache.gather(&[2, 0]),
+            [&values[8..12], &values[0..4]].concat()
+        );
         let bytes = std::fs::read(&path).unwrap();
         let cut = dir.path().join("cut.bin");
         std::fs::write(&cut, &bytes[..bytes.len() - 2]).unwrap();
         let err = ReprCache::open(&cut).unwrap_err().to_string();
-        assert!(err.contains("cut.bin") && err.contains("truncated"), "{err}");
+        assert!(
+            err.contains("cut.bin") && err.contains("truncated"),
+            "{err}"
+        );
         let mut flipped = bytes.clone();
         flipped[HEADER_LEN + 5] ^= 0x10;
         std::fs::write(&cut, &flipped).unwrap();

@@ -86,7 +86,11 @@ pub fn run(req: &CacheRequest) -> Result<String> {
     // Replace logits.bin (and representations.bin) and record the files in config.toml, as one
     // change to the run folder.
     let staged = staged.expect("locked unless sharded");
-    cache::write(&staged.dir().join(files::LOGITS), header, &old.with_unlabelled(logits))?;
+    cache::write(
+        &staged.dir().join(files::LOGITS),
+        header,
+        &old.with_unlabelled(logits),
+    )?;
     if let Some(old) = &old_repr {
         let mut all = old.gather(&(0..header.labelled).collect::<Vec<_>>());
         all.extend(reprs);

@@ -62,7 +62,12 @@ fn train_student(cfg: &RunConfig, p: &Prepared) -> Result<Summary> {
     };
     let mut open = open_run(cfg, p, &trained(&model, &objective))?;
     let projected = extra.first().map_or(0, |m| m.params);
-    tracing::info!(trainable = count, projection = projected, budget = d.budget, "student");
+    tracing::info!(
+        trainable = count,
+        projection = projected,
+        budget = d.budget,
+        "student"
+    );
     let progress = open.progress();
     let report = train(
         &model, &p.batcher, &p.data, &cfg.train, &objective, progress,

@@ -29,7 +29,12 @@ pub fn predict_rows(
     representations: bool,
 ) -> Result<Vec<f32>> {
     let classes = model.num_labels();
-    let width = classes + if representations { model.hidden_size() } else { 0 };
+    let width = classes
+        + if representations {
+            model.hidden_size()
+        } else {
+            0
+        };
     let position: std::collections::HashMap<usize, usize> =
         rows.iter().enumerate().map(|(k, &r)| (r, k)).collect();
     let mut out = vec![0f32; rows.len() * width];
@@ -40,7 +45,10 @@ pub fn predict_rows(
         let batch = batcher.batch(&chunk);
         let values = if representations {
             let (logits, repr) = model.forward_with_representation(&batch, None)?;
-            Tensor::cat(&[logits.to_dtype(DType::F32)?, repr.to_dtype(DType::F32)?], 1)?
+            Tensor::cat(
+                &[logits.to_dtype(DType::F32)?, repr.to_dtype(DType::F32)?],
+                1,
+            )?
         } else {
             model.forward(&batch, None)?
         };

@@ -110,7 +110,7 @@ pub fn check_training_budget(
         let while_training = if training_only.is_empty() {
             String::new()
         } else {
-            format!(" while training ({own} exported, plus the modules marked{TRAINING_ONLY}: trained beside it, never exported, but counted until training ends)")
+            format!(" while training ({own} of its own, which it exports, and {} in the modules marked{TRAINING_ONLY}, trained beside it but never exported)", count - own)
         };
         return Err(crate::error::KdError::OverBudget {
             count,

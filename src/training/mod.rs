@@ -14,8 +14,8 @@ pub(crate) mod trainer;
 
 pub use inference::{evaluate_examples, evaluate_file, FileEvaluation};
 pub use log::MetricsLog;
+pub use repr::{Projection, ReprLoss, ReprTerm};
 pub use selection::Select;
 pub use state::{Checkpoints, TrainState};
-pub use repr::{Projection, ReprLoss, ReprTerm};
 pub use step::{new_optimizer, step_loss, train_step, trained, Objective, StepLoss, TrainSettings};
 pub use trainer::{train, Progress, TrainReport};

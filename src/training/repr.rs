@@ -56,7 +56,11 @@ impl Projection {
     ) -> Result<Self> {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x7265_7072_5f70_726f);
         let std = (1.0 / student as f32).sqrt();
-        let w = Tensor::from_vec(normal(&mut rng, student * teacher, std), (teacher, student), device)?;
+        let w = Tensor::from_vec(
+            normal(&mut rng, student * teacher, std),
+            (teacher, student),
+            device,
+        )?;
         Ok(Self {
             weight: Var::from_tensor(&w.to_dtype(dtype)?)?,
             bias: Var::zeros(teacher, dtype, device)?,
@@ -112,7 +116,11 @@ impl ReprTerm<'_> {
     /// of the cache rows `rows`.
     pub fn loss(&self, student: &Tensor, rows: &[usize]) -> Result<Tensor> {
         let width = self.cache.header().width;
-        let teacher = Tensor::from_vec(self.cache.gather(rows), (rows.len(), width), student.device())?;
+        let teacher = Tensor::from_vec(
+            self.cache.gather(rows),
+            (rows.len(), width),
+            student.device(),
+        )?;
         repr_loss(&self.projection.forward(student)?, &teacher, self.loss)
     }
 
@@ -142,7 +150,11 @@ mod tests {
         let mse = repr_loss(&p, &t, ReprLoss::Mse)?.to_scalar::<f32>()?;
         assert!((mse - 2.5).abs() < 1e-6, "{mse}");
         let proj = Projection::new(3, 5, 1, DType::F32, &dev)?;
-        assert_eq!(proj.forward(&Tensor::zeros((2, 3), DType::F32, &dev)?)?.dims(), [2, 5]);
+        assert_eq!(
+            proj.forward(&Tensor::zeros((2, 3), DType::F32, &dev)?)?
+                .dims(),
+            [2, 5]
+        );
         assert_eq!(Projection::count(3, 5), 20);
         Ok(())
     }

@@ -87,8 +87,7 @@ impl Objective<'_> {
     /// Tensors the objective trains beside the model's (the representation projection): they
     /// are optimised, clipped and checkpointed with the model's, and never exported.
     pub fn trainable(&self) -> Vec<NamedVar> {
-        self.repr()
-            .map_or_else(Vec::new, |r| r.projection.named())
+        self.repr().map_or_else(Vec::new, |r| r.projection.named())
     }
 }
 
@@ -133,7 +132,10 @@ pub fn train_step(
     opt.step(&grads, lr)?;
     Ok(StepLoss {
         total: loss.to_scalar::<f32>()? as f64,
-        repr: repr.map(|r| r.to_scalar::<f32>()).transpose()?.map(f64::from),
+        repr: repr
+            .map(|r| r.to_scalar::<f32>())
+            .transpose()?
+            .map(f64::from),
     })
 }
 
