@@ -208,6 +208,40 @@ fn kd_cache_keeps_the_representations_in_step_sharded_or_not() {
     }
 }
 
+#[test]
+fn kd_cache_adds_representations_to_a_teacher_that_has_none() {
+    let (w, u) = world();
+    ok(teach(&w, "t", &["--unlabelled", &u]));
+    let t = Path::new(&w.p("t")).to_path_buf();
+    let logits_before = std::fs::read(t.join("logits.bin")).unwrap();
+    let teacher = w.p("t");
+    let cache = |extra: &[&str]| {
+        let args = [
+            &["cache", &teacher, "--unlabelled", &u, "--device", "cpu"],
+            extra,
+        ]
+        .concat();
+        kd(&args, &[])
+    };
+    let err = fails(cache(&["--representations", "--shard", "0/2"]));
+    assert!(err.contains("without --shard/--merge"), "{err}");
+    let line = ok(cache(&["--representations"]));
+    assert!(line.contains("48 wide"), "{line}");
+    let reprs = ReprCache::open(&t.join("representations.bin")).unwrap();
+    let logits = LogitCache::open(&t.join("logits.bin")).unwrap();
+    reprs.check_matches(&logits).unwrap();
+    assert_eq!(reprs.header().rows, logits.header().rows);
+    // The labelled rows' logits are kept as the teacher cached them when it was trained.
+    let before = &logits_before[kd::cache::HEADER_LEN..][..logits.header().labelled * 4 * 4];
+    let after = std::fs::read(t.join("logits.bin")).unwrap();
+    assert!(&after[kd::cache::HEADER_LEN..][..before.len()] == before);
+    ok(w.distill(
+        "t",
+        "s",
+        &["--unlabelled", &u, "--repr-weight", "1", "--max-steps", "2"],
+    ));
+}
+
 /// `kd distill` of the BERT student from `teacher` must fail before writing anything.
 fn refused(w: &World, teacher: &str, extra: &[&str]) -> String {
     let err = fails(w.distill(teacher, "s", extra));
