@@ -71,6 +71,10 @@ fn a_roberta_teacher_teaches_a_narrower_bert_student_through_its_representations
     let sum = summary(&s);
     let teachers = sum["inputs"]["teachers"][0].as_str().unwrap().to_string();
     assert!(teachers.contains("representations CRC-32"), "{teachers}");
+    assert_eq!(
+        (sum["repr_weight"].as_f64(), sum["repr_loss"].as_str()),
+        (Some(1.0), Some("cosine"))
+    );
     // The exported student counts its own tensors only, as a β = 0 student does.
     ok(w.distill("t", "plain", &["--unlabelled", &u, "--max-steps", "1"]));
     assert_eq!(

@@ -59,6 +59,11 @@ pub struct Summary {
     pub temperature: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha: Option<f64>,
+    /// The representation term's weight β and comparison (students with β > 0 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repr_weight: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repr_loss: Option<crate::training::ReprLoss>,
     /// What the run was made from (base model, rows, test split, teachers, kernels): a rerun of
     /// `kd sweep` reuses the run only if these are unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]

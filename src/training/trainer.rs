@@ -174,9 +174,9 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// One optimizer step on `rows`; returns its loss and learning rate. Dropout is drawn from
+    /// One optimizer step on `rows`; returns its losses and learning rate. Dropout is drawn from
     /// (seed, step), so a resumed step draws the masks it drew the first time.
-    fn step(&mut self, rows: &[usize]) -> Result<(f64, f64)> {
+    fn step(&mut self, rows: &[usize]) -> Result<(StepLoss, f64)> {
         let (s, step) = (self.s, self.st.step);
         let started = Instant::now();
         let batch = self.batcher.batch(rows);
@@ -203,7 +203,7 @@ impl<'a> Run<'a> {
         st.tokens += batch.real_tokens();
         st.step += 1;
         st.window = (st.window.0 + loss, st.window.1 + 1);
-        Ok((loss, lr))
+        Ok((step_loss, lr))
     }
 
     /// Refuses a diverged step: a run that diverged never becomes a finished run folder. The
@@ -218,21 +218,26 @@ impl<'a> Run<'a> {
         check_loss(loss.total - term.weight * repr, ceiling, step)
     }
 
-    /// The progress bar after every step; a metrics line (the window's mean loss) every
-    /// `log_every` steps and after the last.
-    fn report_step(&mut self, epoch: usize, loss: f64, lr: f64) -> Result<()> {
-        let st = &mut self.st;
+    /// The progress bar after every step; a metrics line (the window's mean loss, and the
+    /// representation term of its last step when there is one) every `log_every` steps and
+    /// after the last.
+    fn report_step(&mut self, epoch: usize, step_loss: StepLoss, lr: f64) -> Result<()> {
+        let (st, loss) = (&mut self.st, step_loss.total);
         self.bar.inc(1);
         self.bar.set_message(format!(
             "epoch {epoch} loss {loss:.4} lr {lr:.2e} {:.1} samples/s",
             st.samples as f64 / st.seconds
         ));
         if st.step.is_multiple_of(self.s.log_every.max(1)) || st.step == self.total {
-            self.log.write(json!({
+            let mut line = json!({
                 "step": st.step, "epoch": epoch, "loss": st.window.0 / st.window.1 as f64,
                 "lr": lr, "samples_per_s": st.samples as f64 / st.seconds,
                 "tokens_per_s": st.tokens as f64 / st.seconds,
-            }))?;
+            });
+            if let Some(r) = step_loss.repr {
+                line["repr_loss"] = json!(r);
+            }
+            self.log.write(line)?;
             st.window = (0.0, 0);
         }
         Ok(())
