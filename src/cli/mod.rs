@@ -70,7 +70,9 @@ pub enum Command {
     /// --unlabelled, in one step. Large transfer sets: run `--shard i/N` for i = 0..N-1 anywhere
     /// (a SLURM array, a Kubernetes Job: `--shard auto` reads i/N from their variables), each
     /// writing TEACHER.cache-parts/part-i-of-N.bin, then `--merge` (same --unlabelled): the
-    /// result equals a single process's, bit for bit. See deploy/ in kd's repository.
+    /// result equals a single process's, bit for bit. See deploy/ in kd's repository. A teacher
+    /// with representations.bin has the new rows' representations scored too;
+    /// `--representations` adds them to a teacher without.
     Cache(CacheArgs),
     /// Write N variants of every row (masking, shuffles, n-grams) as an unlabelled transfer file.
     ///
