@@ -61,12 +61,14 @@ pub enum KdError {
 
     /// The student has more trainable parameters than the budget allows.
     #[error(
-        "the student has {count} trainable parameters, over the budget of {budget}:\n{breakdown}"
+        "the student has {count} trainable parameters{while_training}, over the budget of {budget}:\n{breakdown}"
     )]
     OverBudget {
         count: usize,
         budget: usize,
         breakdown: String,
+        /// Empty, or what the count holds beyond the exported student.
+        while_training: String,
     },
 
     /// A chart of `kd report` could not be drawn.

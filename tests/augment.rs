@@ -106,6 +106,14 @@ fn bad_input_is_refused_before_anything_is_written() {
     std::fs::write(&empty, "{\"text\": \"fine row\"}\n{\"text\": \" \"}\n").unwrap();
     let err = refused(&[&empty], &out, "2", &[]);
     assert!(err.contains("empty.jsonl, row 2: empty text"), "{err}");
+    // A file without rows, and one whose every row is skipped: nothing to score.
+    let none = w.p("none.jsonl");
+    std::fs::write(&none, "\n\n").unwrap();
+    assert!(refused(&[&none], &out, "2", &[]).contains("none.jsonl: no rows"));
+    let only_short = w.p("only_short.jsonl");
+    std::fs::write(&only_short, "{\"text\": \"alone\"}\n").unwrap();
+    let err = refused(&[&only_short], &out, "2", &["--skip-short"]);
+    assert!(err.contains("no row had a variant"), "{err}");
     // No variants, a probability outside [0, 1], masking and shuffles over one draw.
     assert!(refused(&[&u], &out, "0", &[]).contains("--variants"));
     let err = refused(&[&u], &out, "2", &["--mask-prob", "1.5"]);

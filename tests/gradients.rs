@@ -1,13 +1,15 @@
 //! Gradients are checked, not assumed: candle's fused LayerNorm and softmax have no backward
 //! pass, so kd attaches its own. These tests show that every trainable tensor receives a
 //! gradient, that frozen weights receive none, and that the gradients are the derivatives of
-//! the loss (central finite differences in f64).
+//! the loss (central finite differences in f64), the representation term's included.
 mod common;
 
 use candle_core::{DType, Device, Tensor};
 use kd::data::{Batch, Batcher, TextTokenizer};
-use kd::model::{Checkpoint, LoraSpec, TargetModules, TextClassifier};
+use kd::model::{Checkpoint, LoraSpec, NamedVar, TargetModules, TextClassifier};
 use kd::training::loss::distillation;
+use kd::training::repr::repr_loss;
+use kd::training::{Projection, ReprLoss};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -68,8 +70,12 @@ fn setup(kind: &str, dtype: DType) -> (tempfile::TempDir, TextClassifier, Batch)
 }
 
 fn loss(model: &TextClassifier, batch: &Batch, rng: Option<&mut StdRng>) -> Tensor {
+    kd_term(&model.forward(batch, rng).unwrap(), batch)
+}
+
+/// The distillation loss of `logits` against fixed teacher logits and the batch's labels.
+fn kd_term(logits: &Tensor, batch: &Batch) -> Tensor {
     let dev = Device::Cpu;
-    let logits = model.forward(batch, rng).unwrap();
     let teacher = Tensor::new(
         &[
             [1.0f32, -0.5, 0.2, 0.0],
@@ -83,7 +89,7 @@ fn loss(model: &TextClassifier, batch: &Batch, rng: Option<&mut StdRng>) -> Tens
     .unwrap();
     let labels = Tensor::from_slice(&batch.labels, batch.batch_size, &dev).unwrap();
     distillation(
-        &logits,
+        logits,
         &teacher.to_dtype(logits.dtype()).unwrap(),
         &labels,
         2.0,
@@ -144,16 +150,23 @@ fn every_trainable_tensor_gets_a_gradient_roberta() {
 /// Central differences on a sample of entries of every LoRA and head tensor, in f64.
 fn finite_differences(kind: &str) {
     let (_dir, model, batch) = setup(kind, DType::F64);
-    let l0 = loss(&model, &batch, None);
+    let checked = central_differences(kind, model.trainable(), || loss(&model, &batch, None));
+    assert_eq!(checked, 3 * model.trainable().len());
+}
+
+/// Checks the gradient of `f` (an f64 loss) against central differences on three entries of
+/// each of `params`; returns how many entries it checked.
+fn central_differences(kind: &str, params: &[NamedVar], f: impl Fn() -> Tensor) -> usize {
+    let l0 = f();
     assert_eq!(l0.dtype(), DType::F64);
     let grads = l0.backward().unwrap();
     let mut rng = StdRng::seed_from_u64(1);
     let h = 1e-5;
     let mut checked = 0;
-    for nv in model.trainable() {
+    for nv in params {
         let analytic: Vec<f64> = grads
             .get(nv.var.as_tensor())
-            .unwrap()
+            .unwrap_or_else(|| panic!("{kind}: {} has no gradient", nv.name))
             .flatten_all()
             .unwrap()
             .to_vec1()
@@ -168,7 +181,7 @@ fn finite_differences(kind: &str) {
                 nv.var
                     .set(&Tensor::from_vec(v, original.shape(), &Device::Cpu).unwrap())
                     .unwrap();
-                loss(&model, &batch, None).to_scalar::<f64>().unwrap()
+                f().to_scalar::<f64>().unwrap()
             };
             let numeric = (at(h) - at(-h)) / (2.0 * h);
             nv.var.set(&original).unwrap();
@@ -182,7 +195,44 @@ fn finite_differences(kind: &str) {
             checked += 1;
         }
     }
-    assert_eq!(checked, 3 * model.trainable().len());
+    checked
+}
+
+/// The representation term: α·T²·KL + (1−α)·CE + β·L_repr, the student's representation
+/// projected from the tiny encoder's 32 dimensions to a wider teacher's 40.
+/// Every trainable tensor, the projection included, gets the derivative of the whole loss.
+fn finite_differences_with_representations(kind: &str, repr: ReprLoss) {
+    let (_dir, model, batch) = setup(kind, DType::F64);
+    let (rows, teacher_width) = (batch.batch_size, 40);
+    let projection = Projection::new(32, teacher_width, 3, DType::F64, &Device::Cpu).unwrap();
+    // A non-zero bias, so that its gradient is checked away from the origin too.
+    let bias = &projection.named()[1].var;
+    bias.set(&Tensor::full(0.1f64, teacher_width, &Device::Cpu).unwrap())
+        .unwrap();
+    let teacher: Vec<f64> = (0..rows * teacher_width)
+        .map(|i| (i as f64 * 0.37).sin() * 2.0)
+        .collect();
+    let teacher = Tensor::from_vec(teacher, (rows, teacher_width), &Device::Cpu).unwrap();
+    let total = || {
+        let (logits, student) = model.forward_with_representation(&batch, None).unwrap();
+        let projected = projection.forward(&student).unwrap();
+        let r = repr_loss(&projected, &teacher, repr).unwrap();
+        (kd_term(&logits, &batch) + (r * 0.7).unwrap()).unwrap()
+    };
+    let mut params = model.trainable().to_vec();
+    params.extend(projection.named());
+    let checked = central_differences(kind, &params, total);
+    assert_eq!(checked, 3 * params.len());
+}
+
+#[test]
+fn finite_differences_with_cosine_representations_bert() {
+    finite_differences_with_representations("bert", ReprLoss::Cosine);
+}
+
+#[test]
+fn finite_differences_with_mse_representations_roberta() {
+    finite_differences_with_representations("roberta", ReprLoss::Mse);
 }
 
 #[test]

@@ -11,7 +11,7 @@
 //! other kernels, batch sizes or base model), since those would not merge to one pass's bits.
 use super::block::{read_block, write_block, Block, Made};
 use super::file::{fingerprint_hex, CacheHeader};
-use super::pass::{Pass, CHUNK_ROWS, ROWS, SCORED_BY, TEACHER_RUN};
+use super::pass::{Pass, CHUNK_ROWS, REPRESENTATIONS, ROWS, SCORED_BY, TEACHER_RUN};
 use crate::error::{KdError, Result};
 use crate::shard::Shard;
 use std::path::{Path, PathBuf};
@@ -47,7 +47,7 @@ pub fn write_part(
     let part = part_path(dir, shard);
     let mut made = made.clone();
     made.insert(PART.into(), format!("{}/{}", shard.index, shard.count));
-    let classes = pass.model.num_labels();
+    let classes = pass.columns();
     write_block(&part, &made, classes, &logits)?;
     let _ = std::fs::remove_dir_all(&chunks);
     Ok((part, logits.len() / classes.max(1)))
@@ -55,12 +55,18 @@ pub fn write_part(
 
 /// Reads every part of a sharded pass and interleaves their chunks back into row order,
 /// refusing parts that are missing, damaged, made for other rows, another teacher run or
-/// another chunk size, or scored differently from the others.
-pub fn merge_parts(dir: &Path, header: &CacheHeader, chunk_rows: usize) -> Result<Vec<f32>> {
-    let parts = open_parts(dir, header, chunk_rows)?;
+/// another chunk size, or scored differently from the others. Each row holds its logits and,
+/// when `repr_width` > 0, its representation (see [`Pass::columns`]).
+pub fn merge_parts(
+    dir: &Path,
+    header: &CacheHeader,
+    chunk_rows: usize,
+    repr_width: usize,
+) -> Result<Vec<f32>> {
+    let parts = open_parts(dir, header, chunk_rows, repr_width)?;
     let count = parts.len();
     let total = header.rows - header.labelled;
-    let classes = header.classes;
+    let classes = header.classes + repr_width;
     let mut out = Vec::with_capacity(total * classes);
     let mut next_row = vec![0usize; count];
     for (k, chunk_len) in (0..total)
@@ -90,6 +96,7 @@ fn open_parts(
     dir: &Path,
     header: &CacheHeader,
     chunk_rows: usize,
+    repr_width: usize,
 ) -> Result<Vec<(PathBuf, Block)>> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| KdError::io(dir, e))?
@@ -120,7 +127,7 @@ fn open_parts(
         }
         let remedy = format!("score it again with kd cache --shard {index}/{count}");
         let part = read_block(&path, &remedy)?;
-        check_made_for(&path, &part, header, chunk_rows, shard)?;
+        check_made_for(&path, &part, header, (chunk_rows, repr_width), shard)?;
         if let Some((first, block)) = parts.first() {
             check_scored_alike(first, block, &path, &part)?;
         }
@@ -130,29 +137,35 @@ fn open_parts(
 }
 
 /// Refuses a part of another pass: other rows, another run of the teacher, another chunk size
-/// or shard, another number of classes.
+/// or shard, representations where the pass has none (or the other way round, or of another
+/// width), another number of classes.
 fn check_made_for(
     path: &Path,
     part: &Block,
     header: &CacheHeader,
-    chunk_rows: usize,
+    (chunk_rows, repr_width): (usize, usize),
     shard: Shard,
 ) -> Result<()> {
     let wanted = [
-        (TEACHER_RUN, header.run_id.clone().unwrap_or_default()),
-        (ROWS, fingerprint_hex(header.unlabelled_fingerprint)),
-        (CHUNK_ROWS, chunk_rows.to_string()),
-        (PART, format!("{}/{}", shard.index, shard.count)),
+        (TEACHER_RUN, Some(header.run_id.clone().unwrap_or_default())),
+        (ROWS, Some(fingerprint_hex(header.unlabelled_fingerprint))),
+        (CHUNK_ROWS, Some(chunk_rows.to_string())),
+        (PART, Some(format!("{}/{}", shard.index, shard.count))),
+        (
+            REPRESENTATIONS,
+            (repr_width > 0).then(|| repr_width.to_string()),
+        ),
     ];
+    let none = || "(none)".to_string();
     let differs: Vec<String> = wanted
         .iter()
-        .filter(|(k, v)| part.made.get(*k) != Some(v))
+        .filter(|(k, v)| part.made.get(*k) != v.as_ref())
         .map(|(k, v)| {
-            let was = part.made.get(*k).map_or("(none)", String::as_str);
-            format!("{k} {was}, this pass {v}")
+            let was = part.made.get(*k).cloned().unwrap_or_else(none);
+            format!("{k} {was}, this pass {}", v.clone().unwrap_or_else(none))
         })
         .collect();
-    if differs.is_empty() && part.classes == header.classes {
+    if differs.is_empty() && part.classes == header.classes + repr_width {
         return Ok(());
     }
     Err(KdError::bad_file(

@@ -3,7 +3,8 @@
 //! (chunks and parts, each recording what scored it: [`block`]), the caching pass that scores
 //! rows into it chunk by chunk and resumes ([`pass`]), its sharing out between processes and
 //! the merge of their parts ([`merge`]), and several teachers' caches read as one
-//! ([`ensemble`]).
+//! ([`ensemble`]); beside it, the teacher's sentence representations, `representations.bin`
+//! ([`repr`]), which the same pass scores when asked.
 //!
 //! The pass batches each chunk on its own, so a chunk's logits do not depend on the rows
 //! outside it: a resumed pass, a single pass and N merged shards write the same bits.
@@ -12,6 +13,7 @@ pub(crate) mod ensemble;
 pub(crate) mod file;
 pub(crate) mod merge;
 pub(crate) mod pass;
+pub mod repr;
 
 pub use crate::shard::Shard;
 pub use block::Made;
@@ -21,4 +23,5 @@ pub use file::{
     HEADER_LEN,
 };
 pub use merge::{merge_parts, parts_dir, write_part};
-pub use pass::{is_chunk_file, Pass, CACHE_CHUNK_ROWS};
+pub use pass::{is_chunk_file, split_rows, Pass, CACHE_CHUNK_ROWS};
+pub use repr::{ReprCache, ReprHeader};

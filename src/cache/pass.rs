@@ -5,12 +5,18 @@
 //! A kept chunk is a [`block`](super::block) that records what scored it: it is reused only by a
 //! pass of the same teacher run, base model, rows, chunk size, kernels and batch size (else it
 //! is scored again, with a warning), and a damaged one is refused by name.
+//!
+//! A pass that also caches the teacher's representations (`kd teach --cache-representations`)
+//! keeps each row's logits and representation side by side in its blocks (classes + hidden
+//! values a row), so resuming and sharding carry them unchanged; they are split into
+//! `logits.bin` and `representations.bin` at the end.
 use super::block::{changes, read_block, write_block, Made};
 use super::file::{write, CacheHeader};
+use super::repr::{self, ReprHeader};
 use crate::data::Batcher;
 use crate::error::{KdError, Result};
 use crate::interrupt::{fault_point, stop_point_after, stop_requested};
-use crate::model::{predict_logits, TextClassifier};
+use crate::model::{predict_rows, TextClassifier};
 use crate::shard::Shard;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -29,6 +35,9 @@ const CHUNK: &str = "chunk";
 /// … and how it was scored: base model files, dtype and kernels, batch size (a batch's padding
 /// changes the products' shapes, so their rounding).
 pub(crate) const SCORED_BY: [&str; 3] = ["base model", "kernels", "batch size"];
+/// Present only in the blocks of a pass that caches representations: their width. Blocks of a
+/// logits-only pass keep the fields they always had.
+pub(crate) const REPRESENTATIONS: &str = "representations";
 
 /// What to do about a damaged kept chunk.
 const FRESH: &str = "rerun with --fresh to start over";
@@ -42,6 +51,8 @@ pub struct Pass<'a> {
     pub rows: usize,
     pub batch_size: usize,
     pub chunk_rows: usize,
+    /// Whether each row's representation is scored too (after its logits).
+    pub representations: bool,
 }
 
 impl Pass<'_> {
@@ -55,10 +66,32 @@ impl Pass<'_> {
         k * chunk_rows..((k + 1) * chunk_rows).min(self.rows)
     }
 
-    /// The logits of chunk `k`.
+    /// The width of the representations the pass scores (0 when it scores logits alone).
+    pub fn repr_width(&self) -> usize {
+        if self.representations {
+            self.model.hidden_size()
+        } else {
+            0
+        }
+    }
+
+    /// The values each row gets: its logits, then its representation.
+    pub fn columns(&self) -> usize {
+        self.model.num_labels() + self.repr_width()
+    }
+
+    /// The values of chunk `k`'s rows (rows × [`Self::columns`]).
     pub fn chunk(&self, k: usize) -> Result<Vec<f32>> {
         let rows: Vec<usize> = self.chunk_range(k).collect();
-        predict_logits(self.model, self.batcher, &rows, self.batch_size, "cache")
+        let (model, batcher) = (self.model, self.batcher);
+        predict_rows(
+            model,
+            batcher,
+            &rows,
+            self.batch_size,
+            "cache",
+            self.representations,
+        )
     }
 
     /// What this pass's chunks are made from: the teacher run `run_id` (its trained weights) on
@@ -66,14 +99,18 @@ impl Pass<'_> {
     /// scored with `kernels`; the chunk size and batch size are the pass's own.
     pub fn made(&self, run_id: &str, base_model: &str, rows: &str, kernels: &str) -> Made {
         let [base, kern, batch] = SCORED_BY;
-        Made::from([
+        let mut made = Made::from([
             (TEACHER_RUN.into(), run_id.into()),
             (ROWS.into(), rows.into()),
             (CHUNK_ROWS.into(), self.chunk_rows.to_string()),
             (base.into(), base_model.into()),
             (kern.into(), kernels.into()),
             (batch.into(), self.batch_size.to_string()),
-        ])
+        ]);
+        if self.representations {
+            made.insert(REPRESENTATIONS.into(), self.repr_width().to_string());
+        }
+        made
     }
 
     /// The chunks `shard` owns, concatenated in chunk order, in chunks that survive an
@@ -97,7 +134,7 @@ impl Pass<'_> {
                 });
             }
             let logits = self.chunk(k)?;
-            write_block(&path, &made, self.model.num_labels(), &logits)?;
+            write_block(&path, &made, self.columns(), &logits)?;
             all.extend(logits);
             fault_point("KD_FAULT_AFTER_CHUNK", k + 1);
             stop_point_after("KD_STOP_AFTER_CHUNK", k + 1);
@@ -120,7 +157,7 @@ impl Pass<'_> {
             );
             return Ok(None);
         }
-        let (rows, classes) = (self.chunk_range(k).len(), self.model.num_labels());
+        let (rows, classes) = (self.chunk_range(k).len(), self.columns());
         if (block.rows, block.classes) != (rows, classes) {
             return Err(KdError::Damaged {
                 path: path.to_path_buf(),
@@ -135,20 +172,44 @@ impl Pass<'_> {
     }
 
     /// Scores every row, resumably (finished chunks kept in `dir`, see [`Pass::resumable`]),
-    /// and writes the cache to `path` under `header`; returns the rows scored per second.
+    /// and writes the cache to `path` under `header`, and the representations (when the pass
+    /// scores them) to `repr_path`; returns the rows scored per second.
     pub fn write_resumable(
         &self,
         dir: &Path,
         made: &Made,
         header: &CacheHeader,
         path: &Path,
+        repr_path: &Path,
     ) -> Result<f64> {
         let started = Instant::now();
-        let logits = self.resumable(dir, made, Shard::ALL)?;
+        let values = self.resumable(dir, made, Shard::ALL)?;
         let rate = self.rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let width = self.repr_width();
+        let (logits, reprs) = split_rows(&values, header.classes, width);
         write(path, header, &logits)?;
+        if width > 0 {
+            repr::write(repr_path, &ReprHeader::of(header, width), &reprs)?;
+        }
         Ok(rate)
     }
+}
+
+/// Splits rows of `classes + width` values into their logits and their representations.
+pub fn split_rows(values: &[f32], classes: usize, width: usize) -> (Vec<f32>, Vec<f32>) {
+    if width == 0 {
+        return (values.to_vec(), Vec::new());
+    }
+    let rows = values.len() / (classes + width);
+    let (mut logits, mut reprs) = (
+        Vec::with_capacity(rows * classes),
+        Vec::with_capacity(rows * width),
+    );
+    for row in values.chunks_exact(classes + width) {
+        logits.extend_from_slice(&row[..classes]);
+        reprs.extend_from_slice(&row[classes..]);
+    }
+    (logits, reprs)
 }
 
 /// Whether `name` is a chunk file of an unfinished resumable pass (a finished run folder does

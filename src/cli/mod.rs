@@ -16,7 +16,7 @@ pub use device::DeviceArgs;
 pub use eval::{CompareArgs, ExportArgs, PredictArgs, ReportArgs};
 pub use serve::ServeArgs;
 pub use tools::{BenchArgs, CacheArgs};
-pub use train::{DistillArgs, SweepArgs, TrainArgs};
+pub use train::{DistillArgs, SweepArgs, TeachArgs};
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +27,7 @@ pub use train::{DistillArgs, SweepArgs, TrainArgs};
   1. kd teach     fine-tunes a teacher encoder with LoRA and caches its logits in teacher/logits.bin\n\
                   (--unlabelled FILE scores a transfer set too; kd cache scores one later, in shards)\n\
   2. kd distill   trains a student under a parameter budget on α·T²·KL + (1−α)·CE, from that cache\n\
+                  (+ β·L_repr with --repr-weight: the teacher's cached representations, projected)\n\
                   (kd sweep trains a T × α × seed grid of students from one cache)\n\
   3. kd compare   evaluates run folders side by side on the test split (accuracy, F1, NLL, ECE)\n\
   4. kd predict   labels new rows with a trained run; kd export writes it as a transformers folder\n\
@@ -47,12 +48,15 @@ pub enum Command {
     /// Fine-tune the teacher with LoRA, then cache its logits over every training row.
     ///
     /// Writes OUT/: config.toml, adapter_config.json + adapter_model.safetensors (PEFT layout),
-    /// metrics.jsonl, summary.json and logits.bin.
-    Teach(TrainArgs),
+    /// metrics.jsonl, summary.json and logits.bin (and representations.bin with
+    /// --cache-representations).
+    Teach(TeachArgs),
     /// Train the student on the teacher's cached logits (the teacher is never run).
     ///
     /// Refuses a student whose trainable parameters are not under --budget, with a per-module
-    /// breakdown, and a logits.bin made from other training rows.
+    /// breakdown, and a logits.bin made from other training rows. --repr-weight β adds
+    /// β·L_repr: the student's representation, projected to the teacher's width, matched to the
+    /// teacher's representations.bin (cosine or mse).
     Distill(DistillArgs),
     /// Train one student per point of a T × α × seed grid from one teacher cache.
     ///
@@ -69,7 +73,9 @@ pub enum Command {
     /// --unlabelled, in one step. Large transfer sets: run `--shard i/N` for i = 0..N-1 anywhere
     /// (a SLURM array, a Kubernetes Job: `--shard auto` reads i/N from their variables), each
     /// writing TEACHER.cache-parts/part-i-of-N.bin, then `--merge` (same --unlabelled): the
-    /// result equals a single process's, bit for bit. See deploy/ in kd's repository.
+    /// result equals a single process's, bit for bit. See deploy/ in kd's repository. A teacher
+    /// with representations.bin has the new rows' representations scored too;
+    /// `--representations` adds them to a teacher without.
     Cache(CacheArgs),
     /// Write N variants of every row (masking, shuffles, n-grams) as an unlabelled transfer file.
     ///

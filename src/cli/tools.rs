@@ -25,6 +25,11 @@ pub struct CacheArgs {
     /// Discard the chunks an interrupted kd cache kept, and score every row again
     #[arg(long)]
     pub fresh: bool,
+    /// Also write the teacher's sentence representations (representations.bin, as kd teach
+    /// --cache-representations does) for a teacher that has none, scoring its labelled rows'
+    /// too (not with --shard/--merge). A teacher that has them keeps them in step without it
+    #[arg(long)]
+    pub representations: bool,
     /// Rows per caching chunk (must be the same for every shard and the merge)
     #[arg(long, default_value_t = CACHE_CHUNK_ROWS, hide = true,
           value_parser = whole(COUNT), allow_negative_numbers = true)]
@@ -57,6 +62,7 @@ impl CacheArgs {
             fresh: self.fresh,
             chunk_rows: self.chunk_rows,
             batch_size: self.batch_size,
+            representations: self.representations,
             device,
             dtype,
         })

@@ -221,6 +221,29 @@ impl TrainArgs {
     }
 }
 
+/// `kd teach`'s flags: the training flags and what the caching pass writes.
+#[derive(Args)]
+pub struct TeachArgs {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Also cache every row's sentence representation (the first token's last hidden state,
+    /// hidden-size wide, bf16) in OUT/representations.bin, for students distilled with
+    /// --repr-weight. kd cache keeps it in step when it scores new unlabelled rows
+    #[arg(long)]
+    pub cache_representations: bool,
+}
+
+impl TeachArgs {
+    /// `kd teach`'s run config: the teacher config with these flags over it.
+    pub fn teacher_config(&self) -> anyhow::Result<RunConfig> {
+        let mut cfg = self.train.teacher_config()?;
+        if self.cache_representations {
+            cfg.train.cache_representations = true;
+        }
+        Ok(cfg)
+    }
+}
+
 /// Reads --config, else configs/<name>.toml in the working directory, else the built-in copy.
 fn base_config(path: Option<&PathBuf>, name: &str, builtin: &str) -> anyhow::Result<RunConfig> {
     if let Some(p) = path {
@@ -248,9 +271,19 @@ pub struct DistillArgs {
     /// Weight α of the KD term, in [0, 1]; 0 trains on the labels alone
     #[arg(long, allow_negative_numbers = true)]
     pub alpha: Option<f64>,
-    /// The student must have fewer trainable parameters than this
+    /// The student must have fewer trainable parameters than this (while training, the
+    /// --repr-weight projection counts too; it is not exported)
     #[arg(long, value_parser = whole_number(COUNT), allow_negative_numbers = true)]
     pub budget: Option<usize>,
+    /// Weight β of the representation term: the student's first-token representation, through
+    /// a trained linear projection to the teacher's width, matched to the teacher's cached
+    /// representations (kd teach --cache-representations); 0 leaves it out [default: 0]
+    #[arg(long, allow_negative_numbers = true)]
+    pub repr_weight: Option<f64>,
+    /// How --repr-weight compares representations: cosine (1 − cos, DistilBERT's) or mse
+    /// [default: cosine]
+    #[arg(long, value_enum)]
+    pub repr_loss: Option<kd::training::ReprLoss>,
 }
 
 impl DistillArgs {
@@ -264,6 +297,16 @@ impl DistillArgs {
         if let Some(a) = self.alpha {
             d.alpha = a;
         }
+        if let Some(b) = self.repr_weight {
+            d.repr_weight = b;
+        }
+        if let Some(l) = self.repr_loss {
+            d.repr_loss = l;
+        }
+        anyhow::ensure!(
+            !(self.repr_loss.is_some() && d.repr_weight == 0.0),
+            "--repr-loss has no effect without --repr-weight β > 0"
+        );
         anyhow::ensure!(
             !(self.temperature.is_some() && d.alpha == 0.0),
             "--temperature has no effect with --alpha 0 (labels alone)"

@@ -229,7 +229,7 @@ fn time_training(
         lr: 5e-4,
         ..Default::default()
     };
-    let mut opt = new_optimizer(model, &settings)?;
+    let mut opt = new_optimizer(model.trainable(), &settings)?;
     let mut rng = StdRng::seed_from_u64(0);
     let all: Vec<usize> = (0..distinct_rows.max(s.batch_size)).collect();
     let mut plan = Vec::new();

@@ -241,8 +241,12 @@ fn point_config(req: &SweepRequest, t: Option<f64>, alpha: f64, seed: u64) -> Re
     };
     cfg.out = req.out.join(name);
     if alpha == 0.0 {
-        // The labels-alone points learn nothing from unlabelled rows.
+        // The labels-alone points learn nothing from unlabelled rows, nor from the teacher's
+        // representations.
         cfg.unlabelled.clear();
+        if let Some(d) = cfg.distill.as_mut() {
+            d.repr_weight = 0.0;
+        }
     }
     cfg.validate()?;
     Ok(cfg)

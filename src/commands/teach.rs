@@ -1,5 +1,5 @@
 //! `kd teach`: fine-tune the teacher, then cache its logits over every training row and every
-//! unlabelled row.
+//! unlabelled row (and, with `--cache-representations`, each row's sentence representation).
 use crate::cache::{CacheHeader, Pass};
 use crate::error::{KdError, Result};
 use crate::run::folder::{files, open_run, save_trained};
@@ -12,7 +12,7 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
     crate::run::check_run(cfg)?;
     let p = prepare(cfg)?;
     let model = fresh_model(cfg, &p)?;
-    let mut open = open_run(cfg, &p, &model)?;
+    let mut open = open_run(cfg, &p, model.trainable())?;
     tracing::info!(trainable = model.trainable_count(), "teacher");
     let report = train(
         &model,
@@ -43,6 +43,7 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
         rows: p.data.rows.len(),
         batch_size: cfg.train.eval_batch_size,
         chunk_rows: cfg.train.cache_chunk_rows,
+        representations: cfg.train.cache_representations,
     };
     let inputs = run
         .inputs()
@@ -54,9 +55,11 @@ pub fn run(cfg: &RunConfig) -> Result<Summary> {
         &inputs.kernels,
     );
     let logits = run.dir().join(files::LOGITS);
-    let cache_rate = pass.write_resumable(run.dir(), &made, &header, &logits)?;
+    let reprs = run.dir().join(files::REPRESENTATIONS);
+    let cache_rate = pass.write_resumable(run.dir(), &made, &header, &logits, &reprs)?;
     tracing::info!(
         rows = header.rows,
+        representations = pass.repr_width(),
         samples_per_s = cache_rate,
         "cached teacher logits"
     );

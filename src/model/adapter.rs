@@ -215,6 +215,30 @@ pub fn save(
 
 /// The run id recorded in `dir/adapter_model.safetensors`, if any (reads the header only).
 pub fn read_run_id(dir: &Path) -> Result<Option<String>> {
+    let json = read_header(dir)?;
+    Ok(json["__metadata__"][RUN_ID_KEY]
+        .as_str()
+        .map(str::to_string))
+}
+
+/// The width of the hidden states the adapter's head reads (its output layer's input width,
+/// under either family's name): the model's hidden size, from the header alone.
+pub fn hidden_size(dir: &Path) -> Result<usize> {
+    let json = read_header(dir)?;
+    ["classifier.out_proj.weight", "classifier.weight"]
+        .iter()
+        .find_map(|name| json[format!("{PEFT_PREFIX}.{name}")]["shape"][1].as_u64())
+        .map(|h| h as usize)
+        .ok_or_else(|| {
+            KdError::bad_file(
+                dir.join(ADAPTER_WEIGHTS),
+                "no classifier weight to read the hidden size from",
+            )
+        })
+}
+
+/// The JSON header of `dir/adapter_model.safetensors` (tensor shapes and metadata).
+fn read_header(dir: &Path) -> Result<serde_json::Value> {
     let path = dir.join(ADAPTER_WEIGHTS);
     let mut file = std::fs::File::open(&path).map_err(|e| KdError::io(&path, e))?;
     let mut len = [0u8; 8];
@@ -226,9 +250,6 @@ pub fn read_run_id(dir: &Path) -> Result<Option<String>> {
     }
     let mut header = vec![0u8; n];
     std::io::Read::read_exact(&mut file, &mut header).map_err(|e| KdError::io(&path, e))?;
-    let json: serde_json::Value = serde_json::from_slice(&header)
-        .map_err(|e| KdError::bad_file(&path, format!("unreadable safetensors header: {e}")))?;
-    Ok(json["__metadata__"][RUN_ID_KEY]
-        .as_str()
-        .map(str::to_string))
+    serde_json::from_slice(&header)
+        .map_err(|e| KdError::bad_file(&path, format!("unreadable safetensors header: {e}")))
 }

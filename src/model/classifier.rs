@@ -138,6 +138,30 @@ impl TextClassifier {
         Ok(self.head.forward(&hidden, rng)?)
     }
 
+    /// Logits (batch, classes) and the sentence representation (batch, hidden), both in f32.
+    ///
+    /// The representation is the first token's ([CLS] / `<s>`) last hidden state, before the
+    /// head: what DistilBERT's cosine loss matches, and the same for both families. The pooler
+    /// (BERT) or dense layer (RoBERTa) after it belongs to the task head, which the KD term
+    /// already teaches through the logits.
+    pub fn forward_with_representation(
+        &self,
+        batch: &Batch,
+        mut rng: Option<&mut StdRng>,
+    ) -> Result<(Tensor, Tensor)> {
+        let hidden = self.encoder.forward(batch, rng.as_deref_mut())?;
+        let first = hidden
+            .narrow(1, 0, 1)?
+            .squeeze(1)?
+            .to_dtype(crate::nn::compute_dtype(hidden.dtype()))?;
+        Ok((self.head.forward(&hidden, rng)?, first))
+    }
+
+    /// The width of the encoder's hidden states (of [`Self::forward_with_representation`]).
+    pub fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+
     /// The trainable tensors in a fixed order (adapters layer by layer, then the head).
     pub fn trainable(&self) -> &[NamedVar] {
         &self.trainable

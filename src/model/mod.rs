@@ -17,5 +17,5 @@ pub mod serving;
 pub use checkpoint::Checkpoint;
 pub use classifier::{NamedVar, TextClassifier};
 pub use config::{EncoderConfig, ModelKind};
-pub use inference::{logits_by_length, predict_logits, probabilities};
+pub use inference::{logits_by_length, predict_logits, predict_rows, probabilities};
 pub use lora::{LoraSpec, TargetModules};

@@ -82,14 +82,42 @@ pub fn check_budget(
     labels: usize,
     budget: usize,
 ) -> crate::error::Result<usize> {
-    let breakdown = trainable_breakdown(cfg, lora, labels);
+    check_training_budget(cfg, lora, labels, budget, &[])
+}
+
+/// What marks a module that is trained but not exported, in the breakdown.
+pub const TRAINING_ONLY: &str = " (training only)";
+
+/// [`check_budget`] for a student trained with `training_only` modules beside its own (the
+/// representation projection). They are never exported, but they are trained, so they count
+/// while training: the student's count plus theirs must stay under the budget. Returns the
+/// student's own count, which is what it exports and what its summary reports.
+pub fn check_training_budget(
+    cfg: &EncoderConfig,
+    lora: &LoraSpec,
+    labels: usize,
+    budget: usize,
+    training_only: &[ModuleCount],
+) -> crate::error::Result<usize> {
+    let mut breakdown = trainable_breakdown(cfg, lora, labels);
+    let own: usize = breakdown.iter().map(|m| m.params).sum();
+    breakdown.extend(training_only.iter().map(|m| ModuleCount {
+        module: format!("{}{TRAINING_ONLY}", m.module),
+        params: m.params,
+    }));
     let count: usize = breakdown.iter().map(|m| m.params).sum();
     if count >= budget {
+        let while_training = if training_only.is_empty() {
+            String::new()
+        } else {
+            format!(" while training ({own} of its own, which it exports, and {} in the modules marked{TRAINING_ONLY}, trained beside it but never exported)", count - own)
+        };
         return Err(crate::error::KdError::OverBudget {
             count,
             budget,
             breakdown: format_breakdown(&breakdown),
+            while_training,
         });
     }
-    Ok(count)
+    Ok(own)
 }

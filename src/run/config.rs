@@ -1,10 +1,10 @@
 //! A run's configuration: the TOML files in configs/ and the fully resolved `config.toml` that
 //! every run folder keeps.
-use super::limits::{Limit, CLASSES, COUNT, FRACTION, POSITIVE, TEMPERATURE, WEIGHT};
+use super::limits::{Limit, CLASSES, COUNT, FRACTION, POSITIVE, REPR_WEIGHT, TEMPERATURE, WEIGHT};
 use crate::data::Columns;
 use crate::error::{KdError, Result};
 use crate::model::LoraSpec;
-use crate::training::TrainSettings;
+use crate::training::{ReprLoss, TrainSettings};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -61,6 +61,21 @@ pub struct DistillSettings {
     pub alpha: f64,
     /// The student must have fewer trainable parameters than this.
     pub budget: usize,
+    /// Weight β of the representation term (the teacher's `representations.bin` matched
+    /// through a projection); 0 (the default) leaves it out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repr_weight: f64,
+    /// How the representations are compared: cosine (default) or mse.
+    #[serde(default, skip_serializing_if = "is_cosine")]
+    pub repr_loss: ReprLoss,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+fn is_cosine(l: &ReprLoss) -> bool {
+    *l == ReprLoss::Cosine
 }
 
 /// `teacher = "a"` or `teacher = ["a", "b"]`.
@@ -107,6 +122,7 @@ impl Default for TrainSettings {
             checkpoint_every: None,
             fresh: false,
             cache_chunk_rows: crate::cache::CACHE_CHUNK_ROWS,
+            cache_representations: false,
             log_every: 50,
             eval_batch_size: 128,
         }
@@ -160,6 +176,7 @@ impl RunConfig {
                     "--alpha 0 trains on the labels alone: unlabelled rows need the teacher's logits (drop --unlabelled or raise --alpha)".into(),
                 );
             }
+            check_repr(d)?;
         }
         Ok(())
     }
@@ -252,6 +269,12 @@ impl RunConfig {
                 ),
                 (Some("--alpha"), "[distill] alpha", d.alpha, WEIGHT),
                 (Some("--budget"), "[distill] budget", d.budget as f64, COUNT),
+                (
+                    Some("--repr-weight"),
+                    "[distill] repr_weight",
+                    d.repr_weight,
+                    REPR_WEIGHT,
+                ),
             ]);
         }
         all
@@ -263,6 +286,26 @@ impl RunConfig {
             .map_err(|e| KdError::Config(format!("cannot serialise the config: {e}")))?;
         crate::fsutil::write_bytes_atomic(path, text.as_bytes())
     }
+}
+
+/// The representation term needs what it reads: the logits of one teacher (α > 0), whose
+/// representations it matches. An ensemble has no single representation space to match.
+fn check_repr(d: &DistillSettings) -> Result<()> {
+    if d.repr_weight == 0.0 {
+        return Ok(());
+    }
+    if d.alpha == 0.0 {
+        return Err(KdError::Config(
+            "--repr-weight needs a teacher: with --alpha 0 the student learns from the labels alone (raise --alpha or drop --repr-weight)".into(),
+        ));
+    }
+    if d.teacher.len() > 1 {
+        return Err(KdError::Config(format!(
+            "--repr-weight matches one teacher's representations, but {} teachers were given (an ensemble has no single representation space): name one --teacher or drop --repr-weight",
+            d.teacher.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Why a config's text was not read.

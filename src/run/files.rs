@@ -3,3 +3,5 @@ pub const CONFIG: &str = "config.toml";
 pub const METRICS: &str = "metrics.jsonl";
 pub const SUMMARY: &str = "summary.json";
 pub const LOGITS: &str = "logits.bin";
+/// The teacher's sentence representations (`kd teach --cache-representations`).
+pub const REPRESENTATIONS: &str = "representations.bin";

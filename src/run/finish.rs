@@ -26,6 +26,7 @@ pub fn finish(
     } else {
         None
     };
+    let repr = cfg.distill.as_ref().filter(|d| d.repr_weight > 0.0);
     let summary = Summary {
         run_id: Some(run.run_id().to_string()),
         role: role.into(),
@@ -59,6 +60,8 @@ pub fn finish(
             .filter(|d| d.alpha > 0.0)
             .map(|d| d.temperature),
         alpha: cfg.distill.as_ref().map(|d| d.alpha),
+        repr_weight: repr.map(|d| d.repr_weight),
+        repr_loss: repr.map(|d| d.repr_loss),
         inputs: run.inputs().cloned(),
     };
     write_json(&run.dir().join(files::SUMMARY), &summary)?;

@@ -5,7 +5,7 @@ use super::identity::Inputs;
 use super::prepare::Prepared;
 use super::staging::StagedRun;
 use crate::error::Result;
-use crate::model::{adapter, TextClassifier};
+use crate::model::{adapter, NamedVar, TextClassifier};
 use crate::training::calibration::Calibration;
 use crate::training::{MetricsLog, Progress, TrainState};
 use serde::Serialize;
@@ -59,6 +59,11 @@ pub struct Summary {
     pub temperature: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha: Option<f64>,
+    /// The representation term's weight β and comparison (students with β > 0 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repr_weight: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repr_loss: Option<crate::training::ReprLoss>,
     /// What the run was made from (base model, rows, test split, teachers, kernels): a rerun of
     /// `kd sweep` reuses the run only if these are unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,11 +111,13 @@ impl OpenRun {
 /// Starts the run of `cfg` into its staged folder, or continues the interrupted one found there
 /// (unless `--fresh`) when it was made with the same settings and inputs (see [`Inputs`]: the
 /// base model, the rows `p` prepared, the teachers' logits, the dtype and kernels).
-pub fn open_run(cfg: &RunConfig, p: &Prepared, model: &TextClassifier) -> Result<OpenRun> {
+/// `params` are the tensors the run trains (the model's and its objective's), in the order the
+/// checkpoints keep them.
+pub fn open_run(cfg: &RunConfig, p: &Prepared, params: &[NamedVar]) -> Result<OpenRun> {
     let inputs = Inputs::of(cfg, p)?;
     let (mut run, kept) = StagedRun::begin_resumable(&cfg.out, !cfg.train.fresh)?;
     let key = settings_key(cfg, &inputs.data);
-    let names = model.trainable().iter().map(|nv| nv.name.clone()).collect();
+    let names = params.iter().map(|nv| nv.name.clone()).collect();
     let every = cfg.train.checkpoint_every;
     let checkpoints = RunCheckpoints::new(run.dir(), key, inputs.clone(), names, every);
     let resume = if kept { checkpoints.load()? } else { None };

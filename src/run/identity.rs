@@ -126,13 +126,25 @@ pub fn teachers(cfg: &RunConfig) -> Result<Vec<String>> {
             let run = read_header(&logits)?.run_id;
             let crc = read_checksum(&logits)?;
             Ok(format!(
-                "{}: run {}, logits CRC-32 {}",
+                "{}: run {}, logits CRC-32 {}{}",
                 t.display(),
                 run.as_deref().unwrap_or("(none)"),
-                crc.map_or("(none)".into(), |c| format!("{c:08x}"))
+                crc.map_or("(none)".into(), |c| format!("{c:08x}")),
+                representations(t, d.repr_weight)?
             ))
         })
         .collect()
+}
+
+/// ", representations CRC-32 …" when the student matches the teacher's representations
+/// (β > 0): they are an input then, and re-caching them changes what it learns.
+fn representations(teacher: &Path, weight: f64) -> Result<String> {
+    let path = teacher.join(super::files::REPRESENTATIONS);
+    if weight == 0.0 || !path.is_file() {
+        return Ok(String::new());
+    }
+    let crc = crate::cache::repr::read_checksum(&path)?;
+    Ok(format!(", representations CRC-32 {crc:08x}"))
 }
 
 /// The base model's files, each fingerprinted by its content.

@@ -30,6 +30,9 @@ pub const WEIGHT: Limit = real(0.0, true, 1.0, true);
 /// Past T = 100 the soft targets are uniform to f32 precision and T² overflows the loss long
 /// before 1e30.
 pub const TEMPERATURE: Limit = real(0.0, false, 100.0, true);
+/// The representation term's weight β: 0 turns it off; a thousand times the KD term is far past
+/// any useful balance (and would swamp the logits' ceiling check).
+pub const REPR_WEIGHT: Limit = real(0.0, true, 1000.0, true);
 
 const fn real(lo: f64, lo_in: bool, hi: f64, hi_in: bool) -> Limit {
     Limit::Real {

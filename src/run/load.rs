@@ -195,6 +195,11 @@ pub fn check_one_run(dir: &Path) -> Result<()> {
     if logits.is_file() {
         ids.push((files::LOGITS, cache::read_header(&logits)?.run_id));
     }
+    let reprs = dir.join(files::REPRESENTATIONS);
+    if reprs.is_file() {
+        let id = cache::repr::read_header(&reprs)?.run_id;
+        ids.push((files::REPRESENTATIONS, Some(id).filter(|s| !s.is_empty())));
+    }
     let first = ids.first().map(|(_, id)| id.clone()).unwrap_or_default();
     if ids.iter().all(|(_, id)| *id == first) {
         return Ok(());

@@ -23,4 +23,4 @@ pub use load::{load_adapter, load_run, LoadedModel, ModelSource};
 pub use paths::{check_cache, check_compare, check_run, check_sweep};
 pub use prepare::{fresh_model, load_data, prepare, Prepared};
 pub use staging::StagedRun;
-pub use teachers::open_teachers;
+pub use teachers::{open_representations, open_teachers};

@@ -304,10 +304,17 @@ fn holds(flag: &str, out: &Path, iflag: &str, input: &Path) -> String {
 fn inside(flag: &str, out: &Path, folder: &Path) -> String {
     let name = out.file_name().unwrap_or_default().to_string_lossy();
     use crate::model::adapter::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
-    let own = [files::CONFIG, files::METRICS, files::SUMMARY, files::LOGITS]
-        .into_iter()
-        .chain([ADAPTER_CONFIG, ADAPTER_WEIGHTS])
-        .any(|f| f == name);
+    let own = [
+        files::CONFIG,
+        files::METRICS,
+        files::SUMMARY,
+        files::LOGITS,
+        files::REPRESENTATIONS,
+        ADAPTER_CONFIG,
+        ADAPTER_WEIGHTS,
+    ]
+    .into_iter()
+    .any(|f| f == name);
     let what = if own {
         format!("would overwrite the run's own {name} in")
     } else {

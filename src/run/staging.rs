@@ -251,6 +251,7 @@ fn written_by_runs(name: &str) -> bool {
         files::METRICS,
         files::SUMMARY,
         files::LOGITS,
+        files::REPRESENTATIONS,
         ADAPTER_CONFIG,
         ADAPTER_WEIGHTS,
     ]

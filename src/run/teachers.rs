@@ -5,7 +5,7 @@ use super::config::{DistillSettings, RunConfig};
 use super::folder::files;
 use super::load::check_one_run;
 use super::prepare::Prepared;
-use crate::cache::LogitCache;
+use crate::cache::{LogitCache, ReprCache};
 use crate::error::{KdError, Result};
 use std::path::Path;
 
@@ -45,4 +45,36 @@ fn open_teacher(teacher: &Path, p: &Prepared) -> Result<LogitCache> {
         ));
     }
     Ok(cache)
+}
+
+/// The teacher's representations when the student matches them (β > 0; `caches` holds the one
+/// teacher's logits, already checked against the student's rows): refused when the teacher
+/// cached none, when they come from another teacher run or other rows than its logits, or
+/// when their width is not the teacher's hidden size (read from its adapter's head).
+pub fn open_representations(
+    d: &DistillSettings,
+    caches: &[LogitCache],
+) -> Result<Option<ReprCache>> {
+    if d.repr_weight == 0.0 {
+        return Ok(None);
+    }
+    let (Some(teacher), [logits]) = (d.teacher.first(), caches) else {
+        return Err(KdError::Internal(
+            "the representation term without exactly one teacher's logits".into(),
+        ));
+    };
+    let path = teacher.join(files::REPRESENTATIONS);
+    if !path.is_file() {
+        return Err(KdError::Config(format!(
+            "--repr-weight {} needs the teacher's representations, but {} has no {}: train it with kd teach --cache-representations (or drop --repr-weight)",
+            d.repr_weight,
+            teacher.display(),
+            files::REPRESENTATIONS
+        )));
+    }
+    let cache = ReprCache::open(&path)?;
+    cache.check_matches(logits)?;
+    let adapter = teacher.join(crate::model::adapter::ADAPTER_WEIGHTS);
+    cache.check_width(crate::model::adapter::hidden_size(teacher)?, &adapter)?;
+    Ok(Some(cache))
 }

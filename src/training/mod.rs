@@ -5,6 +5,7 @@ pub(crate) mod log;
 pub mod loss;
 pub(crate) mod metrics;
 pub mod optimizer;
+pub mod repr;
 pub mod schedule;
 pub(crate) mod selection;
 pub(crate) mod state;
@@ -13,7 +14,8 @@ pub(crate) mod trainer;
 
 pub use inference::{evaluate_examples, evaluate_file, FileEvaluation};
 pub use log::MetricsLog;
+pub use repr::{Projection, ReprLoss, ReprTerm};
 pub use selection::Select;
 pub use state::{Checkpoints, TrainState};
-pub use step::{new_optimizer, train_step, Objective, TrainSettings};
+pub use step::{new_optimizer, step_loss, train_step, trained, Objective, StepLoss, TrainSettings};
 pub use trainer::{train, Progress, TrainReport};

@@ -2,11 +2,12 @@
 //! teacher's cached logits) and the optimizer.
 use super::loss::{cross_entropy, distillation_mixed};
 use super::optimizer::{AdamW, AdamWConfig};
+use super::repr::ReprTerm;
 use super::selection::Select;
 use crate::cache::{ensemble, LogitCache};
 use crate::data::Batch;
 use crate::error::{KdError, Result};
-use crate::model::TextClassifier;
+use crate::model::{NamedVar, TextClassifier};
 use candle_core::Tensor;
 use rand::rngs::StdRng;
 
@@ -39,6 +40,10 @@ pub struct TrainSettings {
     /// Rows per chunk of the caching pass (each chunk is kept as soon as it is scored).
     #[serde(default = "default_chunk_rows")]
     pub cache_chunk_rows: usize,
+    /// The teacher's caching pass also writes each row's sentence representation
+    /// (`representations.bin`), which a student matches with `--repr-weight`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cache_representations: bool,
     /// The number of classes, when the data does not say (labels must be 0..K−1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_labels: Option<usize>,
@@ -59,22 +64,55 @@ pub enum Objective<'a> {
     /// Cross-entropy with the labels (the teacher).
     Supervised,
     /// α·T²·KL(teacher ‖ student) + (1−α)·CE on labelled rows and T²·KL alone on unlabelled
-    /// rows, teacher logits read from the cache.
+    /// rows, teacher logits read from the cache; plus β·L_repr on every row when `repr` is set.
     Distill {
         /// One cache per teacher; several are distilled from as their ensemble.
         teachers: &'a [LogitCache],
         temperature: f64,
         alpha: f64,
+        /// The representation term (one teacher's representations, through a projection).
+        repr: Option<&'a ReprTerm<'a>>,
     },
 }
 
-/// AdamW over the model's trainable tensors with the run's weight decay.
-pub fn new_optimizer(model: &TextClassifier, s: &TrainSettings) -> Result<AdamW> {
+impl Objective<'_> {
+    /// The representation term, when there is one.
+    pub fn repr(&self) -> Option<&ReprTerm<'_>> {
+        match self {
+            Objective::Distill { repr, .. } => *repr,
+            Objective::Supervised => None,
+        }
+    }
+
+    /// Tensors the objective trains beside the model's (the representation projection): they
+    /// are optimised, clipped and checkpointed with the model's, and never exported.
+    pub fn trainable(&self) -> Vec<NamedVar> {
+        self.repr().map_or_else(Vec::new, |r| r.projection.named())
+    }
+}
+
+/// The tensors a run trains: the model's, then the objective's (in checkpoint order).
+pub fn trained(model: &TextClassifier, objective: &Objective) -> Vec<NamedVar> {
+    let mut params = model.trainable().to_vec();
+    params.extend(objective.trainable());
+    params
+}
+
+/// What one step's loss was: the total, and the unweighted representation term in it.
+#[derive(Clone, Copy, Debug)]
+pub struct StepLoss {
+    pub total: f64,
+    pub repr: Option<f64>,
+}
+
+/// AdamW over `params` (the model's trainable tensors and the objective's) with the run's
+/// weight decay.
+pub fn new_optimizer(params: &[NamedVar], s: &TrainSettings) -> Result<AdamW> {
     let cfg = AdamWConfig {
         weight_decay: s.weight_decay,
         ..Default::default()
     };
-    Ok(AdamW::new(model.trainable(), cfg)?)
+    Ok(AdamW::new(params, cfg)?)
 }
 
 /// One optimizer step on `batch` (forward with dropout, loss, backward, clipping, AdamW);
@@ -87,9 +125,37 @@ pub fn train_step(
     lr: f64,
     s: &TrainSettings,
     rng: &mut StdRng,
-) -> Result<f64> {
+) -> Result<StepLoss> {
+    let (loss, repr) = step_loss(model, batch, objective, s, rng)?;
+    let mut grads = loss.backward()?;
+    opt.clip_grad_norm(&mut grads, s.max_grad_norm)?;
+    opt.step(&grads, lr)?;
+    Ok(StepLoss {
+        total: loss.to_scalar::<f32>()? as f64,
+        repr: repr
+            .map(|r| r.to_scalar::<f32>())
+            .transpose()?
+            .map(f64::from),
+    })
+}
+
+/// The loss of `batch` under `objective` (with dropout from `rng`), and the unweighted
+/// representation term inside it when the objective has one.
+pub fn step_loss(
+    model: &TextClassifier,
+    batch: &Batch,
+    objective: &Objective,
+    s: &TrainSettings,
+    rng: &mut StdRng,
+) -> Result<(Tensor, Option<Tensor>)> {
     let device = model.device();
-    let logits = model.forward(batch, Some(rng))?;
+    let (logits, student_repr) = match objective.repr() {
+        Some(_) => {
+            let (logits, r) = model.forward_with_representation(batch, Some(rng))?;
+            (logits, Some(r))
+        }
+        None => (model.forward(batch, Some(rng))?, None),
+    };
     let labels = Tensor::from_slice(&batch.labels, batch.batch_size, device)?;
     let loss = match objective {
         Objective::Supervised => {
@@ -104,6 +170,7 @@ pub fn train_step(
             teachers,
             temperature,
             alpha,
+            ..
         } => {
             let shape = (batch.batch_size, model.num_labels());
             let logits_of_teachers = ensemble(teachers, &batch.rows, *temperature);
@@ -119,10 +186,13 @@ pub fn train_step(
             )?
         }
     };
-    let mut grads = loss.backward()?;
-    opt.clip_grad_norm(&mut grads, s.max_grad_norm)?;
-    opt.step(&grads, lr)?;
-    Ok(loss.to_scalar::<f32>()? as f64)
+    match (objective.repr(), student_repr) {
+        (Some(term), Some(student)) => {
+            let r = term.loss(&student, &batch.rows)?;
+            Ok(((loss + (&r * term.weight)?)?, Some(r)))
+        }
+        _ => Ok((loss, None)),
+    }
 }
 
 /// The widest spread of one row's logits (largest minus smallest) a healthy classifier reaches.
@@ -236,6 +306,7 @@ mod tests {
                             teachers: &[],
                             temperature: t,
                             alpha,
+                            repr: None,
                         },
                         classes,
                     );

@@ -11,11 +11,11 @@ use super::schedule::{warmup_cosine, warmup_steps};
 use super::selection::{Decision, EpochScores, EpochSelector};
 use super::state::{rng_for, Checkpoints, TrainState};
 use super::step::{check_logits, check_loss, loss_ceiling};
-use super::step::{new_optimizer, train_step, Objective, TrainSettings};
+use super::step::{new_optimizer, train_step, trained, Objective, StepLoss, TrainSettings};
 use crate::data::{Batcher, Dataset};
 use crate::error::{KdError, Result};
 use crate::interrupt::{fault_point, stop_point, stop_requested};
-use crate::model::{predict_logits, TextClassifier};
+use crate::model::{predict_logits, NamedVar, TextClassifier};
 use crate::progress::progress_bar;
 use candle_core::Tensor;
 use indicatif::ProgressBar;
@@ -82,6 +82,8 @@ struct Run<'a> {
     data: &'a Dataset,
     s: &'a TrainSettings,
     objective: &'a Objective<'a>,
+    /// What is trained: the model's tensors, then the objective's (the projection).
+    params: Vec<NamedVar>,
     log: &'a mut MetricsLog,
     checkpoints: &'a mut dyn Checkpoints,
     /// The rows an epoch passes over.
@@ -112,10 +114,11 @@ impl<'a> Run<'a> {
             .max_steps
             .map_or(per_epoch * s.epochs, |m| m.min(per_epoch * s.epochs));
         let warmup = warmup_steps(total, s.warmup_ratio);
-        let mut opt = new_optimizer(model, s)?;
+        let params = trained(model, objective);
+        let mut opt = new_optimizer(&params, s)?;
         let mut selector = EpochSelector::new(s.select);
         let st = match progress.resume {
-            Some(st) => resume(model, &mut opt, &mut selector, st, total)?,
+            Some(st) => resume(model, &params, &mut opt, &mut selector, st, total)?,
             None => fresh_state(),
         };
         let bar = progress_bar(total, "train");
@@ -126,6 +129,7 @@ impl<'a> Run<'a> {
             data,
             s,
             objective,
+            params,
             log: progress.log,
             checkpoints: progress.checkpoints,
             rows,
@@ -170,9 +174,9 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// One optimizer step on `rows`; returns its loss and learning rate. Dropout is drawn from
+    /// One optimizer step on `rows`; returns its losses and learning rate. Dropout is drawn from
     /// (seed, step), so a resumed step draws the masks it drew the first time.
-    fn step(&mut self, rows: &[usize]) -> Result<(f64, f64)> {
+    fn step(&mut self, rows: &[usize]) -> Result<(StepLoss, f64)> {
         let (s, step) = (self.s, self.st.step);
         let started = Instant::now();
         let batch = self.batcher.batch(rows);
@@ -182,7 +186,7 @@ impl<'a> Run<'a> {
         if !self.model.device().is_cpu() {
             self.model.device().set_seed(rng.random())?;
         }
-        let loss = train_step(
+        let step_loss = train_step(
             self.model,
             &batch,
             self.objective,
@@ -191,36 +195,49 @@ impl<'a> Run<'a> {
             s,
             &mut rng,
         )?;
-        // A diverged run never becomes a finished run folder (see `loss_ceiling`).
-        check_loss(
-            loss,
-            loss_ceiling(self.objective, self.model.num_labels()),
-            step,
-        )?;
+        self.check(step_loss, step)?;
+        let loss = step_loss.total;
         let st = &mut self.st;
         st.seconds += started.elapsed().as_secs_f64();
         st.samples += batch.batch_size;
         st.tokens += batch.real_tokens();
         st.step += 1;
         st.window = (st.window.0 + loss, st.window.1 + 1);
-        Ok((loss, lr))
+        Ok((step_loss, lr))
     }
 
-    /// The progress bar after every step; a metrics line (the window's mean loss) every
-    /// `log_every` steps and after the last.
-    fn report_step(&mut self, epoch: usize, loss: f64, lr: f64) -> Result<()> {
-        let st = &mut self.st;
+    /// Refuses a diverged step: a run that diverged never becomes a finished run folder. The
+    /// logits' part of the loss is held to [`loss_ceiling`], the representation term to its
+    /// own ([`crate::training::ReprTerm::ceiling`]).
+    fn check(&self, loss: StepLoss, step: usize) -> Result<()> {
+        let ceiling = loss_ceiling(self.objective, self.model.num_labels());
+        let Some((term, repr)) = self.objective.repr().zip(loss.repr) else {
+            return check_loss(loss.total, ceiling, step);
+        };
+        check_loss(repr, term.ceiling(), step)?;
+        check_loss(loss.total - term.weight * repr, ceiling, step)
+    }
+
+    /// The progress bar after every step; a metrics line (the window's mean loss, and the
+    /// representation term of its last step when there is one) every `log_every` steps and
+    /// after the last.
+    fn report_step(&mut self, epoch: usize, step_loss: StepLoss, lr: f64) -> Result<()> {
+        let (st, loss) = (&mut self.st, step_loss.total);
         self.bar.inc(1);
         self.bar.set_message(format!(
             "epoch {epoch} loss {loss:.4} lr {lr:.2e} {:.1} samples/s",
             st.samples as f64 / st.seconds
         ));
         if st.step.is_multiple_of(self.s.log_every.max(1)) || st.step == self.total {
-            self.log.write(json!({
+            let mut line = json!({
                 "step": st.step, "epoch": epoch, "loss": st.window.0 / st.window.1 as f64,
                 "lr": lr, "samples_per_s": st.samples as f64 / st.seconds,
                 "tokens_per_s": st.tokens as f64 / st.seconds,
-            }))?;
+            });
+            if let Some(r) = step_loss.repr {
+                line["repr_loss"] = json!(r);
+            }
+            self.log.write(line)?;
             st.window = (0.0, 0);
         }
         Ok(())
@@ -252,7 +269,7 @@ impl<'a> Run<'a> {
         if !self.data.val.is_empty() {
             let scores = self.validate(epoch)?;
             if self.selector.observe(&scores) {
-                self.st.best = Some((scores.clone(), copy_params(self.model)?));
+                self.st.best = Some((scores.clone(), copy_params(&self.params)?));
             }
             self.st.last = Some(scores);
         }
@@ -283,7 +300,7 @@ impl<'a> Run<'a> {
         tracing::info!(epoch = selection.epoch, "kept: {}", selection.reason);
         let mut kept = st.last;
         if let Some((scores, snapshot)) = st.best.filter(|(b, _)| b.epoch == selection.epoch) {
-            for (nv, t) in self.model.trainable().iter().zip(snapshot) {
+            for (nv, t) in self.params.iter().zip(snapshot) {
                 nv.var.set(&t)?;
             }
             kept = Some(scores);
@@ -302,7 +319,7 @@ impl<'a> Run<'a> {
     /// Fills the state with the model's and optimizer's current tensors and hands it over.
     fn save(&mut self) -> Result<()> {
         let st = &mut self.st;
-        st.params = copy_params(self.model)?;
+        st.params = copy_params(&self.params)?;
         (st.adam_step, st.adam_m, st.adam_v) = self.opt.state()?;
         st.metrics_len = self.log.len();
         self.checkpoints.save(st)
@@ -343,12 +360,13 @@ impl<'a> Run<'a> {
 /// onto the CPU; the model may live on a GPU.
 fn resume(
     model: &TextClassifier,
+    params: &[NamedVar],
     opt: &mut AdamW,
     selector: &mut EpochSelector,
     mut st: TrainState,
     total: usize,
 ) -> Result<TrainState> {
-    for (nv, t) in model.trainable().iter().zip(&st.params) {
+    for (nv, t) in params.iter().zip(&st.params) {
         nv.var
             .set(&t.to_device(model.device())?.to_dtype(nv.var.dtype())?)?;
     }
@@ -380,10 +398,9 @@ fn fresh_state() -> TrainState {
     }
 }
 
-/// Copies of the trainable tensors (a snapshot that later steps do not change).
-fn copy_params(model: &TextClassifier) -> Result<Vec<Tensor>> {
-    Ok(model
-        .trainable()
+/// Copies of the trained tensors (a snapshot that later steps do not change).
+fn copy_params(params: &[NamedVar]) -> Result<Vec<Tensor>> {
+    Ok(params
         .iter()
         .map(|nv| nv.var.as_tensor().copy())
         .collect::<candle_core::Result<Vec<_>>>()?)

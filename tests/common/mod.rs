@@ -200,6 +200,11 @@ fn byte_alphabet() -> Vec<char> {
 /// A tiny RoBERTa checkpoint (tensors under `roberta.`, as roberta-base's) with a byte-level
 /// BPE given as vocab.json + merges.txt that merges every known word into one token.
 pub fn write_roberta(dir: &Path, seed: u64) {
+    write_roberta_shaped(dir, seed, &TINY);
+}
+
+/// [`write_roberta`] of another shape (a teacher wider than the tiny BERT student, say).
+pub fn write_roberta_shaped(dir: &Path, seed: u64, shape: &TinyShape) {
     std::fs::create_dir_all(dir).unwrap();
     let mut vocab: Vec<String> = ["<s>", "<pad>", "</s>", "<unk>"].map(String::from).to_vec();
     vocab.extend(byte_alphabet().iter().map(|c| c.to_string()));
@@ -235,14 +240,14 @@ pub fn write_roberta(dir: &Path, seed: u64) {
     }
     let positions = 66;
     let config = serde_json::json!({
-        "model_type": "roberta", "vocab_size": vocab.len(), "hidden_size": TINY.hidden,
-        "num_hidden_layers": TINY.layers, "num_attention_heads": TINY.heads,
-        "intermediate_size": TINY.ffn, "hidden_act": "gelu", "max_position_embeddings": positions,
+        "model_type": "roberta", "vocab_size": vocab.len(), "hidden_size": shape.hidden,
+        "num_hidden_layers": shape.layers, "num_attention_heads": shape.heads,
+        "intermediate_size": shape.ffn, "hidden_act": "gelu", "max_position_embeddings": positions,
         "type_vocab_size": 1, "layer_norm_eps": 1e-5, "pad_token_id": 1, "bos_token_id": 0,
         "eos_token_id": 2
     });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    write_weights(dir, "roberta.", &TINY, vocab.len(), positions, 1, seed);
+    write_weights(dir, "roberta.", shape, vocab.len(), positions, 1, seed);
 }
 
 /// One synthetic AG-News-style row of class `c`.

@@ -104,7 +104,10 @@ mod tests {
                 };
                 for (g, &x) in got.iter().zip(chunk) {
                     let want = exp(x);
-                    assert!(g.to_bits() == want.to_bits() || g.is_nan() && want.is_nan(), "exp({x})");
+                    assert!(
+                        g.to_bits() == want.to_bits() || g.is_nan() && want.is_nan(),
+                        "exp({x})"
+                    );
                 }
             }
         }
