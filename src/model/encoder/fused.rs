@@ -8,9 +8,11 @@
 //! one bf16 rounding of its input feeding query, key and value; one attention kernel per batch row
 //! ([`crate::nn::cpu::attention`]); residual and LayerNorm in one pass
 //! ([`crate::nn::cpu::layer_norm`]); and the FFN's GELU applied to the product's blocks while they
-//! are in cache, written in bf16 straight into the next product's input. Rounding happens where
-//! the tensor path rounds (each product's input, to bf16), so the two paths differ only by the
-//! order of f32 sums; `tests/fused_inference.rs` holds them together.
+//! are in cache, written in bf16 straight into the next product's input; LoRA updates in one
+//! rank-r kernel ([`crate::nn::cpu::low_rank`]). Rounding happens where the tensor path rounds
+//! (each product's input, to bf16), so the two paths differ by the order of f32 sums and, next to
+//! a bf16 rounding boundary, by one bf16 step of a GELU output; the tests below hold them
+//! together.
 use super::{Encoder, Layer};
 use crate::data::Batch;
 use crate::model::config::Activation;
