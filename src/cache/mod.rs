@@ -21,4 +21,4 @@ pub use file::{
     HEADER_LEN,
 };
 pub use merge::{merge_parts, parts_dir, write_part};
-pub use pass::{is_chunk_file, Pass, CACHE_CHUNK_ROWS};
+pub use pass::{is_chunk_file, Keep, Pass, CACHE_CHUNK_ROWS};

@@ -17,5 +17,5 @@ pub mod serving;
 pub use checkpoint::Checkpoint;
 pub use classifier::{NamedVar, TextClassifier};
 pub use config::{EncoderConfig, ModelKind};
-pub use inference::{predict_logits, probabilities};
+pub use inference::{predict_logits, predict_logits_shared, probabilities};
 pub use lora::{LoraSpec, TargetModules};

@@ -7,6 +7,7 @@ use crate::cache::{ensemble, LogitCache};
 use crate::data::Batch;
 use crate::error::{KdError, Result};
 use crate::model::TextClassifier;
+use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 use rand::rngs::StdRng;
 
@@ -88,6 +89,31 @@ pub fn train_step(
     s: &TrainSettings,
     rng: &mut StdRng,
 ) -> Result<f64> {
+    let (loss, mut grads) = gradients(model, batch, objective, s, rng)?;
+    apply_gradients(opt, &mut grads, lr, s)?;
+    Ok(loss.to_scalar::<f32>()? as f64)
+}
+
+/// Clipping and AdamW on `grads` (the batch's mean gradient).
+pub fn apply_gradients(
+    opt: &mut AdamW,
+    grads: &mut GradStore,
+    lr: f64,
+    s: &TrainSettings,
+) -> Result<()> {
+    opt.clip_grad_norm(grads, s.max_grad_norm)?;
+    opt.step(grads, lr)?;
+    Ok(())
+}
+
+/// The forward pass with dropout, the batch's mean loss and its gradients.
+pub fn gradients(
+    model: &TextClassifier,
+    batch: &Batch,
+    objective: &Objective,
+    s: &TrainSettings,
+    rng: &mut StdRng,
+) -> Result<(Tensor, GradStore)> {
     let device = model.device();
     let logits = model.forward(batch, Some(rng))?;
     let labels = Tensor::from_slice(&batch.labels, batch.batch_size, device)?;
@@ -119,10 +145,8 @@ pub fn train_step(
             )?
         }
     };
-    let mut grads = loss.backward()?;
-    opt.clip_grad_norm(&mut grads, s.max_grad_norm)?;
-    opt.step(&grads, lr)?;
-    Ok(loss.to_scalar::<f32>()? as f64)
+    let grads = loss.backward()?;
+    Ok((loss, grads))
 }
 
 /// The widest spread of one row's logits (largest minus smallest) a healthy classifier reaches.

@@ -4,6 +4,7 @@
 //!
 //! A resumed run must end with the bits an uninterrupted one ends with, so every RNG is drawn
 //! from (seed, epoch) or (seed, step) and the state between steps lives in one [`TrainState`].
+use super::data_parallel::{reduced_bytes, shared_step};
 use super::log::MetricsLog;
 use super::metrics::{argmax_rows, evaluate};
 use super::optimizer::AdamW;
@@ -13,9 +14,10 @@ use super::state::{rng_for, Checkpoints, TrainState};
 use super::step::{check_logits, check_loss, loss_ceiling};
 use super::step::{new_optimizer, train_step, Objective, TrainSettings};
 use crate::data::{Batcher, Dataset};
+use crate::distributed::{watchdog, Collective};
 use crate::error::{KdError, Result};
 use crate::interrupt::{fault_point, stop_point, stop_requested};
-use crate::model::{predict_logits, TextClassifier};
+use crate::model::{predict_logits_shared, TextClassifier};
 use crate::progress::progress_bar;
 use candle_core::Tensor;
 use indicatif::ProgressBar;
@@ -37,12 +39,13 @@ pub struct TrainReport {
     pub train_tokens_per_s: f64,
 }
 
-/// Where a training run reports and keeps its state: the metrics log, the checkpoints, and the
-/// state to resume from (None for a fresh run).
+/// Where a training run reports and keeps its state: the metrics log, the checkpoints, the
+/// state to resume from (None for a fresh run), and the ranks it shares its batches with.
 pub struct Progress<'a> {
     pub log: &'a mut MetricsLog,
     pub checkpoints: &'a mut dyn Checkpoints,
     pub resume: Option<TrainState>,
+    pub world: &'a dyn Collective,
 }
 
 /// Trains `model`'s adapters and head on `data.train` (and, distilling, `data.unlabelled`),
@@ -84,8 +87,14 @@ struct Run<'a> {
     objective: &'a Objective<'a>,
     log: &'a mut MetricsLog,
     checkpoints: &'a mut dyn Checkpoints,
-    /// The rows an epoch passes over.
+    world: &'a dyn Collective,
+    /// Whether the last step's all-reduce carried a stop request (several ranks).
+    step_stop: bool,
+    /// Seconds in the all-reduce and steps, since the last metrics line.
+    reduce_window: (f64, usize),
+    /// The rows an epoch passes over, and how many a step takes (over all ranks).
     rows: Vec<usize>,
+    global_batch: usize,
     per_epoch: usize,
     total: usize,
     warmup: usize,
@@ -107,7 +116,9 @@ impl<'a> Run<'a> {
         rows: Vec<usize>,
         progress: Progress<'p>,
     ) -> Result<Self> {
-        let per_epoch = rows.len().div_ceil(s.batch_size);
+        // `--batch-size` is per rank: a step takes N × batch rows (HF Trainer's global batch).
+        let global_batch = s.batch_size * progress.world.size();
+        let per_epoch = rows.len().div_ceil(global_batch);
         let total = s
             .max_steps
             .map_or(per_epoch * s.epochs, |m| m.min(per_epoch * s.epochs));
@@ -120,6 +131,16 @@ impl<'a> Run<'a> {
         };
         let bar = progress_bar(total, "train");
         bar.inc(st.step as u64);
+        let world = progress.world;
+        if world.size() > 1 {
+            tracing::info!(
+                ranks = world.size(),
+                transport = %world.transport(),
+                global_batch,
+                bytes_per_step = reduced_bytes(model),
+                "data-parallel: one all-reduce per step"
+            );
+        }
         Ok(Self {
             model,
             batcher,
@@ -128,7 +149,11 @@ impl<'a> Run<'a> {
             objective,
             log: progress.log,
             checkpoints: progress.checkpoints,
+            world,
+            step_stop: false,
+            reduce_window: (0.0, 0),
             rows,
+            global_batch,
             per_epoch,
             total,
             warmup,
@@ -158,7 +183,7 @@ impl<'a> Run<'a> {
         let mut plan_rng = rng_for(self.s.seed, 1, epoch);
         let plan = self
             .batcher
-            .training_plan(&self.rows, self.s.batch_size, &mut plan_rng);
+            .training_plan(&self.rows, self.global_batch, &mut plan_rng);
         for rows in plan.into_iter().skip(skip) {
             if self.st.step == self.total {
                 break;
@@ -170,27 +195,29 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// One optimizer step on `rows`; returns its loss and learning rate. Dropout is drawn from
-    /// (seed, step), so a resumed step draws the masks it drew the first time.
+    /// One optimizer step on `rows` (the global batch: every rank's share); returns its loss
+    /// and learning rate. Dropout is drawn from (seed, step), so a resumed step draws the masks
+    /// it drew the first time.
     fn step(&mut self, rows: &[usize]) -> Result<(f64, f64)> {
         let (s, step) = (self.s, self.st.step);
         let started = Instant::now();
-        let batch = self.batcher.batch(rows);
         let lr = s.lr * warmup_cosine(step, self.warmup, self.total);
         let mut rng = rng_for(s.seed, 2, step);
         // GPU dropout masks come from the device's generator (the CPU's from `rng`).
         if !self.model.device().is_cpu() {
             self.model.device().set_seed(rng.random())?;
         }
-        let loss = train_step(
-            self.model,
-            &batch,
-            self.objective,
-            &mut self.opt,
-            lr,
-            s,
-            &mut rng,
-        )?;
+        let (m, b, o) = (self.model, self.batcher, self.objective);
+        let loss = if self.world.size() > 1 {
+            watchdog::set_phase(format!("training step {}", step + 1));
+            let shared = shared_step(self.world, m, b, rows, o, &mut self.opt, lr, s, &mut rng)?;
+            self.step_stop = shared.stop;
+            self.reduce_window.0 += shared.reduce_seconds;
+            self.reduce_window.1 += 1;
+            shared.loss
+        } else {
+            train_step(m, &b.batch(rows), o, &mut self.opt, lr, s, &mut rng)?
+        };
         // A diverged run never becomes a finished run folder (see `loss_ceiling`).
         check_loss(
             loss,
@@ -199,8 +226,8 @@ impl<'a> Run<'a> {
         )?;
         let st = &mut self.st;
         st.seconds += started.elapsed().as_secs_f64();
-        st.samples += batch.batch_size;
-        st.tokens += batch.real_tokens();
+        st.samples += rows.len();
+        st.tokens += self.batcher.tokens(rows);
         st.step += 1;
         st.window = (st.window.0 + loss, st.window.1 + 1);
         Ok((loss, lr))
@@ -216,11 +243,17 @@ impl<'a> Run<'a> {
             st.samples as f64 / st.seconds
         ));
         if st.step.is_multiple_of(self.s.log_every.max(1)) || st.step == self.total {
-            self.log.write(json!({
+            let mut line = json!({
                 "step": st.step, "epoch": epoch, "loss": st.window.0 / st.window.1 as f64,
                 "lr": lr, "samples_per_s": st.samples as f64 / st.seconds,
                 "tokens_per_s": st.tokens as f64 / st.seconds,
-            }))?;
+            });
+            // Several ranks: the mean time a step spent in its all-reduce, for its share.
+            let (secs, steps) = std::mem::take(&mut self.reduce_window);
+            if steps > 0 {
+                line["allreduce_ms"] = json!(1e3 * secs / steps as f64);
+            }
+            self.log.write(line)?;
             st.window = (0.0, 0);
         }
         Ok(())
@@ -232,8 +265,12 @@ impl<'a> Run<'a> {
         let step = self.st.step;
         // per_epoch is at least 1 here: an empty epoch has no steps.
         let epoch_end = step == self.total || step.is_multiple_of(self.per_epoch);
-        stop_point(step);
-        let stop = stop_requested();
+        // Several ranks stop together: at a stop point (the same step on every rank) or when
+        // the step's all-reduce carried a request; a later one is carried by the next step's.
+        let stop = match self.world.size() {
+            1 => stop_point(step) || stop_requested(),
+            _ => stop_point(step) || self.step_stop,
+        };
         if !epoch_end && (stop || self.checkpoints.due(step, false)) {
             self.save()?;
         }
@@ -256,7 +293,7 @@ impl<'a> Run<'a> {
             }
             self.st.last = Some(scores);
         }
-        let stop = stop_requested();
+        let stop = self.world.any(stop_requested())?;
         if stop || self.checkpoints.due(self.st.step, true) {
             self.save()?;
         }
@@ -312,7 +349,9 @@ impl<'a> Run<'a> {
     fn validate(&mut self, epoch: usize) -> Result<EpochScores> {
         let (model, data) = (self.model, self.data);
         let classes = model.num_labels();
-        let logits = predict_logits(
+        watchdog::set_phase(format!("validation after epoch {epoch}"));
+        let logits = predict_logits_shared(
+            self.world,
             model,
             self.batcher,
             &data.val,
