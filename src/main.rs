@@ -36,8 +36,9 @@ fn main() {
         std::process::exit(2)
     });
     let world = kd::distributed::world();
-    // The ranks after 0 of a data-parallel run log warnings only: rank 0 speaks for the run.
-    let default_filter = if world.leads() { "kd=info" } else { "kd=warn" };
+    // The ranks after 0 of a data-parallel run log errors only: rank 0 speaks for the run (and
+    // would otherwise see every warning N times).
+    let default_filter = if world.leads() { "kd=info" } else { "kd=error" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -213,7 +214,11 @@ fn print_bench(r: &bench::BenchReport) {
     }
 }
 
+/// Prints a training run's summary line (rank 0's alone in a data-parallel run).
 fn print_summary(out: &std::path::Path, s: &commands::Summary) {
+    if !kd::distributed::world().leads() {
+        return;
+    }
     let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |a| format!("{:.2}%", 100.0 * a));
     println!(
         "{}: {} trainable parameters, kept epoch {}, val {}, test {}, {:.1} train samples/s",

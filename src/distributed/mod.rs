@@ -165,6 +165,23 @@ pub fn share(n: usize, rank: usize, size: usize) -> Range<usize> {
     n * rank / size..n * (rank + 1) / size
 }
 
+/// This rank's index among the ranks of its node, as the launcher sets it (0 for one
+/// process): `--device cuda` is `cuda:<local rank>`, one GPU per rank.
+pub fn local_rank() -> usize {
+    if world().size() == 1 {
+        return 0;
+    }
+    let vars = [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+        "PMIX_LOCAL_RANK",
+    ];
+    vars.iter()
+        .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// "rank 1 of 2: " in a multi-rank world, "" otherwise: the prefix of a rank's own messages.
 pub fn rank_prefix() -> String {
     let w = world();

@@ -146,11 +146,10 @@ impl Collective for MpiWorld {
     }
 
     fn transport(&self) -> String {
-        #[cfg(feature = "cuda")]
-        if self.nccl.get().is_some() {
-            return "NCCL (ids over MPI)".into();
+        match cfg!(feature = "cuda") {
+            true => "MPI (NCCL for CUDA tensors, its id sent over MPI)".into(),
+            false => "MPI".into(),
         }
-        "MPI".into()
     }
 
     #[cfg(feature = "cuda")]

@@ -91,7 +91,7 @@ pub fn start(timeout: Duration, rank: usize, size: usize) {
             std::thread::sleep(tick);
             if let Some((what, waited)) = current().filter(|(_, w)| *w > timeout) {
                 eprintln!(
-                    "error: rank {rank} of {size}: {what} waited {:.0} s for the other ranks ({TIMEOUT_VAR}={}): one of them has died or hangs; stopping this rank (the run folder is unchanged; the staged checkpoint resumes with the same number of ranks)",
+                    "error: rank {rank} of {size}: {what} waited {:.0} s for the other ranks ({TIMEOUT_VAR}={}): one of them has died or hangs; stopping this rank (the run folder is unchanged; a staged checkpoint resumes with the same number of ranks)",
                     waited.as_secs_f64(),
                     timeout.as_secs_f64()
                 );
