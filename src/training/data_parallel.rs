@@ -90,6 +90,35 @@ pub fn shared_step(
     })
 }
 
+/// Gives every rank rank 0's trainable tensors, as DDP does when it starts. Every rank already
+/// initialises them from the same seed (or resumes the same checkpoint); this makes equal
+/// weights a fact rather than an assumption (another kd version on one node, say).
+pub fn share_weights(world: &dyn Collective, model: &TextClassifier) -> Result<()> {
+    let params = model.trainable();
+    let mut bytes = Vec::new();
+    if world.leads() {
+        for p in params {
+            let values = p.var.as_tensor().to_dtype(DType::F32)?.flatten_all()?;
+            bytes.extend(
+                values
+                    .to_vec1::<f32>()?
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes()),
+            );
+        }
+    }
+    world.broadcast_bytes(&mut bytes)?;
+    let floats: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .collect();
+    let flat = Tensor::from_vec(floats, bytes.len() / 4, model.device())?;
+    for (p, t) in params.iter().zip(split(params, &flat)?) {
+        p.var.set(&t)?;
+    }
+    Ok(())
+}
+
 /// Every trainable tensor's gradient times `weight` (zeros where it has none), flattened in
 /// `params` order, then `extra`: one f32 buffer on the model's device.
 fn flatten(
@@ -114,25 +143,37 @@ fn flatten(
 
 /// The gradients [`flatten`] packed, back in a store under their tensors, in their dtypes.
 fn unflatten(params: &[NamedVar], flat: &Tensor) -> Result<GradStore> {
+    let grads_only = flat.narrow(0, 0, flat.dim(0)?.saturating_sub(EXTRA))?;
     let mut grads = GradStore::default();
-    let mut at = 0;
-    for p in params {
-        let t = p.var.as_tensor();
-        let n = t.elem_count();
-        let g = flat
-            .narrow(0, at, n)?
-            .reshape(t.shape())?
-            .to_dtype(t.dtype())?;
-        grads.insert(t, g);
-        at += n;
+    for (p, g) in params.iter().zip(split(params, &grads_only)?) {
+        grads.insert(p.var.as_tensor(), g);
     }
-    if at + EXTRA != flat.dim(0)? {
+    Ok(grads)
+}
+
+/// `flat` cut into tensors of `params`' shapes and dtypes, in order; refused unless it holds
+/// exactly their scalars.
+fn split(params: &[NamedVar], flat: &Tensor) -> Result<Vec<Tensor>> {
+    let total: usize = params.iter().map(|p| p.var.elem_count()).sum();
+    if flat.dim(0)? != total {
         return Err(KdError::Internal(format!(
-            "a flat gradient buffer of {} floats for {at} trainable scalars",
+            "a flat buffer of {} floats for {total} trainable scalars",
             flat.dim(0)?
         )));
     }
-    Ok(grads)
+    let mut at = 0;
+    let mut out = Vec::with_capacity(params.len());
+    for p in params {
+        let t = p.var.as_tensor();
+        let n = t.elem_count();
+        out.push(
+            flat.narrow(0, at, n)?
+                .reshape(t.shape())?
+                .to_dtype(t.dtype())?,
+        );
+        at += n;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -4,13 +4,13 @@
 //!
 //! A resumed run must end with the bits an uninterrupted one ends with, so every RNG is drawn
 //! from (seed, epoch) or (seed, step) and the state between steps lives in one [`TrainState`].
-use super::data_parallel::{reduced_bytes, shared_step};
+use super::data_parallel::{reduced_bytes, share_weights, shared_step};
 use super::log::MetricsLog;
 use super::metrics::{argmax_rows, evaluate};
 use super::optimizer::AdamW;
 use super::schedule::{warmup_cosine, warmup_steps};
 use super::selection::{Decision, EpochScores, EpochSelector};
-use super::state::{rng_for, Checkpoints, TrainState};
+use super::state::{copy_params, fresh_state, resume, rng_for, Checkpoints, TrainState};
 use super::step::{check_logits, check_loss, loss_ceiling};
 use super::step::{new_optimizer, train_step, Objective, TrainSettings};
 use crate::data::{Batcher, Dataset};
@@ -19,7 +19,6 @@ use crate::error::{KdError, Result};
 use crate::interrupt::{fault_point, stop_point, stop_requested};
 use crate::model::{predict_logits_shared, TextClassifier};
 use crate::progress::progress_bar;
-use candle_core::Tensor;
 use indicatif::ProgressBar;
 use rand::Rng;
 use serde_json::json;
@@ -133,6 +132,7 @@ impl<'a> Run<'a> {
         bar.inc(st.step as u64);
         let world = progress.world;
         if world.size() > 1 {
+            share_weights(world, model)?;
             tracing::info!(
                 ranks = world.size(),
                 transport = %world.transport(),
@@ -376,54 +376,4 @@ impl<'a> Run<'a> {
         }))?;
         Ok(scores)
     }
-}
-
-/// Puts a checkpoint's weights, AdamW moments and selector memory back. Checkpoints are read
-/// onto the CPU; the model may live on a GPU.
-fn resume(
-    model: &TextClassifier,
-    opt: &mut AdamW,
-    selector: &mut EpochSelector,
-    mut st: TrainState,
-    total: usize,
-) -> Result<TrainState> {
-    for (nv, t) in model.trainable().iter().zip(&st.params) {
-        nv.var
-            .set(&t.to_device(model.device())?.to_dtype(nv.var.dtype())?)?;
-    }
-    if let Some((_, snapshot)) = &mut st.best {
-        for t in snapshot.iter_mut() {
-            *t = t.to_device(model.device())?;
-        }
-    }
-    opt.restore(st.adam_step, &st.adam_m, &st.adam_v)?;
-    selector.remember(st.best.as_ref().map(|b| &b.0));
-    tracing::info!(step = st.step, total, "resuming");
-    Ok(st)
-}
-
-fn fresh_state() -> TrainState {
-    TrainState {
-        step: 0,
-        params: Vec::new(),
-        adam_step: 0,
-        adam_m: Vec::new(),
-        adam_v: Vec::new(),
-        best: None,
-        last: None,
-        window: (0.0, 0),
-        seconds: 0.0,
-        samples: 0,
-        tokens: 0,
-        metrics_len: 0,
-    }
-}
-
-/// Copies of the trainable tensors (a snapshot that later steps do not change).
-fn copy_params(model: &TextClassifier) -> Result<Vec<Tensor>> {
-    Ok(model
-        .trainable()
-        .iter()
-        .map(|nv| nv.var.as_tensor().copy())
-        .collect::<candle_core::Result<Vec<_>>>()?)
 }
