@@ -264,3 +264,20 @@ fn a_rank_that_dies_or_hangs_stops_every_rank_with_a_clear_error() {
     );
     assert!(!Path::new(&w.p("t")).exists(), "no run folder");
 }
+
+#[test]
+fn commands_without_a_data_parallel_form_are_refused_on_several_ranks() {
+    need_mpi!();
+    let w = World::new(20, 5);
+    let args: Vec<String> = ["cache", &w.p("t"), "--unlabelled", &w.p("data/train.csv")]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let out = mpirun(2, &args, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("`kd cache` does not run data-parallel"),
+        "{err}"
+    );
+}
