@@ -7,11 +7,14 @@ use candle_core::{DType, Device};
 pub fn select(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        // Under mpirun/srun each rank of a node takes its own GPU: the node-local rank's.
+        "auto" => {
+            Ok(Device::cuda_if_available(crate::distributed::local_rank()).unwrap_or(Device::Cpu))
+        }
         s if s == "cuda" || s.starts_with("cuda:") => {
             let ordinal = s
                 .strip_prefix("cuda:")
-                .map_or(Ok(0), str::parse)
+                .map_or(Ok(crate::distributed::local_rank()), str::parse)
                 .map_err(|_| KdError::Config(format!("--device {s}: expected cuda:N")))?;
             if !candle_core::utils::cuda_is_available() {
                 return Err(KdError::Config(

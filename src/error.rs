@@ -102,6 +102,19 @@ pub enum KdError {
         second_by: String,
     },
 
+    /// A staged checkpoint of a data-parallel run resumed by another number of ranks: its
+    /// global batch, so its plan, would change mid-run.
+    #[error("{path} was written by a run on {then} ranks and this one has {now}: resume with the same number (mpirun -np {then} …), or start over with --fresh")]
+    RanksChanged {
+        path: PathBuf,
+        then: usize,
+        now: usize,
+    },
+
+    /// Ranks of a data-parallel run could not be set up or could not agree.
+    #[error(transparent)]
+    Distributed(#[from] crate::distributed::DistributedError),
+
     /// `--shard` names no one shard: a bad `i/N`, or scheduler variables that give none.
     #[error(transparent)]
     Shard(#[from] crate::shard::ShardError),

@@ -50,6 +50,7 @@ pub mod cache;
 pub mod commands;
 pub mod data;
 pub mod device;
+pub mod distributed;
 pub mod error;
 pub(crate) mod fsutil;
 mod hub;

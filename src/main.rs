@@ -30,14 +30,29 @@ use kd::commands::{self, bench, compare};
 
 fn main() {
     keep_freed_memory();
+    // Under mpirun/srun: this process's rank (MPI is finalised when `session` drops).
+    let session = kd::distributed::init().unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2)
+    });
+    let world = kd::distributed::world();
+    // The ranks after 0 of a data-parallel run log errors only: rank 0 speaks for the run (and
+    // would otherwise see every warning N times).
+    let default_filter = if world.leads() { "kd=info" } else { "kd=error" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "kd=info".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if world.size() > 1 && !matches!(cli.command, Command::Teach(_) | Command::Distill(_)) {
+        let command = std::env::args().nth(1).unwrap_or_default();
+        let e = kd::distributed::DistributedError::NotParallel { command };
+        eprintln!("error: {}{e}", kd::distributed::rank_prefix());
+        world.abort(2);
+    }
     // Training commands: Ctrl-C / SIGTERM finish the current step, write a checkpoint and exit
     // 130; a second one stops at once (the last checkpoint still resumes). Other commands keep
     // the default: stop at once.
@@ -45,21 +60,40 @@ fn main() {
         cli.command,
         Command::Teach(_) | Command::Distill(_) | Command::Sweep(_) | Command::Cache(_)
     ) {
-        let _ = ctrlc::set_handler(|| {
-            if kd::interrupt::stop_requested() {
-                std::process::exit(130);
-            }
-            eprintln!("stopping after the current step (again to stop now)…");
-            kd::interrupt::request_stop();
-        });
+        let _ = ctrlc::set_handler(on_stop_signal);
     }
     if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}{e:#}", kd::distributed::rank_prefix());
         let interrupted = e
             .downcast_ref::<kd::KdError>()
             .is_some_and(|k| matches!(k, kd::KdError::Interrupted { .. }));
-        std::process::exit(if interrupted { 130 } else { 1 });
+        // Every rank stops at the same step when interrupted (the stop request travels with
+        // the step's all-reduce) and may finish MPI; any other error may be this rank's
+        // alone, with the others waiting on it: end them all.
+        if interrupted {
+            session.finish();
+            std::process::exit(130);
+        }
+        world.abort(1);
     }
+    session.finish();
+}
+
+/// SIGINT/SIGTERM: stop after the current step; a second one stops at once. A rank waiting on
+/// the others says so: when mpirun stops a job because a rank died, that is what it sees.
+fn on_stop_signal() {
+    if kd::interrupt::stop_requested() {
+        std::process::exit(130);
+    }
+    let rank = kd::distributed::rank_prefix();
+    match kd::distributed::watchdog::current() {
+        Some((what, waited)) => eprintln!(
+            "{rank}stopped while {what} had waited {:.1} s for the other ranks: if no one pressed Ctrl-C, a rank has died (see the launcher's message); the run folder is unchanged",
+            waited.as_secs_f64()
+        ),
+        None => eprintln!("{rank}stopping after the current step (again to stop now)…"),
+    }
+    kd::interrupt::request_stop();
 }
 
 /// Prints what `kd sweep` made: the table and sweep.json, or what one shard trained.
@@ -186,7 +220,11 @@ fn print_bench(r: &bench::BenchReport) {
     }
 }
 
+/// Prints a training run's summary line (rank 0's alone in a data-parallel run).
 fn print_summary(out: &std::path::Path, s: &commands::Summary) {
+    if !kd::distributed::world().leads() {
+        return;
+    }
     let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |a| format!("{:.2}%", 100.0 * a));
     println!(
         "{}: {} trainable parameters, kept epoch {}, val {}, test {}, {:.1} train samples/s",

@@ -23,5 +23,5 @@ pub use file::{
     HEADER_LEN,
 };
 pub use merge::{merge_parts, parts_dir, write_part};
-pub use pass::{is_chunk_file, split_rows, Pass, CACHE_CHUNK_ROWS};
+pub use pass::{is_chunk_file, split_rows, Keep, Pass, CACHE_CHUNK_ROWS};
 pub use repr::{ReprCache, ReprHeader};

@@ -14,6 +14,7 @@ use super::block::{changes, read_block, write_block, Made};
 use super::file::{write, CacheHeader};
 use super::repr::{self, ReprHeader};
 use crate::data::Batcher;
+use crate::distributed::{watchdog, Collective};
 use crate::error::{KdError, Result};
 use crate::interrupt::{fault_point, stop_point_after, stop_requested};
 use crate::model::{predict_rows, TextClassifier};
@@ -122,8 +123,7 @@ impl Pass<'_> {
         let mut all = Vec::new();
         for k in (0..chunks).filter(|&k| shard.owns(k)) {
             let path = chunk_path(dir, k);
-            let mut made = made.clone();
-            made.insert(CHUNK.into(), k.to_string());
+            let made = chunk_made(made, k);
             if let Some(kept) = self.kept_chunk(&path, k, &made)? {
                 all.extend(kept);
                 continue;
@@ -210,6 +210,114 @@ pub fn split_rows(values: &[f32], classes: usize, width: usize) -> (Vec<f32>, Ve
         reprs.extend_from_slice(&row[classes..]);
     }
     (logits, reprs)
+}
+
+/// Where rank 0 keeps a pass shared by several ranks: its staging folder, what made its chunks,
+/// and the cache file to write with its header.
+pub struct Keep<'a> {
+    pub dir: &'a Path,
+    pub made: &'a Made,
+    pub header: &'a CacheHeader,
+    pub path: &'a Path,
+    /// Where the representations go, when the pass scores them.
+    pub repr_path: &'a Path,
+}
+
+impl Pass<'_> {
+    /// [`Pass::write_resumable`] shared by the ranks of `world` (`keep` is rank 0's, None on
+    /// the others): the chunks rank 0 does not find kept are dealt out in rounds, one chunk per
+    /// rank, and gathered; rank 0 keeps each as it arrives and writes the cache. A chunk is
+    /// scored whole by one rank, so the cache holds the bits one process writes. Returns the
+    /// rows scored per second.
+    pub fn write_shared(&self, world: &dyn Collective, keep: Option<Keep>) -> Result<f64> {
+        if world.size() == 1 {
+            let k = keep.ok_or_else(|| KdError::Internal("one rank must keep the pass".into()))?;
+            return self.write_resumable(k.dir, k.made, k.header, k.path, k.repr_path);
+        }
+        let started = Instant::now();
+        let mut chunks: Vec<Option<Vec<f32>>> = vec![None; self.chunks()];
+        let mut todo = Vec::new();
+        if let Some(k) = &keep {
+            for (c, slot) in chunks.iter_mut().enumerate() {
+                *slot = self.kept_chunk(&chunk_path(k.dir, c), c, &chunk_made(k.made, c))?;
+            }
+            let missing = chunks.iter().enumerate().filter(|(_, c)| c.is_none());
+            todo = missing
+                .flat_map(|(c, _)| (c as u64).to_le_bytes())
+                .collect();
+        }
+        world.broadcast_bytes(&mut todo)?;
+        let todo: Vec<usize> = todo
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+            .collect();
+        for round in todo.chunks(world.size()) {
+            let (first, all) = (round[0] + 1, self.chunks());
+            watchdog::set_phase(format!("the caching pass, chunk {first} of {all}"));
+            if world.any(stop_requested())? {
+                return Err(KdError::Interrupted {
+                    what: format!("the caching pass at chunk {first} of {all}"),
+                });
+            }
+            let mine = match round.get(world.rank()) {
+                Some(&c) => self.chunk(c)?,
+                None => Vec::new(),
+            };
+            let gathered = world.all_gather(&mine)?;
+            if let Some(k) = &keep {
+                self.keep_round(k, round, &gathered, &mut chunks)?;
+            }
+            for &c in round {
+                fault_point("KD_FAULT_AFTER_CHUNK", c + 1);
+                stop_point_after("KD_STOP_AFTER_CHUNK", c + 1);
+            }
+        }
+        if let Some(k) = keep {
+            let values: Vec<f32> = chunks.into_iter().flatten().flatten().collect();
+            let width = self.repr_width();
+            let (logits, reprs) = split_rows(&values, k.header.classes, width);
+            write(k.path, k.header, &logits)?;
+            if width > 0 {
+                repr::write(k.repr_path, &ReprHeader::of(k.header, width), &reprs)?;
+            }
+        }
+        Ok(self.rows as f64 / started.elapsed().as_secs_f64().max(1e-9))
+    }
+
+    /// Keeps the chunks of one round (gathered in rank order, so in `round` order).
+    fn keep_round(
+        &self,
+        k: &Keep,
+        round: &[usize],
+        gathered: &[f32],
+        chunks: &mut [Option<Vec<f32>>],
+    ) -> Result<()> {
+        let classes = self.columns();
+        let mut at = 0;
+        for &c in round {
+            let n = self.chunk_range(c).len() * classes;
+            let logits = gathered
+                .get(at..at + n)
+                .ok_or_else(|| KdError::Internal(format!("chunk {c}: too few logits gathered")))?
+                .to_vec();
+            write_block(
+                &chunk_path(k.dir, c),
+                &chunk_made(k.made, c),
+                classes,
+                &logits,
+            )?;
+            chunks[c] = Some(logits);
+            at += n;
+        }
+        Ok(())
+    }
+}
+
+/// What made chunk `k` of a pass made by `made`.
+fn chunk_made(made: &Made, k: usize) -> Made {
+    let mut made = made.clone();
+    made.insert(CHUNK.into(), k.to_string());
+    made
 }
 
 /// Whether `name` is a chunk file of an unfinished resumable pass (a finished run folder does

@@ -72,9 +72,12 @@ fn train_student(cfg: &RunConfig, p: &Prepared) -> Result<Summary> {
     let report = train(
         &model, &p.batcher, &p.data, &cfg.train, &objective, progress,
     )?;
+    // Rank 0 alone writes (`run` is None on the other ranks of a data-parallel run).
     let run = open.run;
     // The adapter holds the student's own tensors: the projection is not part of it.
-    save_trained(cfg, &model, p.label_names.as_deref(), &run)?;
+    if let Some(run) = &run {
+        save_trained(cfg, &model, p.label_names.as_deref(), run)?;
+    }
     finish(cfg, p, &model, &report, "student", None, run)
 }
 

@@ -94,9 +94,26 @@ impl Batcher {
         rows.chunks(batch_size).map(<[usize]>::to_vec).collect()
     }
 
+    /// The longest of `rows`, in tokens.
+    pub fn longest(&self, rows: &[usize]) -> usize {
+        rows.iter().map(|&i| self.ids[i].len()).max().unwrap_or(0)
+    }
+
+    /// The real (non-padding) tokens of `rows`.
+    pub fn tokens(&self, rows: &[usize]) -> usize {
+        rows.iter().map(|&i| self.ids[i].len()).sum()
+    }
+
     /// Pads `rows` to their longest row with the pad id.
     pub fn batch(&self, rows: &[usize]) -> Batch {
-        let seq_len = rows.iter().map(|&i| self.ids[i].len()).max().unwrap_or(0);
+        self.batch_padded(rows, self.longest(rows))
+    }
+
+    /// Pads `rows` to `seq_len` tokens (at least their longest): a data-parallel rank pads its
+    /// share of a batch as the whole batch is padded, so each row is computed as it would be in
+    /// the whole batch.
+    pub fn batch_padded(&self, rows: &[usize], seq_len: usize) -> Batch {
+        let seq_len = seq_len.max(self.longest(rows));
         let mut input_ids = Vec::with_capacity(rows.len() * seq_len);
         let mut attention_mask = Vec::with_capacity(rows.len() * seq_len);
         for &i in rows {

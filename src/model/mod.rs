@@ -17,5 +17,8 @@ pub mod serving;
 pub use checkpoint::Checkpoint;
 pub use classifier::{NamedVar, TextClassifier};
 pub use config::{EncoderConfig, ModelKind};
-pub use inference::{logits_by_length, predict_logits, predict_rows, probabilities};
+pub use inference::{
+    logits_by_length, predict_logits, predict_logits_shared, predict_rows, predict_rows_shared,
+    probabilities,
+};
 pub use lora::{LoraSpec, TargetModules};

@@ -18,4 +18,5 @@ pub use cpu::bf16_matmul::auto_prefers_bf16;
 pub use cpu::gelu::gelu_erf;
 pub use cpu::{cpu_description, kernels_used};
 pub use grad_mode::{grad_enabled, no_grad, param, NoGradGuard};
-pub use ops::{activation_dtype, compute_dtype, dropout, layer_norm, masked_softmax, FrozenLinear};
+pub use ops::{activation_dtype, compute_dtype, dropout, dropout_rows, layer_norm, masked_softmax};
+pub use ops::{FrozenLinear, RowWindow};

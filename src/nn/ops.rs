@@ -203,12 +203,16 @@ fn linear_detached(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result
 /// reproducible): for f32 one seed per call and a hashed mask ([`super::dropout`]), otherwise one
 /// draw per element. On a GPU it is drawn on the device (seeded once per run with
 /// `Device::set_seed`), so no mask crosses the bus. Identity when `p` is 0.
+///
+/// Inside a [`dropout_rows`] window the f32 CPU mask is the one these rows get in the whole
+/// batch, so a data-parallel rank drops what one process training the whole batch drops.
 pub fn dropout<R: Rng>(x: &Tensor, p: f32, rng: &mut R) -> Result<Tensor> {
     if p <= 0.0 {
         return Ok(x.clone());
     }
     if x.device().is_cpu() && x.dtype() == DType::F32 {
-        return super::cpu::dropout::hashed_dropout(x, p, rng.random::<u64>());
+        let first = first_element(x.elem_count())?;
+        return super::cpu::dropout::hashed_dropout_at(x, p, rng.random::<u64>(), first);
     }
     let scale = 1.0 / (1.0 - p);
     let mask = if x.device().is_cpu() {
@@ -221,4 +225,39 @@ pub fn dropout<R: Rng>(x: &Tensor, p: f32, rng: &mut R) -> Result<Tensor> {
         (uniform.ge(p as f64)?.to_dtype(DType::F32)? * scale as f64)?
     };
     x * mask.to_dtype(x.dtype())?
+}
+
+thread_local! {
+    /// The rows of the whole batch this thread's batch is: (first row, rows).
+    static ROWS: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
+}
+
+/// While it lives, dropout on this thread treats its batch as rows `first..first + rows` of a
+/// larger batch padded to the same length ([`dropout_rows`]).
+#[must_use]
+pub struct RowWindow(Option<(usize, usize)>);
+
+impl Drop for RowWindow {
+    fn drop(&mut self) {
+        ROWS.with(|r| r.set(self.0));
+    }
+}
+
+/// Marks the batch this thread runs next as rows `first..first + rows` of the whole batch
+/// (a data-parallel rank's slice). Every dropout input holds whole rows, outermost, so element
+/// `i` of the slice is element `first·(n/rows) + i` of the whole batch's tensor, whose mask is
+/// then drawn: the rank drops exactly what one process training the whole batch drops.
+pub fn dropout_rows(first: usize, rows: usize) -> RowWindow {
+    RowWindow(ROWS.with(|r| r.replace(Some((first, rows)))))
+}
+
+/// Where a dropout input of `n` elements starts in the whole batch's tensor.
+fn first_element(n: usize) -> Result<u64> {
+    match ROWS.with(|r| r.get()) {
+        None | Some((0, _)) => Ok(0),
+        Some((first, rows)) if rows > 0 && n.is_multiple_of(rows) => {
+            Ok((first * (n / rows)) as u64)
+        }
+        Some((_, rows)) => candle_core::bail!("dropout over {n} elements, not {rows} whole rows"),
+    }
 }

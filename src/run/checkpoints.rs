@@ -47,6 +47,13 @@ struct Meta {
     metrics_len: u64,
     best: Option<EpochScores>,
     last: Option<EpochScores>,
+    /// The ranks that trained it (1 in checkpoints from before data-parallel runs).
+    #[serde(default = "one_rank")]
+    ranks: usize,
+}
+
+fn one_rank() -> usize {
+    1
 }
 
 /// Writes checkpoints into a staging folder: every `every_steps` steps if set, else every
@@ -58,6 +65,10 @@ pub struct RunCheckpoints {
     names: Vec<String>,
     every_steps: Option<usize>,
     last_saved: Instant,
+    /// The ranks of the run (a checkpoint of another number is refused).
+    ranks: usize,
+    /// False on the ranks after 0 of a data-parallel run: they never write.
+    writes: bool,
 }
 
 impl RunCheckpoints {
@@ -77,7 +88,23 @@ impl RunCheckpoints {
             names,
             every_steps,
             last_saved: Instant::now(),
+            ranks: 1,
+            writes: true,
         }
+    }
+
+    /// Checkpoints of a run on `ranks` ranks.
+    pub fn with_ranks(mut self, ranks: usize) -> Self {
+        self.ranks = ranks;
+        self
+    }
+
+    /// The checkpoints of a rank after 0: never due, never written; it resumes from the bytes
+    /// rank 0 loaded ([`RunCheckpoints::state_from`]).
+    pub fn follower(names: Vec<String>) -> Self {
+        let mut c = Self::new(Path::new(""), String::new(), Inputs::default(), names, None);
+        c.writes = false;
+        c
     }
 
     fn damaged(&self, problem: String) -> KdError {
@@ -91,12 +118,31 @@ impl RunCheckpoints {
     /// The state saved by an interrupted run of the same settings and inputs, if there is one.
     /// A checkpoint of other settings or inputs is removed, saying what changed; a damaged one
     /// (truncated, or not matching its checksum) is refused.
-    pub fn load(&self) -> Result<Option<TrainState>> {
+    /// With the state, the checkpoint's bytes (what rank 0 hands the other ranks).
+    pub fn load(&self) -> Result<Option<(TrainState, Vec<u8>)>> {
         if !self.path.is_file() {
             return Ok(None);
         }
         let bytes = std::fs::read(&self.path).map_err(|e| KdError::io(&self.path, e))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+        let (meta, ..) = self.meta(&bytes)?;
+        if let Some(why) = self.made_otherwise(&meta) {
+            tracing::warn!("{} {why}: starting over", self.path.display());
+            std::fs::remove_file(&self.path).map_err(|e| KdError::io(&self.path, e))?;
+            return Ok(None);
+        }
+        if meta.ranks != self.ranks {
+            return Err(KdError::RanksChanged {
+                path: self.path.clone(),
+                then: meta.ranks,
+                now: self.ranks,
+            });
+        }
+        Ok(Some((self.state_from(&bytes)?, bytes)))
+    }
+
+    /// The checkpoint's scalars, its metadata's JSON and the checksum it records.
+    fn meta(&self, bytes: &[u8]) -> Result<(Meta, String, String)> {
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| {
             self.damaged(format!("unreadable checkpoint (truncated or corrupt): {e}"))
         })?;
         let metadata = header.metadata().clone().unwrap_or_default();
@@ -105,22 +151,26 @@ impl RunCheckpoints {
             .ok_or_else(|| self.damaged("not a kd checkpoint".into()))?;
         let meta: Meta = serde_json::from_str(json)
             .map_err(|e| self.damaged(format!("unreadable state: {e}")))?;
-        if let Some(why) = self.made_otherwise(&meta) {
-            tracing::warn!("{} {why}: starting over", self.path.display());
-            std::fs::remove_file(&self.path).map_err(|e| KdError::io(&self.path, e))?;
-            return Ok(None);
-        }
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        let crc = metadata
+            .get(CRC_KEY)
+            .cloned()
+            .unwrap_or_else(|| "none".into());
+        Ok((meta, json.clone(), crc))
+    }
+
+    /// The state held by checkpoint `bytes`, once its checksum is verified.
+    pub fn state_from(&self, bytes: &[u8]) -> Result<TrainState> {
+        let (meta, json, recorded) = self.meta(bytes)?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| {
             self.damaged(format!("unreadable checkpoint (truncated or corrupt): {e}"))
         })?;
-        let recorded = metadata.get(CRC_KEY).map(String::as_str).unwrap_or("none");
-        let got = format!("{:08x}", checksum(json, st.tensors()));
+        let got = format!("{:08x}", checksum(&json, st.tensors()));
         if got != recorded {
             return Err(self.damaged(format!(
                 "does not match its checksum (CRC-32 {got}, recorded {recorded}): the file was damaged after kd wrote it"
             )));
         }
-        self.state(meta, &st).map(Some)
+        self.state(meta, &st)
     }
 
     /// Why a checkpoint with `meta` is not this run's to resume, if it is not.
@@ -195,14 +245,18 @@ fn checksum<V: View>(meta: &str, mut tensors: Vec<(String, V)>) -> u32 {
 
 impl Checkpoints for RunCheckpoints {
     fn due(&mut self, step: usize, epoch_end: bool) -> bool {
-        epoch_end
+        let due = epoch_end
             || match self.every_steps {
                 Some(n) => step.is_multiple_of(n.max(1)),
                 None => self.last_saved.elapsed() >= DEFAULT_INTERVAL,
-            }
+            };
+        self.writes && due
     }
 
     fn save(&mut self, st: &TrainState) -> Result<()> {
+        if !self.writes {
+            return Ok(());
+        }
         let mut tensors: HashMap<String, Tensor> = HashMap::new();
         let mut put = |prefix: &str, list: &[Tensor]| -> Result<()> {
             for (i, t) in list.iter().enumerate() {
@@ -229,6 +283,7 @@ impl Checkpoints for RunCheckpoints {
             metrics_len: st.metrics_len,
             best: st.best.as_ref().map(|b| b.0.clone()),
             last: st.last.clone(),
+            ranks: self.ranks,
         };
         let json = serde_json::to_string(&meta).expect("serialisable");
         let crc = checksum(&json, tensors.iter().map(|(n, t)| (n.clone(), t)).collect());

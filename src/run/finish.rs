@@ -1,16 +1,18 @@
 //! Finishing a training run: test scores, the fitted temperature, summary.json, and the staged
-//! folder committed in one step.
+//! folder committed in one step. In a data-parallel run every rank scores its share of the test
+//! and validation rows; rank 0 writes and commits, then hands the summary to the others.
 use super::folder::{files, write_json};
 use super::prepare::Prepared;
 use super::{RunConfig, StagedRun, Summary};
-use crate::error::Result;
-use crate::model::predict_logits;
-use crate::model::TextClassifier;
+use crate::distributed::{watchdog, Collective};
+use crate::error::{KdError, Result};
+use crate::model::{predict_logits_shared, TextClassifier};
 use crate::training::calibration::fit_temperature;
-use crate::training::{evaluate_examples, FileEvaluation, TrainReport};
+use crate::training::{evaluate_shared, FileEvaluation, TrainReport};
 
 /// Evaluates on the test split when there is one, writes summary.json (the run's last file) and
-/// commits the staged run: the run folder is replaced by the new run in one step.
+/// commits the staged run (rank 0's: `run` is None on the others): the run folder is replaced
+/// by the new run in one step.
 pub fn finish(
     cfg: &RunConfig,
     p: &Prepared,
@@ -18,15 +20,24 @@ pub fn finish(
     report: &TrainReport,
     role: &str,
     cache_samples_per_s: Option<f64>,
-    run: StagedRun,
+    run: Option<StagedRun>,
 ) -> Result<Summary> {
-    let test = test_scores(cfg, p, model)?;
+    let world = crate::distributed::world();
+    watchdog::set_phase("the test scores");
+    let test = test_scores(cfg, p, model, world)?;
     let temperature = if cfg.train.calibrate {
-        Some(calibrate(cfg, p, model)?)
+        Some(calibrate(cfg, p, model, world)?)
     } else {
         None
     };
     let repr = cfg.distill.as_ref().filter(|d| d.repr_weight > 0.0);
+    let Some(run) = run else {
+        // Rank 0 writes while the others wait for its summary.
+        let mut bytes = Vec::new();
+        world.broadcast_bytes(&mut bytes)?;
+        return serde_json::from_slice(&bytes)
+            .map_err(|e| KdError::Internal(format!("rank 0's summary: {e}")));
+    };
     let summary = Summary {
         run_id: Some(run.run_id().to_string()),
         role: role.into(),
@@ -63,9 +74,13 @@ pub fn finish(
         repr_weight: repr.map(|d| d.repr_weight),
         repr_loss: repr.map(|d| d.repr_loss),
         inputs: run.inputs().cloned(),
+        ranks: (world.size() > 1).then_some(world.size()),
     };
     write_json(&run.dir().join(files::SUMMARY), &summary)?;
     run.commit()?;
+    if world.size() > 1 {
+        world.broadcast_bytes(&mut serde_json::to_vec(&summary).expect("serialisable"))?;
+    }
     Ok(summary)
 }
 
@@ -74,17 +89,24 @@ fn test_scores(
     cfg: &RunConfig,
     p: &Prepared,
     model: &TextClassifier,
+    world: &dyn Collective,
 ) -> Result<Option<FileEvaluation>> {
     p.test
         .as_ref()
-        .map(|rows| evaluate_examples(model, &p.tokenizer, rows, &p.checkpoint, &cfg.train))
+        .map(|rows| evaluate_shared(world, model, &p.tokenizer, rows, &p.checkpoint, &cfg.train))
         .transpose()
 }
 
 /// Temperature scaling: the softmax temperature that minimises the kept model's NLL on the
 /// validation rows.
-fn calibrate(cfg: &RunConfig, p: &Prepared, model: &TextClassifier) -> Result<f64> {
-    let logits = predict_logits(
+fn calibrate(
+    cfg: &RunConfig,
+    p: &Prepared,
+    model: &TextClassifier,
+    world: &dyn Collective,
+) -> Result<f64> {
+    let logits = predict_logits_shared(
+        world,
         model,
         &p.batcher,
         &p.data.val,

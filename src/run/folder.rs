@@ -4,6 +4,7 @@ use super::config::RunConfig;
 use super::identity::Inputs;
 use super::prepare::Prepared;
 use super::staging::StagedRun;
+use crate::distributed::Collective;
 use crate::error::Result;
 use crate::model::{adapter, NamedVar, TextClassifier};
 use crate::training::calibration::Calibration;
@@ -68,6 +69,9 @@ pub struct Summary {
     /// `kd sweep` reuses the run only if these are unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<Inputs>,
+    /// The ranks of a data-parallel run (absent for one process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<usize>,
 }
 
 /// Saves the trained adapter and the resolved config.toml (with the class names the run used)
@@ -87,13 +91,15 @@ pub fn save_trained(
     recorded.save(&run.dir().join(files::CONFIG))
 }
 
-/// A training run's folder, opened: the staged run, its metrics log, its checkpoints, and the
-/// state of the interrupted run it continues, if any.
+/// A training run's folder, opened: the staged run (rank 0's alone: the other ranks of a
+/// data-parallel run write nothing), its metrics log, its checkpoints, the state of the
+/// interrupted run it continues, if any, and the ranks it trains with.
 pub struct OpenRun {
-    pub run: StagedRun,
+    pub run: Option<StagedRun>,
     pub log: MetricsLog,
     pub checkpoints: RunCheckpoints,
     pub resume: Option<TrainState>,
+    pub world: &'static dyn Collective,
 }
 
 impl OpenRun {
@@ -104,26 +110,51 @@ impl OpenRun {
             log: &mut self.log,
             checkpoints: &mut self.checkpoints,
             resume: self.resume.take(),
+            world: self.world,
         }
     }
 }
 
 /// Starts the run of `cfg` into its staged folder, or continues the interrupted one found there
 /// (unless `--fresh`) when it was made with the same settings and inputs (see [`Inputs`]: the
-/// base model, the rows `p` prepared, the teachers' logits, the dtype and kernels).
-/// `params` are the tensors the run trains (the model's and its objective's), in the order the
-/// checkpoints keep them.
+/// base model, the rows `p` prepared, the teachers' logits, the dtype and kernels) and the same
+/// number of ranks. `params` are the tensors the run trains (the model's and its objective's), in
+/// the order the checkpoints keep them. Rank 0 opens the folder and hands the checkpoint it
+/// resumes to the others.
 pub fn open_run(cfg: &RunConfig, p: &Prepared, params: &[NamedVar]) -> Result<OpenRun> {
+    let world = crate::distributed::world();
+    let names: Vec<String> = params.iter().map(|nv| nv.name.clone()).collect();
+    if !world.leads() {
+        let checkpoints = RunCheckpoints::follower(names);
+        let mut bytes = Vec::new();
+        world.broadcast_bytes(&mut bytes)?;
+        let resume = match bytes.is_empty() {
+            true => None,
+            false => Some(checkpoints.state_from(&bytes)?),
+        };
+        let (run, log) = (None, MetricsLog::discard());
+        return Ok(OpenRun {
+            run,
+            log,
+            checkpoints,
+            resume,
+            world,
+        });
+    }
     let inputs = Inputs::of(cfg, p)?;
     let (mut run, kept) = StagedRun::begin_resumable(&cfg.out, !cfg.train.fresh)?;
     let key = settings_key(cfg, &inputs.data);
-    let names = params.iter().map(|nv| nv.name.clone()).collect();
     let every = cfg.train.checkpoint_every;
-    let checkpoints = RunCheckpoints::new(run.dir(), key, inputs.clone(), names, every);
-    let resume = if kept { checkpoints.load()? } else { None };
+    let checkpoints =
+        RunCheckpoints::new(run.dir(), key, inputs.clone(), names, every).with_ranks(world.size());
+    let (resume, mut bytes) = match kept {
+        true => checkpoints.load()?.unzip(),
+        false => (None, None),
+    };
     if kept && resume.is_none() {
         run.reset()?;
     }
+    world.broadcast_bytes(bytes.get_or_insert_with(Vec::new))?;
     run.set_inputs(inputs);
     let metrics = run.dir().join(files::METRICS);
     let log = match &resume {
@@ -135,10 +166,11 @@ pub fn open_run(cfg: &RunConfig, p: &Prepared, params: &[NamedVar]) -> Result<Op
         }
     };
     Ok(OpenRun {
-        run,
+        run: Some(run),
         log,
         checkpoints,
         resume,
+        world,
     })
 }
 

@@ -4,8 +4,9 @@ use super::calibration::{calibration, Calibration};
 use super::metrics::{argmax_rows, evaluate, Evaluation};
 use super::TrainSettings;
 use crate::data::{tokenize_rows, Example, SplitFiles, TextTokenizer};
+use crate::distributed::{Collective, Single};
 use crate::error::Result;
-use crate::model::{predict_logits, Checkpoint, TextClassifier};
+use crate::model::{predict_logits_shared, Checkpoint, TextClassifier};
 use std::time::Instant;
 
 /// The outcome of evaluating a labelled file.
@@ -51,11 +52,25 @@ pub fn evaluate_examples(
     checkpoint: &Checkpoint,
     settings: &TrainSettings,
 ) -> Result<FileEvaluation> {
+    evaluate_shared(&Single, model, tokenizer, rows, checkpoint, settings)
+}
+
+/// [`evaluate_examples`] with the batches shared by the ranks of `world` (every rank gets the
+/// whole evaluation).
+pub fn evaluate_shared(
+    world: &dyn Collective,
+    model: &TextClassifier,
+    tokenizer: &TextTokenizer,
+    rows: &[Example],
+    checkpoint: &Checkpoint,
+    settings: &TrainSettings,
+) -> Result<FileEvaluation> {
     let classes = model.num_labels();
     let batcher = tokenize_rows(tokenizer, rows, checkpoint.config.pad_id())?;
     let all: Vec<usize> = (0..rows.len()).collect();
     let started = Instant::now();
-    let logits = predict_logits(model, &batcher, &all, settings.eval_batch_size, "test")?;
+    let bs = settings.eval_batch_size;
+    let logits = predict_logits_shared(world, model, &batcher, &all, bs, "test")?;
     let samples_per_s = rows.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
     let predicted = argmax_rows(&logits, classes);
     let labels: Vec<u32> = rows.iter().map(|r| r.label.expect("labelled")).collect();

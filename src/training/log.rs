@@ -23,6 +23,15 @@ impl MetricsLog {
         })
     }
 
+    /// A log that writes nothing (the ranks after 0 of a data-parallel run).
+    pub fn discard() -> Self {
+        Self {
+            file: None,
+            path: PathBuf::new(),
+            len: 0,
+        }
+    }
+
     /// Reopens the log of an interrupted run, cut back to the `len` bytes its checkpoint saw.
     pub fn resume(path: &Path, len: u64) -> Result<Self> {
         let io = |e| KdError::io(path, e);

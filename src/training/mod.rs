@@ -1,5 +1,6 @@
 //! Training: losses, AdamW, the learning-rate schedule, the loop and metrics.
 pub(crate) mod calibration;
+pub(crate) mod data_parallel;
 pub(crate) mod inference;
 pub(crate) mod log;
 pub mod loss;
@@ -12,7 +13,7 @@ pub(crate) mod state;
 mod step;
 pub(crate) mod trainer;
 
-pub use inference::{evaluate_examples, evaluate_file, FileEvaluation};
+pub use inference::{evaluate_examples, evaluate_file, evaluate_shared, FileEvaluation};
 pub use log::MetricsLog;
 pub use repr::{Projection, ReprLoss, ReprTerm};
 pub use selection::Select;

@@ -8,6 +8,7 @@ use crate::cache::{ensemble, LogitCache};
 use crate::data::Batch;
 use crate::error::{KdError, Result};
 use crate::model::{NamedVar, TextClassifier};
+use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 use rand::rngs::StdRng;
 
@@ -126,10 +127,13 @@ pub fn train_step(
     s: &TrainSettings,
     rng: &mut StdRng,
 ) -> Result<StepLoss> {
-    let (loss, repr) = step_loss(model, batch, objective, s, rng)?;
-    let mut grads = loss.backward()?;
-    opt.clip_grad_norm(&mut grads, s.max_grad_norm)?;
-    opt.step(&grads, lr)?;
+    let (loss, repr, mut grads) = gradients(model, batch, objective, s, rng)?;
+    apply_gradients(opt, &mut grads, lr, s)?;
+    step_losses(&loss, repr.as_ref())
+}
+
+/// The step's loss and its representation term as numbers.
+pub fn step_losses(loss: &Tensor, repr: Option<&Tensor>) -> Result<StepLoss> {
     Ok(StepLoss {
         total: loss.to_scalar::<f32>()? as f64,
         repr: repr
@@ -137,6 +141,32 @@ pub fn train_step(
             .transpose()?
             .map(f64::from),
     })
+}
+
+/// Clipping and AdamW on `grads` (the batch's mean gradient).
+pub fn apply_gradients(
+    opt: &mut AdamW,
+    grads: &mut GradStore,
+    lr: f64,
+    s: &TrainSettings,
+) -> Result<()> {
+    opt.clip_grad_norm(grads, s.max_grad_norm)?;
+    opt.step(grads, lr)?;
+    Ok(())
+}
+
+/// The forward pass with dropout, the batch's mean loss, the unweighted representation term
+/// inside it (when the objective has one), and the loss's gradients.
+pub fn gradients(
+    model: &TextClassifier,
+    batch: &Batch,
+    objective: &Objective,
+    s: &TrainSettings,
+    rng: &mut StdRng,
+) -> Result<(Tensor, Option<Tensor>, GradStore)> {
+    let (loss, repr) = step_loss(model, batch, objective, s, rng)?;
+    let grads = loss.backward()?;
+    Ok((loss, repr, grads))
 }
 
 /// The loss of `batch` under `objective` (with dropout from `rng`), and the unweighted

@@ -4,20 +4,21 @@
 //!
 //! A resumed run must end with the bits an uninterrupted one ends with, so every RNG is drawn
 //! from (seed, epoch) or (seed, step) and the state between steps lives in one [`TrainState`].
+use super::data_parallel::{reduced_bytes, share_weights, shared_step};
 use super::log::MetricsLog;
 use super::metrics::{argmax_rows, evaluate};
 use super::optimizer::AdamW;
 use super::schedule::{warmup_cosine, warmup_steps};
 use super::selection::{Decision, EpochScores, EpochSelector};
-use super::state::{rng_for, Checkpoints, TrainState};
+use super::state::{copy_params, fresh_state, resume, rng_for, Checkpoints, TrainState};
 use super::step::{check_logits, check_loss, loss_ceiling};
 use super::step::{new_optimizer, train_step, trained, Objective, StepLoss, TrainSettings};
 use crate::data::{Batcher, Dataset};
+use crate::distributed::{watchdog, Collective};
 use crate::error::{KdError, Result};
 use crate::interrupt::{fault_point, stop_point, stop_requested};
-use crate::model::{predict_logits, NamedVar, TextClassifier};
+use crate::model::{predict_logits_shared, NamedVar, TextClassifier};
 use crate::progress::progress_bar;
-use candle_core::Tensor;
 use indicatif::ProgressBar;
 use rand::Rng;
 use serde_json::json;
@@ -37,12 +38,13 @@ pub struct TrainReport {
     pub train_tokens_per_s: f64,
 }
 
-/// Where a training run reports and keeps its state: the metrics log, the checkpoints, and the
-/// state to resume from (None for a fresh run).
+/// Where a training run reports and keeps its state: the metrics log, the checkpoints, the
+/// state to resume from (None for a fresh run), and the ranks it shares its batches with.
 pub struct Progress<'a> {
     pub log: &'a mut MetricsLog,
     pub checkpoints: &'a mut dyn Checkpoints,
     pub resume: Option<TrainState>,
+    pub world: &'a dyn Collective,
 }
 
 /// Trains `model`'s adapters and head on `data.train` (and, distilling, `data.unlabelled`),
@@ -86,8 +88,14 @@ struct Run<'a> {
     params: Vec<NamedVar>,
     log: &'a mut MetricsLog,
     checkpoints: &'a mut dyn Checkpoints,
-    /// The rows an epoch passes over.
+    world: &'a dyn Collective,
+    /// Whether the last step's all-reduce carried a stop request (several ranks).
+    step_stop: bool,
+    /// Seconds in the all-reduce and steps, since the last metrics line.
+    reduce_window: (f64, usize),
+    /// The rows an epoch passes over, and how many a step takes (over all ranks).
     rows: Vec<usize>,
+    global_batch: usize,
     per_epoch: usize,
     total: usize,
     warmup: usize,
@@ -109,7 +117,17 @@ impl<'a> Run<'a> {
         rows: Vec<usize>,
         progress: Progress<'p>,
     ) -> Result<Self> {
-        let per_epoch = rows.len().div_ceil(s.batch_size);
+        if progress.world.size() > 1 && objective.repr().is_some() {
+            // Its projection is not in the all-reduced gradients yet.
+            return Err(KdError::Config(
+                "representation distillation (--repr-weight) does not run data-parallel yet: \
+                 run it in one process"
+                    .into(),
+            ));
+        }
+        // `--batch-size` is per rank: a step takes N × batch rows (HF Trainer's global batch).
+        let global_batch = s.batch_size * progress.world.size();
+        let per_epoch = rows.len().div_ceil(global_batch);
         let total = s
             .max_steps
             .map_or(per_epoch * s.epochs, |m| m.min(per_epoch * s.epochs));
@@ -123,6 +141,17 @@ impl<'a> Run<'a> {
         };
         let bar = progress_bar(total, "train");
         bar.inc(st.step as u64);
+        let world = progress.world;
+        if world.size() > 1 {
+            share_weights(world, model)?;
+            tracing::info!(
+                ranks = world.size(),
+                transport = %world.transport(),
+                global_batch,
+                bytes_per_step = reduced_bytes(model),
+                "data-parallel: one all-reduce per step"
+            );
+        }
         Ok(Self {
             model,
             batcher,
@@ -132,7 +161,11 @@ impl<'a> Run<'a> {
             params,
             log: progress.log,
             checkpoints: progress.checkpoints,
+            world,
+            step_stop: false,
+            reduce_window: (0.0, 0),
             rows,
+            global_batch,
             per_epoch,
             total,
             warmup,
@@ -162,7 +195,7 @@ impl<'a> Run<'a> {
         let mut plan_rng = rng_for(self.s.seed, 1, epoch);
         let plan = self
             .batcher
-            .training_plan(&self.rows, self.s.batch_size, &mut plan_rng);
+            .training_plan(&self.rows, self.global_batch, &mut plan_rng);
         for rows in plan.into_iter().skip(skip) {
             if self.st.step == self.total {
                 break;
@@ -174,33 +207,39 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// One optimizer step on `rows`; returns its losses and learning rate. Dropout is drawn from
-    /// (seed, step), so a resumed step draws the masks it drew the first time.
+    /// One optimizer step on `rows` (the global batch: every rank's share); returns its losses
+    /// and learning rate. Dropout is drawn from (seed, step), so a resumed step draws the masks
+    /// it drew the first time.
     fn step(&mut self, rows: &[usize]) -> Result<(StepLoss, f64)> {
         let (s, step) = (self.s, self.st.step);
         let started = Instant::now();
-        let batch = self.batcher.batch(rows);
         let lr = s.lr * warmup_cosine(step, self.warmup, self.total);
         let mut rng = rng_for(s.seed, 2, step);
         // GPU dropout masks come from the device's generator (the CPU's from `rng`).
         if !self.model.device().is_cpu() {
             self.model.device().set_seed(rng.random())?;
         }
-        let step_loss = train_step(
-            self.model,
-            &batch,
-            self.objective,
-            &mut self.opt,
-            lr,
-            s,
-            &mut rng,
-        )?;
+        let (m, b, o) = (self.model, self.batcher, self.objective);
+        let step_loss = if self.world.size() > 1 {
+            watchdog::set_phase(format!("training step {}", step + 1));
+            let shared = shared_step(self.world, m, b, rows, o, &mut self.opt, lr, s, &mut rng)?;
+            self.step_stop = shared.stop;
+            self.reduce_window.0 += shared.reduce_seconds;
+            self.reduce_window.1 += 1;
+            // Representation distillation is refused under several ranks (`Run::new`).
+            StepLoss {
+                total: shared.loss,
+                repr: None,
+            }
+        } else {
+            train_step(m, &b.batch(rows), o, &mut self.opt, lr, s, &mut rng)?
+        };
         self.check(step_loss, step)?;
         let loss = step_loss.total;
         let st = &mut self.st;
         st.seconds += started.elapsed().as_secs_f64();
-        st.samples += batch.batch_size;
-        st.tokens += batch.real_tokens();
+        st.samples += rows.len();
+        st.tokens += self.batcher.tokens(rows);
         st.step += 1;
         st.window = (st.window.0 + loss, st.window.1 + 1);
         Ok((step_loss, lr))
@@ -237,6 +276,11 @@ impl<'a> Run<'a> {
             if let Some(r) = step_loss.repr {
                 line["repr_loss"] = json!(r);
             }
+            // Several ranks: the mean time a step spent in its all-reduce, for its share.
+            let (secs, steps) = std::mem::take(&mut self.reduce_window);
+            if steps > 0 {
+                line["allreduce_ms"] = json!(1e3 * secs / steps as f64);
+            }
             self.log.write(line)?;
             st.window = (0.0, 0);
         }
@@ -249,8 +293,12 @@ impl<'a> Run<'a> {
         let step = self.st.step;
         // per_epoch is at least 1 here: an empty epoch has no steps.
         let epoch_end = step == self.total || step.is_multiple_of(self.per_epoch);
-        stop_point(step);
-        let stop = stop_requested();
+        // Several ranks stop together: at a stop point (the same step on every rank) or when
+        // the step's all-reduce carried a request; a later one is carried by the next step's.
+        let stop = match self.world.size() {
+            1 => stop_point(step) || stop_requested(),
+            _ => stop_point(step) || self.step_stop,
+        };
         if !epoch_end && (stop || self.checkpoints.due(step, false)) {
             self.save()?;
         }
@@ -273,7 +321,7 @@ impl<'a> Run<'a> {
             }
             self.st.last = Some(scores);
         }
-        let stop = stop_requested();
+        let stop = self.world.any(stop_requested())?;
         if stop || self.checkpoints.due(self.st.step, true) {
             self.save()?;
         }
@@ -329,7 +377,9 @@ impl<'a> Run<'a> {
     fn validate(&mut self, epoch: usize) -> Result<EpochScores> {
         let (model, data) = (self.model, self.data);
         let classes = model.num_labels();
-        let logits = predict_logits(
+        watchdog::set_phase(format!("validation after epoch {epoch}"));
+        let logits = predict_logits_shared(
+            self.world,
             model,
             self.batcher,
             &data.val,
@@ -354,54 +404,4 @@ impl<'a> Run<'a> {
         }))?;
         Ok(scores)
     }
-}
-
-/// Puts a checkpoint's weights, AdamW moments and selector memory back. Checkpoints are read
-/// onto the CPU; the model may live on a GPU.
-fn resume(
-    model: &TextClassifier,
-    params: &[NamedVar],
-    opt: &mut AdamW,
-    selector: &mut EpochSelector,
-    mut st: TrainState,
-    total: usize,
-) -> Result<TrainState> {
-    for (nv, t) in params.iter().zip(&st.params) {
-        nv.var
-            .set(&t.to_device(model.device())?.to_dtype(nv.var.dtype())?)?;
-    }
-    if let Some((_, snapshot)) = &mut st.best {
-        for t in snapshot.iter_mut() {
-            *t = t.to_device(model.device())?;
-        }
-    }
-    opt.restore(st.adam_step, &st.adam_m, &st.adam_v)?;
-    selector.remember(st.best.as_ref().map(|b| &b.0));
-    tracing::info!(step = st.step, total, "resuming");
-    Ok(st)
-}
-
-fn fresh_state() -> TrainState {
-    TrainState {
-        step: 0,
-        params: Vec::new(),
-        adam_step: 0,
-        adam_m: Vec::new(),
-        adam_v: Vec::new(),
-        best: None,
-        last: None,
-        window: (0.0, 0),
-        seconds: 0.0,
-        samples: 0,
-        tokens: 0,
-        metrics_len: 0,
-    }
-}
-
-/// Copies of the trained tensors (a snapshot that later steps do not change).
-fn copy_params(params: &[NamedVar]) -> Result<Vec<Tensor>> {
-    Ok(params
-        .iter()
-        .map(|nv| nv.var.as_tensor().copy())
-        .collect::<candle_core::Result<Vec<_>>>()?)
 }

@@ -44,11 +44,13 @@ multiversion! {
 /// Elements per parallel task.
 const CHUNK: usize = 16 * 1024;
 
-/// Multiplies an f32 tensor by the dropout mask of `seed` (scaled by 1/(1−p)).
+/// Multiplies an f32 tensor by the dropout mask of `seed` (scaled by 1/(1−p)), its element 0
+/// being element `first` of the mask (a data-parallel rank's rows within the whole batch).
 #[derive(Clone, Copy, Debug)]
 struct HashedMask {
     seed: u64,
     p: f32,
+    first: u32,
 }
 
 impl CustomOp1 for HashedMask {
@@ -58,7 +60,7 @@ impl CustomOp1 for HashedMask {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = super::fast_math::contiguous_f32(s, l, "kd-hashed-dropout")?;
-        if x.len() > u32::MAX as usize {
+        if self.first as u64 + x.len() as u64 > u32::MAX as u64 + 1 {
             candle_core::bail!("kd-hashed-dropout: more than 2^32 elements");
         }
         let scale = 1.0 / (1.0 - self.p);
@@ -66,14 +68,25 @@ impl CustomOp1 for HashedMask {
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .enumerate()
-            .for_each(|(c, (o, x))| mask_slice(x, self.seed, self.p, scale, (c * CHUNK) as u32, o));
+            .for_each(|(c, (o, x))| {
+                let first = self.first.wrapping_add((c * CHUNK) as u32);
+                mask_slice(x, self.seed, self.p, scale, first, o)
+            });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 }
 
 /// Inverted dropout of an f32 CPU tensor with the mask of `seed`, differentiable in `x`.
+#[cfg(test)]
 pub fn hashed_dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
-    let mask = HashedMask { seed, p };
+    hashed_dropout_at(x, p, seed, 0)
+}
+
+/// [`hashed_dropout`] of elements `first..first + n` of a larger tensor's mask.
+pub fn hashed_dropout_at(x: &Tensor, p: f32, seed: u64, first: u64) -> Result<Tensor> {
+    let first = u32::try_from(first)
+        .map_err(|_| candle_core::Error::Msg("kd-hashed-dropout: past 2^32 elements".into()))?;
+    let mask = HashedMask { seed, p, first };
     let value = x.detach().contiguous()?.apply_op1_no_bwd(&mask)?;
     with_backward(x, value, move |grad, _| {
         grad.contiguous()?.apply_op1_no_bwd(&mask)
@@ -107,6 +120,26 @@ mod tests {
             (same - 0.82).abs() < 0.005,
             "masks of two seeds agree on {same}"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_slice_of_rows_gets_the_whole_batchs_mask() -> Result<()> {
+        use rand::{Rng, SeedableRng};
+        let rng = || rand::rngs::StdRng::seed_from_u64(5);
+        let whole = Tensor::ones((6, 5, 7), candle_core::DType::F32, &Device::Cpu)?;
+        let seed = rng().random::<u64>();
+        let full: Vec<f32> = hashed_dropout(&whole, 0.3, seed)?
+            .flatten_all()?
+            .to_vec1()?;
+        let rows = whole.narrow(0, 2, 3)?;
+        let part: Vec<f32> = {
+            let _w = crate::nn::dropout_rows(2, 3);
+            crate::nn::dropout(&rows, 0.3, &mut rng())?
+        }
+        .flatten_all()?
+        .to_vec1()?;
+        assert_eq!(part, full[2 * 35..5 * 35]);
         Ok(())
     }
 
