@@ -1,6 +1,27 @@
-//! Writing artefacts safely: a half-written file never replaces a good one.
+//! Writing artefacts safely: a half-written file never replaces a good one; and reading back the
+//! ones kd memory-maps (the caches), which kd only ever replaces by rename.
 use crate::error::{KdError, Result};
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+/// The first `len` bytes of `path` (fewer if the file is shorter): a cache's header, read
+/// without mapping the whole file.
+pub fn read_prefix(path: &Path, len: usize) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| KdError::io(path, e))?;
+    let mut head = Vec::with_capacity(len);
+    // `take` + `read_to_end`: one `read` may return fewer bytes than the file holds.
+    file.take(len as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| KdError::io(path, e))?;
+    Ok(head)
+}
+
+/// `path` memory-mapped read-only.
+pub fn map_readonly(path: &Path) -> Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path).map_err(|e| KdError::io(path, e))?;
+    // SAFETY: kd replaces the files it maps by rename, never in place, so the mapping stays valid.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| KdError::io(path, e))
+}
 
 /// Writes `path` by letting `write` fill a temporary file beside it, then renaming it into
 /// place, so that a crash or a bad input leaves any existing artefact untouched.

@@ -218,11 +218,7 @@ pub fn read_checksum(path: &Path) -> Result<Option<u32>> {
 }
 
 fn read_head(path: &Path) -> Result<(CacheHeader, Option<u32>)> {
-    let mut head = vec![0u8; HEADER_LEN];
-    let mut file = std::fs::File::open(path).map_err(|e| KdError::io(path, e))?;
-    let n = std::io::Read::read(&mut file, &mut head).map_err(|e| KdError::io(path, e))?;
-    head.truncate(n);
-    parse_header(&head, path)
+    parse_header(&crate::fsutil::read_prefix(path, HEADER_LEN)?, path)
 }
 
 /// A memory-mapped, validated logit cache.
@@ -236,9 +232,7 @@ pub struct LogitCache {
 impl LogitCache {
     /// Maps `path` and validates magic, version, dtype, size and that every logit is finite.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| KdError::io(path, e))?;
-        // SAFETY: kd replaces caches by rename, never in place, so the mapping stays valid.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| KdError::io(path, e))?;
+        let map = crate::fsutil::map_readonly(path)?;
         let bad = |m: String| KdError::bad_file(path, m);
         let (header, checksum) = parse_header(&map, path)?;
         let (rows, classes) = (header.rows, header.classes);

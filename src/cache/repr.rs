@@ -176,11 +176,7 @@ pub fn read_checksum(path: &Path) -> Result<u32> {
 }
 
 fn read_head(path: &Path) -> Result<(ReprHeader, u32)> {
-    let mut head = vec![0u8; HEADER_LEN];
-    let mut file = std::fs::File::open(path).map_err(|e| KdError::io(path, e))?;
-    let n = std::io::Read::read(&mut file, &mut head).map_err(|e| KdError::io(path, e))?;
-    head.truncate(n);
-    parse_header(&head, path)
+    parse_header(&crate::fsutil::read_prefix(path, HEADER_LEN)?, path)
 }
 
 /// A memory-mapped, validated representation cache.
@@ -195,9 +191,7 @@ impl ReprCache {
     /// Maps `path` and checks magic, version, dtype, size (a partial file is refused) and the
     /// checksum.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| KdError::io(path, e))?;
-        // SAFETY: kd replaces caches by rename, never in place, so the mapping stays valid.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| KdError::io(path, e))?;
+        let map = crate::fsutil::map_readonly(path)?;
         let (header, want) = parse_header(&map, path)?;
         let (rows, width) = (header.rows, header.width);
         let expected = rows

@@ -69,9 +69,9 @@ pub fn predict_rows_shared(
 ) -> Result<Vec<f32>> {
     let plan = batcher.eval_plan(rows, batch_size.max(1));
     let (rank, size) = (world.rank(), world.size());
-    let mine: Vec<Vec<usize>> = plan.iter().skip(rank).step_by(size).cloned().collect();
+    let mine: Vec<&Vec<usize>> = plan.iter().skip(rank).step_by(size).collect();
     let bar = progress_bar(mine.iter().map(|b| b.len()).sum(), what);
-    let scored = score_batches(model, batcher, &mine, representations, |n| {
+    let scored = score_batches(model, batcher, mine.iter().copied(), representations, |n| {
         bar.inc(n as u64)
     })?;
     bar.finish_and_clear();
@@ -119,10 +119,10 @@ fn width(model: &TextClassifier, representations: bool) -> usize {
 }
 
 /// Each batch's values, row after row, in the order of `batches`.
-fn score_batches(
+fn score_batches<'a>(
     model: &TextClassifier,
     batcher: &Batcher,
-    batches: &[Vec<usize>],
+    batches: impl IntoIterator<Item = &'a Vec<usize>>,
     representations: bool,
     mut done: impl FnMut(usize),
 ) -> Result<Vec<f32>> {

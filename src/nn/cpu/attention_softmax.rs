@@ -48,15 +48,7 @@ fn row_dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[inline(always)]
 fn row_sum(v: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let chunks = v.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for i in 0..LANES {
-            acc[i] += c[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
+    fast_math::lane_sum(v, |x| x)
 }
 
 multiversion! {

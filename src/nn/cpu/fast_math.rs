@@ -78,6 +78,22 @@ pub(crate) fn vec_for_overwrite(len: usize) -> Vec<f32> {
     v
 }
 
+/// Σ f(v) over 16 lanes in a fixed order (lane sums, then the lanes in order, then the tail), so
+/// that it vectorizes and returns the same bits on every CPU.
+#[inline(always)]
+pub(crate) fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0f32; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += f(c[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// Below this, e^x is returned as 0 (e^-87.3 is the smallest normal f32).
 const EXP_LOWEST: f32 = -87.33;
 /// Inputs above this are clamped to it (e^88.37 ≈ 2.4e38, under f32::MAX), so `exp` saturates

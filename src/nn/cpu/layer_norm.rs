@@ -5,10 +5,8 @@
 //! and candle's LayerNorm, whose sums run one element at a time; here each row is summed once
 //! into the output over 16 lanes in a fixed order (the same bits on every CPU), its variance taken
 //! about the mean (two passes over a row in the L1 cache, as PyTorch does, rather than E[x²]−μ²).
-use super::fast_math::multiversion;
+use super::fast_math::{lane_sum, multiversion};
 use rayon::prelude::*;
-
-const LANES: usize = 16;
 
 /// LayerNorm(x + residual) over rows of `gamma.len()`, with weight `gamma` and bias `beta`.
 pub fn add_layer_norm(
@@ -34,19 +32,6 @@ pub fn add_layer_norm(
         .zip(x.par_chunks(chunk).zip(residual.par_chunks(chunk)))
         .for_each(|(out, (x, residual))| norm_rows(x, residual, gamma, beta, eps, out));
     out
-}
-
-#[inline(always)]
-fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut acc = [0f32; LANES];
-    let chunks = v.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
-    for c in chunks {
-        for i in 0..LANES {
-            acc[i] += f(c[i]);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 multiversion! {

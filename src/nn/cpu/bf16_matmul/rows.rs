@@ -85,7 +85,8 @@ fn rows_len(m: usize, k_pad: usize, part: usize) -> usize {
     m.div_ceil(part) * part * k_pad
 }
 
-fn check(a: &PackedRows, b: &PackedMatrix, bias: Option<&[f32]>) -> Vec<f32> {
+/// The bias padded with zeros to B's padded width, after checking that A, B and the bias fit.
+fn padded_bias(a: &PackedRows, b: &PackedMatrix, bias: Option<&[f32]>) -> Vec<f32> {
     assert_eq!(a.k, b.k, "A's depth is B's");
     assert!(a.k > 0 && b.n > 0, "an empty product has no packed form");
     let mut bias_pad = vec![0f32; b.n_pad];
@@ -103,7 +104,7 @@ pub fn matmul_rows(
     b: &PackedMatrix,
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
-    let bias_pad = check(a, b, bias);
+    let bias_pad = padded_bias(a, b, bias);
     let (m, n) = (a.m, b.n);
     // C is written whole by the blocks, so it is never zeroed first.
     let mut c = Vec::with_capacity(m * n);
@@ -125,7 +126,7 @@ pub fn matmul_rows_gelu(
     b: &PackedMatrix,
     bias: Option<&[f32]>,
 ) -> PackedRows {
-    let bias_pad = check(a, b, bias);
+    let bias_pad = padded_bias(a, b, bias);
     let mut out = PackedRows::uninit(a.m, b.n);
     assert_eq!((out.k_pad, out.part), (b.n_pad, a.part), "same layout");
     let (ld, len) = (out.k_pad, rows_len(a.m, out.k_pad, out.part));
