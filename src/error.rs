@@ -113,7 +113,7 @@ pub enum KdError {
 
     /// Ranks of a data-parallel run could not be set up or could not agree.
     #[error(transparent)]
-    Distributed(#[from] crate::distributed::DistributedError),
+    Distributed(#[from] DistributedError),
 
     /// `--shard` names no one shard: a bad `i/N`, or scheduler variables that give none.
     #[error(transparent)]
@@ -155,4 +155,31 @@ impl KdError {
             message: message.into(),
         }
     }
+}
+
+/// Why the world of a data-parallel run (`crate::distributed`) could not be set up or an
+/// operation across its ranks failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DistributedError {
+    /// A launcher started several copies of a kd that cannot talk to each other.
+    #[error("{launcher} started {ranks} copies of kd, but this kd was built without MPI: build it with `cargo install --features mpi` (Open MPI or MPICH installed), or run one process")]
+    NoMpi { launcher: String, ranks: usize },
+    /// `srun` started several tasks without an MPI plugin: they would not form one world.
+    #[error("srun started {ranks} tasks without an MPI plugin (no PMI variables): use `srun --mpi=pmix` (or pmi2), or one task")]
+    NoPmi { ranks: usize },
+    /// MPI_Init failed or MPI was initialised twice.
+    #[error("MPI could not be initialised: {0}")]
+    Init(String),
+    /// A command that has no data-parallel form was started on several ranks.
+    #[error("`kd {command}` does not run data-parallel; start it as one process (only teach and distill run under mpirun/srun; kd cache and kd sweep split with --shard)")]
+    NotParallel { command: String },
+    /// A collective was called from another thread than the one that initialised MPI.
+    #[error("an MPI operation was called from another thread than main's (MPI runs funneled)")]
+    WrongThread,
+    /// NCCL failed (GPU all-reduce).
+    #[error("NCCL: {0}")]
+    Nccl(String),
+    /// The ranks disagree where they must agree (a buffer's length, a plan).
+    #[error("the ranks disagree: {0}")]
+    Mismatch(String),
 }

@@ -5,7 +5,6 @@
 //!
 //! Compiled under `--features cuda,mpi`; it has not yet run on a machine with two GPUs (see
 //! README, "Data-parallel training").
-use super::mpi_world::MpiWorld;
 use super::{Collective, DistributedError};
 use crate::error::Result;
 use candle_core::backend::BackendStorage;
@@ -23,8 +22,9 @@ fn nccl_error(what: &str, e: impl std::fmt::Debug) -> DistributedError {
 }
 
 impl Nccl {
-    /// Joins every rank's GPU into one communicator (collective: every rank calls it at once).
-    pub fn new(world: &MpiWorld, device: &Device) -> Result<Self> {
+    /// Joins every rank's GPU into one communicator (collective: every rank calls it at once);
+    /// the id goes to the others over `world`'s own broadcast (MPI's, as Horovod hands it out).
+    pub fn new(world: &dyn Collective, device: &Device) -> Result<Self> {
         let mut id = vec![0u8; 128];
         if world.rank() == 0 {
             let made = Id::new().map_err(|e| nccl_error("ncclGetUniqueId", e))?;
