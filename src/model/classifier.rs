@@ -205,6 +205,12 @@ impl TextClassifier {
         &self.encoder
     }
 
+    /// Quantizes the encoder's layers to int8 for inference ([`Encoder::quantize_int8`]); the
+    /// pooler and the head stay in f32.
+    pub fn quantize_int8(&mut self) -> Result<&super::encoder::Int8Layers> {
+        Ok(self.encoder.quantize_int8()?)
+    }
+
     /// The encoder configuration.
     pub fn config(&self) -> &EncoderConfig {
         &self.config

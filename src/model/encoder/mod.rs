@@ -4,6 +4,8 @@
 //! Module and tensor names mirror HF's `modeling_bert.py` / `modeling_roberta.py`. Without
 //! gradients on a CPU with native bf16 products, each layer runs fused instead ([`fused`]).
 mod fused;
+mod int8;
+pub use int8::Int8Layers;
 use super::config::{Activation, EncoderConfig, ModelKind, LINEAR_MODULES};
 use super::lora::{AdaptedLinear, LoraSpec};
 use crate::data::Batch;
@@ -297,6 +299,9 @@ pub struct Encoder {
     embeddings: Embeddings,
     layers: Vec<Layer>,
     dtype: DType,
+    /// The layers quantized to int8 ([`Encoder::quantize_int8`]): the forward without gradients
+    /// runs on them.
+    int8: Option<std::sync::Arc<Int8Layers>>,
 }
 
 impl Encoder {
@@ -321,7 +326,23 @@ impl Encoder {
             embeddings,
             layers,
             dtype: activation_dtype(vb.dtype(), vb.device()),
+            int8: None,
         })
+    }
+
+    /// Quantizes the layers (adapters merged) to int8 for inference on the CPU: from here on the
+    /// forward without gradients runs on them; training and gradients keep the float weights.
+    pub fn quantize_int8(&mut self) -> Result<&Int8Layers> {
+        if !self.embeddings.word.device().is_cpu() {
+            candle_core::bail!("int8 inference runs on the CPU (--device cpu)");
+        }
+        let int8 = self.int8.insert(std::sync::Arc::new(Int8Layers::quantize(self)?));
+        Ok(int8)
+    }
+
+    /// The int8 layers, when [`Encoder::quantize_int8`] made them.
+    pub fn int8(&self) -> Option<&Int8Layers> {
+        self.int8.as_deref()
     }
 
     /// Every adapted linear layer, named as PEFT names the module.
@@ -338,8 +359,13 @@ impl Encoder {
 
     /// The last hidden state (batch, seq, hidden), in the activations' dtype ([`activation_dtype`]).
     pub fn forward(&self, batch: &Batch, mut rng: Option<&mut StdRng>) -> Result<Tensor> {
-        if rng.is_none() && !crate::nn::grad_enabled() && fused::applies(self) {
-            return fused::forward(self, batch);
+        if rng.is_none() && !crate::nn::grad_enabled() {
+            if let Some(int8) = &self.int8 {
+                return int8::forward(self, int8, batch);
+            }
+            if fused::applies(self) {
+                return fused::forward(self, batch);
+            }
         }
         let device = self.embeddings.word.device();
         let mask_bias = attention_bias(batch, self.dtype, device)?;

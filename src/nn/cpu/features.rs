@@ -1,4 +1,4 @@
-//! What the CPU offers kd's kernels: AVX-512 and the native bf16 instructions, read once. The
+//! What the CPU offers kd's kernels: AVX-512 and the native bf16 and int8 instructions, read once. The
 //! kernels and their records ([`super::kernels`]) both ask here.
 
 /// CPU features that decide a matmul kernel.
@@ -7,6 +7,10 @@ pub struct X86Features {
     pub avx512f: bool,
     pub avx512_bf16: bool,
     pub amx_bf16: bool,
+    /// AMX-INT8 (`tdpbssd`): kd's int8 products ([`super::int8_matmul`]).
+    pub amx_int8: bool,
+    /// AVX-512 VNNI (`vpdpbusd`): the int8 products where AMX is missing.
+    pub avx512_vnni: bool,
     /// "AuthenticAMD": AMD's `vdpbf16ps` does twice the multiply-adds of an f32 FMA per cycle,
     /// Intel's only as many (measured: docs/benchmarks.md run 6).
     pub amd: bool,
@@ -44,6 +48,10 @@ fn read_x86_features() -> X86Features {
             // CPUID.(EAX=7,ECX=1):EAX bit 5; CPUID.(EAX=7,ECX=0):EDX bit 22.
             avx512_bf16: leaf7_1.is_some_and(|r| r.eax & (1 << 5) != 0),
             amx_bf16: leaf7.is_some_and(|r| r.edx & (1 << 22) != 0),
+            // CPUID.(EAX=7,ECX=0):EDX bit 25.
+            amx_int8: leaf7.is_some_and(|r| r.edx & (1 << 25) != 0),
+            avx512_vnni: std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512bw"),
             amd: vendor == b"AuthenticAMD",
         }
     }

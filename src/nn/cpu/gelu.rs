@@ -47,6 +47,14 @@ impl CustomOp1 for GeluForward {
 /// Elements per parallel task.
 const CHUNK: usize = 16 * 1024;
 
+/// out = gelu(x) over a slice, spread over the cores (inference paths that hold plain slices).
+pub(crate) fn gelu_erf_slice(x: &[f32], out: &mut [f32]) {
+    assert_eq!(x.len(), out.len(), "gelu: one output per input");
+    out.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(o, x)| gelu_slice(x, o));
+}
+
 /// grad · gelu'(x), with gelu'(x) = Φ(x) + x·φ(x).
 pub fn gelu_erf_backward(x: &Tensor, grad: &Tensor) -> Result<Tensor> {
     if !x.device().is_cpu() {

@@ -12,6 +12,7 @@ mod fast_math;
 pub(crate) mod features;
 pub(crate) mod fma_math;
 pub(crate) mod gelu;
+pub mod int8_matmul;
 mod kernels;
 pub mod layer_norm;
 pub mod low_rank;

@@ -88,6 +88,12 @@ impl Kernel {
     }
 }
 
+/// Whether Linux granted this process AMX tile data (asked once); the int8 kernels share it.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn amx_permitted() -> bool {
+    amx::permitted()
+}
+
 /// Whether `--dtype auto` should take bf16 on this CPU: where its native kernel beats kd's f32
 /// path. AMX does (1.7–1.9× a training step, run 6); AVX-512 BF16 does on AMD (Zen 4/5 issue
 /// `vdpbf16ps` at twice an f32 FMA's multiply-adds) and not on Intel (as many multiply-adds as
