@@ -21,6 +21,10 @@ pub struct CompareArgs {
     /// Where to write the comparison as JSON
     #[arg(long, default_value = "compare.json")]
     pub json: PathBuf,
+    /// Also evaluate each model with its encoder layers in int8 (CPU: AMX-INT8 or AVX-512 VNNI;
+    /// adapters merged, weights per output channel, activations per row), as "NAME (int8)"
+    #[arg(long)]
+    pub int8: bool,
     #[command(flatten)]
     pub eval: EvalArgs,
 }
@@ -39,6 +43,7 @@ impl CompareArgs {
             dtype,
             max_len: self.eval.max_len,
             timing: !self.eval.no_timing,
+            int8: self.int8,
         })
     }
 }
@@ -51,6 +56,9 @@ pub struct ReportArgs {
     /// The report folder (new, empty, or an earlier report: it is replaced whole)
     #[arg(long, default_value = "report")]
     pub out: PathBuf,
+    /// Also evaluate each run with its encoder layers in int8, as "NAME (int8)" (see kd compare)
+    #[arg(long)]
+    pub int8: bool,
     #[command(flatten)]
     pub eval: EvalArgs,
 }
@@ -66,6 +74,7 @@ impl ReportArgs {
             dtype,
             max_len: self.eval.max_len,
             timing: !self.eval.no_timing,
+            int8: self.int8,
         })
     }
 }
@@ -131,6 +140,10 @@ pub struct PredictArgs {
     pub max_len: Option<usize>,
     #[arg(long, default_value_t = 128, value_parser = whole(COUNT), allow_negative_numbers = true)]
     pub batch_size: usize,
+    /// Run the encoder's layers in int8 (CPU: AMX-INT8 or AVX-512 VNNI; adapters merged, weights
+    /// per output channel, activations per row); the weights are read in f32 first
+    #[arg(long, conflicts_with = "dtype")]
+    pub int8: bool,
     /// The CSV input's first row names its columns: skip it [default: detected, a first row of
     /// column names such as title,description or text]
     #[arg(long, conflicts_with = "no_header")]
@@ -143,6 +156,11 @@ pub struct PredictArgs {
 impl PredictArgs {
     pub fn into_request(self) -> anyhow::Result<PredictRequest> {
         let (device, dtype) = self.device.select()?;
+        let dtype = if self.int8 {
+            candle_core::DType::F32
+        } else {
+            dtype
+        };
         Ok(PredictRequest {
             source: self.source.into_source()?,
             input: self.input,
@@ -150,6 +168,7 @@ impl PredictArgs {
             batch_size: self.batch_size,
             device,
             dtype,
+            int8: self.int8,
             max_len: self.max_len,
             header: match (self.header, self.no_header) {
                 (true, _) => Header::Present,

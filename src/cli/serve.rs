@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Characters one text may hold; more is answered 422
     #[arg(long, default_value_t = 20_000, value_parser = whole(COUNT), allow_negative_numbers = true)]
     pub max_text_chars: usize,
+    /// Run the encoder's layers in int8 (CPU: AMX-INT8 or AVX-512 VNNI; adapters merged, weights
+    /// per output channel, activations per row); the weights are read in f32 first
+    #[arg(long, conflicts_with = "dtype")]
+    pub int8: bool,
     /// Tests only: the model worker sleeps this long before each batch
     #[arg(long, default_value_t = 0, hide = true)]
     pub test_batch_delay_ms: u64,
@@ -49,10 +53,16 @@ pub struct ServeArgs {
 impl ServeArgs {
     pub fn into_request(self) -> anyhow::Result<ServeRequest> {
         let (device, dtype) = self.device.select()?;
+        let dtype = if self.int8 {
+            candle_core::DType::F32
+        } else {
+            dtype
+        };
         Ok(ServeRequest {
             source: self.source.into_source()?,
             device,
             dtype,
+            int8: self.int8,
             max_len: self.max_len,
             config: ServeConfig {
                 host: self.host,

@@ -30,6 +30,9 @@ pub struct CompareRequest {
     pub max_len: Option<usize>,
     /// Measure rows/s and latency (false: parameters and FLOPs only, for quick checks).
     pub timing: bool,
+    /// Also evaluate every model with its encoder layers in int8, named `NAME (int8)`, beside
+    /// its `dtype` self.
+    pub int8: bool,
 }
 
 /// Evaluates every run on the same test file.
@@ -39,15 +42,19 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
         dir: dir.clone(),
         model: req.model.clone(),
     });
-    let loaded = sources
-        .chain(adapters)
-        .map(|s| {
-            Ok((
-                s.display_name(),
-                s.load(&req.device, req.dtype, req.max_len)?,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut loaded = Vec::new();
+    for source in sources.chain(adapters) {
+        loaded.push((
+            source.display_name(),
+            source.load(&req.device, req.dtype, req.max_len)?,
+        ));
+        if req.int8 {
+            // A second copy, quantized from f32 weights.
+            let mut int8 = source.load(&req.device, DType::F32, req.max_len)?;
+            int8.quantize_int8()?;
+            loaded.push((format!("{} (int8)", source.display_name()), int8));
+        }
+    }
     if loaded.is_empty() {
         return Err(KdError::Config(
             "nothing to compare: name run folders or --adapter DIR".into(),

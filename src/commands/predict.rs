@@ -22,6 +22,8 @@ pub struct PredictRequest {
     pub batch_size: usize,
     pub device: Device,
     pub dtype: DType,
+    /// Run the encoder's layers in int8 (`dtype` is then f32: the weights are quantized from it).
+    pub int8: bool,
     /// Truncation (None: the run's own, 128 for an adapter).
     pub max_len: Option<usize>,
     /// Whether a CSV input starts with a header row (detected by default).
@@ -36,7 +38,10 @@ pub fn run(req: &PredictRequest) -> Result<usize> {
         .input("--input", &req.input)
         .output("--output", &req.output, Output::File)
         .check()?;
-    let loaded = req.source.load(&req.device, req.dtype, req.max_len)?;
+    let mut loaded = req.source.load(&req.device, req.dtype, req.max_len)?;
+    if req.int8 {
+        loaded.quantize_int8()?;
+    }
     label_rows(&loaded, &req.input, req.header, &req.output, req.batch_size)
 }
 

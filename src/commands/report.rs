@@ -23,6 +23,8 @@ pub struct ReportRequest {
     pub max_len: Option<usize>,
     /// Measure rows/s and latency (the accuracy-against-rows/s picture needs them).
     pub timing: bool,
+    /// Also evaluate every run with its encoder layers in int8 ([`CompareRequest::int8`]).
+    pub int8: bool,
 }
 
 /// Writes the report; returns the path of its report.md.
@@ -71,6 +73,7 @@ pub fn run(req: &ReportRequest) -> Result<PathBuf> {
             dtype: req.dtype,
             max_len: req.max_len,
             timing: req.timing,
+            int8: req.int8,
         })?)
     };
     report::write(

@@ -174,8 +174,18 @@ fn measure(model: &TextClassifier, dtype: DType, batcher: &Batcher, rows: usize)
         latency_p99_ms: percentile(&ms, 0.99),
         latency_rows: ms.len(),
         device: crate::device::name(device),
-        dtype: format!("{dtype:?}").to_lowercase(),
-        kernels: crate::nn::kernels_used(device, dtype),
+        dtype: match model.encoder().int8() {
+            Some(_) => "int8".into(),
+            None => format!("{dtype:?}").to_lowercase(),
+        },
+        kernels: match model.encoder().int8() {
+            Some(layers) => format!(
+                "CPU: int8 products on {} (weights per output channel, activations per row), \
+                 f32 between them",
+                layers.kernel().name()
+            ),
+            None => crate::nn::kernels_used(device, dtype),
+        },
         threads: device.is_cpu().then(rayon::current_num_threads),
     })
 }

@@ -33,6 +33,25 @@ impl LoadedModel {
 }
 
 impl LoadedModel {
+    /// Quantizes the encoder's layers to int8 for inference on the CPU (`--int8`): adapters
+    /// merged, weights per output channel, activations per row ([`TextClassifier::quantize_int8`]).
+    /// Load the model in f32 first, so that the weights are quantized from full precision.
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        if !self.model.device().is_cpu() {
+            return Err(KdError::Config(
+                "--int8 runs on the CPU (int8 products on AMX-INT8 or AVX-512 VNNI): add --device cpu"
+                    .into(),
+            ));
+        }
+        let layers = self.model.quantize_int8()?;
+        tracing::info!(
+            kernel = layers.kernel().name(),
+            weight_mb = layers.weight_bytes() as f64 / 1e6,
+            "encoder layers quantized to int8"
+        );
+        Ok(())
+    }
+
     /// Truncates inputs to `max_len` tokens (capped by the checkpoint's positions) instead of
     /// the length the model was loaded with.
     pub fn set_max_len(&mut self, max_len: usize) -> Result<()> {

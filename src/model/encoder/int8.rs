@@ -110,7 +110,13 @@ impl Int8Layer {
         })
     }
 
-    fn forward(&self, kernel: Int8Kernel, x: &[f32], mask: &[f32], batch: usize) -> Result<Vec<f32>> {
+    fn forward(
+        &self,
+        kernel: Int8Kernel,
+        x: &[f32],
+        mask: &[f32],
+        batch: usize,
+    ) -> Result<Vec<f32>> {
         let [query, key, value, attn_out, intermediate, output] = &self.linears;
         let hidden = self.heads * self.head_dim;
         let tokens = x.len() / hidden;
@@ -140,11 +146,10 @@ impl Int8Layer {
         Ok(self.output_norm.add(&out, &x))
     }
 
-    fn activate(&self, pre: Vec<f32>, tokens: usize, width: usize) -> Result<Vec<f32>> {
+    fn activate(&self, mut pre: Vec<f32>, tokens: usize, width: usize) -> Result<Vec<f32>> {
         if self.activation == Activation::GeluErf {
-            let mut out = vec![0f32; pre.len()];
-            crate::nn::cpu::gelu::gelu_erf_slice(&pre, &mut out);
-            return Ok(out);
+            crate::nn::cpu::gelu::gelu_inference_in_place(&mut pre);
+            return Ok(pre);
         }
         let pre = Tensor::from_vec(pre, (tokens, width), &Device::Cpu)?;
         self.activation.apply(&pre)?.flatten_all()?.to_vec1()
@@ -225,7 +230,8 @@ mod tests {
         let ids = (0..9u32)
             .map(|r| (0..1 + r * 4).map(|t| 3 + (r * 31 + t * 7) % 90).collect())
             .collect();
-        let batch = Batcher::new(ids, vec![None; 9], cfg.pad_id()).batch(&(0..9).collect::<Vec<_>>());
+        let batch =
+            Batcher::new(ids, vec![None; 9], cfg.pad_id()).batch(&(0..9).collect::<Vec<_>>());
         let (float, int8) = {
             let _g = crate::nn::no_grad();
             let float = model.forward(&batch, None)?.to_vec2::<f32>()?;
@@ -240,12 +246,18 @@ mod tests {
         }
         let float_no_lora = model.forward(&batch, None)?.to_vec2::<f32>()?;
         let diff = |a: &[Vec<f32>], b: &[Vec<f32>]| {
-            a.iter().flatten().zip(b.iter().flatten()).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+            a.iter()
+                .flatten()
+                .zip(b.iter().flatten())
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
         };
         let (err, lora_effect) = (diff(&float, &int8), diff(&float, &float_no_lora));
         eprintln!("int8 vs f32 logits: {err:e}; the adapters move them by {lora_effect:e}");
         assert!(err < 0.05, "int8 logits differ by {err}");
-        assert!(err < lora_effect / 4.0, "the adapters' update ({lora_effect}) must show");
+        assert!(
+            err < lora_effect / 4.0,
+            "the adapters' update ({lora_effect}) must show"
+        );
         Ok(())
     }
 }

@@ -5,13 +5,13 @@
 //! gradients on a CPU with native bf16 products, each layer runs fused instead ([`fused`]).
 mod fused;
 mod int8;
-pub use int8::Int8Layers;
 use super::config::{Activation, EncoderConfig, ModelKind, LINEAR_MODULES};
 use super::lora::{AdaptedLinear, LoraSpec};
 use crate::data::Batch;
 use crate::nn::{activation_dtype, dropout, layer_norm, masked_softmax, FrozenLinear};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
+pub use int8::Int8Layers;
 use rand::rngs::StdRng;
 
 /// A frozen LayerNorm (`weight`, `bias`).
@@ -336,7 +336,9 @@ impl Encoder {
         if !self.embeddings.word.device().is_cpu() {
             candle_core::bail!("int8 inference runs on the CPU (--device cpu)");
         }
-        let int8 = self.int8.insert(std::sync::Arc::new(Int8Layers::quantize(self)?));
+        let int8 = self
+            .int8
+            .insert(std::sync::Arc::new(Int8Layers::quantize(self)?));
         Ok(int8)
     }
 

@@ -31,6 +31,26 @@ pub(super) unsafe fn store_gelu_bf16(
     }
 }
 
+/// GELU in place over a slice, with the epilogue's arithmetic: the int8 path's activation,
+/// which is quantized to 8 bits next and needs no more than this one's ~1e-6.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn gelu_in_place(x: &mut [f32]) {
+    let body = x.len() / 16 * 16;
+    for i in (0..body).step_by(16) {
+        let p = x.as_mut_ptr().add(i);
+        _mm512_storeu_ps(p, gelu(_mm512_loadu_ps(p)));
+    }
+    let rest = (x.len() - body) as u32;
+    if rest > 0 {
+        let mask: __mmask16 = ((1u32 << rest) - 1) as u16;
+        let p = x.as_mut_ptr().add(body);
+        _mm512_mask_storeu_ps(p, mask, gelu(_mm512_maskz_loadu_ps(mask, p)));
+    }
+}
+
 /// x·Φ(x), Φ(x) = ½·erfc(−x/√2).
 #[inline]
 #[target_feature(enable = "avx512f")]

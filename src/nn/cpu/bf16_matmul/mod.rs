@@ -14,6 +14,8 @@ mod amx;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod gelu_epilogue;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use gelu_epilogue::gelu_in_place as gelu_in_place_avx512;
 
 mod rows;
 

@@ -229,24 +229,47 @@ impl QuantizedRows {
 
 /// Quantizes `x` to ±127 of its largest magnitude into `q`, rounding to nearest even, and returns
 /// the scale (max|x|/127; 0 for a row of zeros; NaN if `x` holds a NaN or an infinity, so that it
-/// reaches the output instead of being hidden).
+/// reaches the output instead of being hidden). In AVX-512 where the CPU has it (the same bits).
 fn quantize_row(x: &[f32], q: &mut [i8]) -> f32 {
-    let absmax = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
-    if !x.iter().all(|v| v.is_finite()) || absmax == 0.0 {
-        q.fill(0);
-        return if absmax == 0.0 { 0.0 } else { f32::NAN };
+    #[cfg(target_arch = "x86_64")]
+    if super::features::x86_features().avx512f {
+        // SAFETY: the CPU has AVX-512F (and BW: every AVX-512 CPU kd meets has it, checked too).
+        if std::arch::is_x86_feature_detected!("avx512bw") {
+            return unsafe { vnni::quantize_row(x, q) };
+        }
     }
-    quantize_scaled(x, QMAX / absmax, q);
-    absmax / QMAX
+    quantize_row_portable(x, q)
 }
 
-multiversion! {
-    /// q = round(x·inv), to nearest even, within ±127.
-    fn quantize_scaled(x: &[f32], inv: f32, q: &mut [i8]) {
+/// [`quantize_row`] in plain Rust, the reference the AVX-512 version is tested against.
+fn quantize_row_portable(x: &[f32], q: &mut [i8]) -> f32 {
+    // x·0 is NaN exactly when x is NaN or infinite.
+    let (absmax, poison) = x
+        .iter()
+        .fold((0f32, 0f32), |(m, p), &v| (m.max(v.abs()), p + v * 0.0));
+    scale_and_quantize(x, absmax, poison, q, |x, inv, q| {
         for (d, &v) in q.iter_mut().zip(x) {
             *d = (v * inv).round_ties_even().clamp(-QMAX, QMAX) as i8;
         }
+    })
+}
+
+/// The rule both versions share: a row of zeros or with a non-finite value is all zeros, with
+/// scale 0 or NaN; otherwise `quantize(x, 127/absmax, q)` and scale absmax/127.
+#[inline(always)]
+fn scale_and_quantize(
+    x: &[f32],
+    absmax: f32,
+    poison: f32,
+    q: &mut [i8],
+    quantize: impl FnOnce(&[f32], f32, &mut [i8]),
+) -> f32 {
+    if poison.is_nan() || absmax == 0.0 {
+        q.fill(0);
+        return if poison.is_nan() { f32::NAN } else { 0.0 };
     }
+    quantize(x, QMAX / absmax, q);
+    absmax / QMAX
 }
 
 /// C = (A_q·B_q)·scale_A·scale_B + bias (M × N, f32), on `kernel`.
@@ -257,17 +280,22 @@ pub fn matmul(
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
     assert_eq!(a.k, b.k, "A's depth is B's");
-    assert!(kernel.available(), "{} is not available here", kernel.name());
+    assert!(
+        kernel.available(),
+        "{} is not available here",
+        kernel.name()
+    );
     let (m, n) = (a.m, b.n);
     let mut bias_pad = vec![0f32; b.n_pad];
     if let Some(bias) = bias {
         assert_eq!(bias.len(), n, "bias has N entries");
         bias_pad[..n].copy_from_slice(bias);
     }
-    let mut c = vec![0f32; m * n];
     if m == 0 || n == 0 {
-        return c;
+        return vec![0f32; m * n];
     }
+    // Every element is written by the blocks (each row of each part, each valid column).
+    let mut c = super::fast_math::vec_for_overwrite(m * n);
     let part_len = a.part * a.k_pad;
     c.par_chunks_mut(a.part * n)
         .zip(a.data.par_chunks(part_len))

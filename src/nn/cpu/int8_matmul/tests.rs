@@ -52,7 +52,12 @@ fn every_kernel_returns_the_references_bits_on_odd_shapes() {
             let got = matmul(kernel, &qa, &qb, Some(&bias));
             assert_eq!(got.len(), m * n);
             for (i, (g, r)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(g.to_bits(), r.to_bits(), "{} {m}x{k}x{n} at {i}: {g} vs {r}", kernel.name());
+                assert_eq!(
+                    g.to_bits(),
+                    r.to_bits(),
+                    "{} {m}x{k}x{n} at {i}: {g} vs {r}",
+                    kernel.name()
+                );
             }
         }
     }
@@ -69,7 +74,9 @@ fn quantized_product_is_close_to_the_f32_one() {
     let (mut err, mut norm) = (0f64, 0f64);
     for i in 0..m {
         for j in 0..n {
-            let exact: f64 = (0..k).map(|kk| a[i * k + kk] as f64 * w[j * k + kk] as f64).sum();
+            let exact: f64 = (0..k)
+                .map(|kk| a[i * k + kk] as f64 * w[j * k + kk] as f64)
+                .sum();
             err += (got[i * n + j] as f64 - exact).powi(2);
             norm += exact.powi(2);
         }
@@ -106,5 +113,28 @@ fn a_row_of_zeros_gives_the_bias_and_a_nan_row_stays_nan() {
         let c = matmul(kernel, &qa, &qb, Some(&bias));
         assert_eq!(&c[..3], &bias, "{}", kernel.name());
         assert!(c[3..].iter().all(|v| v.is_nan()), "{}", kernel.name());
+    }
+}
+
+#[test]
+fn the_avx512_row_quantizer_returns_the_portable_ones_bits() {
+    let mut rows = vec![
+        values(333, 1),
+        vec![0.0; 17],
+        vec![1.0, -0.5, 0.25, 0.5 / 127.0, 1.5 / 127.0, -2.5 / 127.0],
+        vec![0.1; 40],
+    ];
+    let mut poisoned = values(50, 2);
+    poisoned[41] = f32::NAN;
+    rows.push(poisoned);
+    let mut infinite = values(20, 3);
+    infinite[3] = f32::INFINITY;
+    rows.push(infinite);
+    for x in rows {
+        let (mut a, mut b) = (vec![0i8; x.len()], vec![0i8; x.len()]);
+        let sa = quantize_row(&x, &mut a);
+        let sb = quantize_row_portable(&x, &mut b);
+        assert_eq!(sa.to_bits(), sb.to_bits(), "scale of {x:?}");
+        assert_eq!(a, b, "values of {x:?}");
     }
 }
