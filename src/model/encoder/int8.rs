@@ -142,17 +142,22 @@ impl Int8Layer {
         let pre = intermediate.forward(kernel, &QuantizedRows::from_f32(&x, tokens, hidden));
         let width = pre.len() / tokens.max(1);
         let act = self.activate(pre, tokens, width)?;
-        let out = output.forward(kernel, &QuantizedRows::from_f32(&act, tokens, width));
+        let out = output.forward(kernel, &act);
         Ok(self.output_norm.add(&out, &x))
     }
 
-    fn activate(&self, mut pre: Vec<f32>, tokens: usize, width: usize) -> Result<Vec<f32>> {
+    /// The FFN's activation of `pre` (tokens × width), quantized for the output layer: GELU
+    /// applied row by row as each row is quantized, other activations as the tensor path has them.
+    fn activate(&self, mut pre: Vec<f32>, tokens: usize, width: usize) -> Result<QuantizedRows> {
         if self.activation == Activation::GeluErf {
-            crate::nn::cpu::gelu::gelu_inference_in_place(&mut pre);
-            return Ok(pre);
+            let gelu = crate::nn::cpu::gelu::gelu_inference_in_place;
+            return Ok(QuantizedRows::from_f32_mapped(
+                &mut pre, tokens, width, gelu,
+            ));
         }
         let pre = Tensor::from_vec(pre, (tokens, width), &Device::Cpu)?;
-        self.activation.apply(&pre)?.flatten_all()?.to_vec1()
+        let act: Vec<f32> = self.activation.apply(&pre)?.flatten_all()?.to_vec1()?;
+        Ok(QuantizedRows::from_f32(&act, tokens, width))
     }
 }
 

@@ -47,21 +47,17 @@ impl CustomOp1 for GeluForward {
 /// Elements per parallel task.
 const CHUNK: usize = 16 * 1024;
 
-/// x = gelu(x) in place, spread over the cores, for inference paths that hold plain slices: the
-/// FMA version of the bf16 epilogue (within ~1e-6) where the CPU has AVX-512, training's
-/// elsewhere.
+/// x = gelu(x) in place, for inference paths that hold plain slices (the int8 FFN applies it to
+/// each row as it quantizes the row, so this runs on the caller's thread): the FMA version of the
+/// bf16 epilogue (within ~1e-6) where the CPU has AVX-512, training's elsewhere.
 pub(crate) fn gelu_inference_in_place(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if super::features::x86_features().avx512f {
         // SAFETY: the CPU has AVX-512F.
-        x.par_chunks_mut(CHUNK)
-            .for_each(|c| unsafe { super::bf16_matmul::gelu_in_place_avx512(c) });
-        return;
+        return unsafe { super::bf16_matmul::gelu_in_place_avx512(x) };
     }
-    x.par_chunks_mut(CHUNK).for_each(|c| {
-        let input = c.to_vec();
-        gelu_slice(&input, c)
-    });
+    let input = x.to_vec();
+    gelu_slice(&input, x)
 }
 
 /// grad · gelu'(x), with gelu'(x) = Φ(x) + x·φ(x).

@@ -195,16 +195,45 @@ impl QuantizedRows {
     /// Quantizes A (M × K, row-major f32), each row to ±127 of its own largest magnitude.
     pub fn from_f32(a: &[f32], m: usize, k: usize) -> Self {
         assert_eq!(a.len(), m * k, "A is M×K");
+        Self::build(m, k, |data, scale| {
+            data.zip(scale)
+                .zip(a.par_chunks(k.max(1)))
+                .for_each(|((dst, s), src)| *s = quantize_row(src, &mut dst[..k]))
+        })
+    }
+
+    /// Quantizes map(A) row by row, `map` applied in place to each row just before it is
+    /// quantized, while the row is in cache (the FFN's activation).
+    pub fn from_f32_mapped(
+        a: &mut [f32],
+        m: usize,
+        k: usize,
+        map: impl Fn(&mut [f32]) + Sync,
+    ) -> Self {
+        assert_eq!(a.len(), m * k, "A is M×K");
+        Self::build(m, k, |data, scale| {
+            data.zip(scale)
+                .zip(a.par_chunks_mut(k.max(1)))
+                .for_each(|((dst, s), src)| {
+                    map(src);
+                    *s = quantize_row(src, &mut dst[..k])
+                })
+        })
+    }
+
+    /// The layout of M × K, zeroed, with `fill` given its rows (of K_pad bytes) and their scales.
+    fn build(
+        m: usize,
+        k: usize,
+        fill: impl FnOnce(rayon::slice::ChunksMut<'_, i8>, rayon::slice::IterMut<'_, f32>),
+    ) -> Self {
         let k_pad = k.div_ceil(DEPTH_STEP).max(1) * DEPTH_STEP;
         let threads = rayon::current_num_threads().max(1);
         let part = (m.div_ceil(threads).div_ceil(BLOCK) * BLOCK).max(BLOCK);
         let padded_rows = m.div_ceil(part).max(1) * part;
         let mut data = vec![0i8; padded_rows * k_pad];
         let mut scale = vec![0f32; padded_rows];
-        data.par_chunks_mut(k_pad)
-            .zip(scale.par_iter_mut())
-            .zip(a.par_chunks(k.max(1)))
-            .for_each(|((dst, s), src)| *s = quantize_row(src, &mut dst[..k]));
+        fill(data.par_chunks_mut(k_pad), scale.par_iter_mut());
         Self {
             m,
             k,
