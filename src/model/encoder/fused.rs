@@ -13,7 +13,7 @@
 //! (each product's input, to bf16), so the two paths differ by the order of f32 sums and, next to
 //! a bf16 rounding boundary, by one bf16 step of a GELU output; the tests below hold them
 //! together.
-use super::{Encoder, Layer};
+use super::{Encoder, Layer, SliceInputs};
 use crate::data::Batch;
 use crate::model::config::Activation;
 use crate::model::lora::AdaptedLinear;
@@ -35,13 +35,8 @@ pub(super) fn applies(encoder: &Encoder) -> bool {
 
 /// The last hidden state (batch, seq, hidden), as [`Encoder::forward`] without gradients.
 pub(super) fn forward(encoder: &Encoder, batch: &Batch) -> Result<Tensor> {
-    let device = encoder.embeddings.word.device();
-    let mask = super::attention_bias(batch, DType::F32, device)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let x = encoder.embeddings.forward(batch, &mut None)?;
-    let (b, l, h) = x.dims3()?;
-    let mut x = x.flatten_all()?.to_vec1::<f32>()?;
+    let SliceInputs { mut x, mask, dims } = SliceInputs::new(encoder, batch)?;
+    let (b, l, _) = dims;
     for layer in &encoder.layers {
         let a = &layer.attention;
         let shape = AttentionShape {
@@ -52,7 +47,7 @@ pub(super) fn forward(encoder: &Encoder, batch: &Batch) -> Result<Tensor> {
         };
         x = forward_layer(layer, &x, &mask, shape)?;
     }
-    Tensor::from_vec(x, (b, l, h), device)
+    SliceInputs::finish(x, dims, encoder.embeddings.word.device())
 }
 
 fn forward_layer(

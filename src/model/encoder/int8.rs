@@ -8,7 +8,7 @@
 //! weighted values ([`crate::nn::cpu::attention`]), the residual adds and LayerNorms, GELU, the
 //! pooler and the classification head. The layer runs as [`super::fused`] does (the same kernels
 //! between the products), so the two differ only by the products' rounding.
-use super::{Encoder, Layer};
+use super::{Encoder, Layer, SliceInputs};
 use crate::data::Batch;
 use crate::model::config::Activation;
 use crate::model::lora::AdaptedLinear;
@@ -197,17 +197,11 @@ impl Int8Linear {
 
 /// The last hidden state (batch, seq, hidden) of `encoder` with its layers in int8.
 pub(super) fn forward(encoder: &Encoder, int8: &Int8Layers, batch: &Batch) -> Result<Tensor> {
-    let device = encoder.embeddings.word.device();
-    let mask = super::attention_bias(batch, DType::F32, device)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let x = encoder.embeddings.forward(batch, &mut None)?;
-    let (b, l, h) = x.dims3()?;
-    let mut x = f32s(&x)?;
+    let SliceInputs { mut x, mask, dims } = SliceInputs::new(encoder, batch)?;
     for layer in &int8.layers {
-        x = layer.forward(int8.kernel, &x, &mask, b)?;
+        x = layer.forward(int8.kernel, &x, &mask, dims.0)?;
     }
-    Tensor::from_vec(x, (b, l, h), &Device::Cpu)?.to_device(device)
+    SliceInputs::finish(x, dims, encoder.embeddings.word.device())
 }
 
 #[cfg(test)]

@@ -379,6 +379,33 @@ impl Encoder {
     }
 }
 
+/// What a forward pass over plain slices starts from (the fused and int8 paths): the summed,
+/// normalised embeddings as rows of f32, the additive attention mask per (row, key), and the
+/// (batch, seq, hidden) shape to hand the result back in.
+struct SliceInputs {
+    x: Vec<f32>,
+    mask: Vec<f32>,
+    dims: (usize, usize, usize),
+}
+
+impl SliceInputs {
+    fn new(encoder: &Encoder, batch: &Batch) -> Result<Self> {
+        let device = encoder.embeddings.word.device();
+        let mask = attention_bias(batch, DType::F32, device)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let x = encoder.embeddings.forward(batch, &mut None)?;
+        let dims = x.dims3()?;
+        let x = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Self { x, mask, dims })
+    }
+
+    /// The last hidden state `x` (rows of f32) as a (batch, seq, hidden) tensor on `device`.
+    fn finish(x: Vec<f32>, dims: (usize, usize, usize), device: &Device) -> Result<Tensor> {
+        Tensor::from_vec(x, dims, &Device::Cpu)?.to_device(device)
+    }
+}
+
 /// HF's extended attention mask: 0 where attended, the dtype's lowest value where padded,
 /// shaped (batch, 1, 1, seq) to broadcast over heads and queries.
 fn attention_bias(batch: &Batch, dtype: DType, device: &Device) -> Result<Tensor> {

@@ -4,6 +4,8 @@
 //! the inference-only kernels the encoder's forward without gradients fuses its layer into
 //! ([`attention`], [`layer_norm`], the GELU epilogue of [`bf16_matmul::matmul_rows_gelu`]).
 //! Each has a reference implementation and tests against it beside it.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod amx_tiles;
 pub mod attention;
 pub(crate) mod attention_softmax;
 pub mod bf16_matmul;

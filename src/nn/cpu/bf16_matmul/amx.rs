@@ -4,55 +4,8 @@
 //! Rust has no stable AMX intrinsics, so the instructions are `asm!`; the compiler never touches
 //! tile registers itself, so tile state may live across `asm!` blocks inside one function.
 use super::{for_each_block, PackedMatrix, Sink, DEPTH_STEP, PANEL};
+use crate::nn::cpu::amx_tiles::Tiles;
 use std::arch::asm;
-use std::sync::OnceLock;
-
-/// Linux refuses AMX tile data to a process until it asks (arch_prctl ARCH_REQ_XCOMP_PERM with
-/// XFEATURE_XTILEDATA); the permission is the process's, asked once.
-pub(super) fn permitted() -> bool {
-    static PERMITTED: OnceLock<bool> = OnceLock::new();
-    *PERMITTED.get_or_init(|| {
-        #[cfg(target_os = "linux")]
-        {
-            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-            const XFEATURE_XTILEDATA: libc::c_long = 18;
-            // SAFETY: a plain system call with integer arguments.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_arch_prctl,
-                    ARCH_REQ_XCOMP_PERM,
-                    XFEATURE_XTILEDATA,
-                )
-            };
-            if rc != 0 {
-                tracing::warn!(
-                    "the kernel refused AMX tile data (arch_prctl: {rc}); AMX stays off"
-                );
-            }
-            rc == 0
-        }
-        #[cfg(not(target_os = "linux"))]
-        false
-    })
-}
-
-/// The tile configuration (palette 1): eight tiles of 16 rows × 64 bytes.
-#[repr(C, align(64))]
-struct TileConfig {
-    palette: u8,
-    start_row: u8,
-    reserved: [u8; 14],
-    bytes_per_row: [u16; 16],
-    rows: [u8; 16],
-}
-
-const TILES: TileConfig = TileConfig {
-    palette: 1,
-    start_row: 0,
-    reserved: [0; 14],
-    bytes_per_row: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
-};
 
 /// C rows of one thread's part.
 ///
@@ -68,9 +21,8 @@ pub(super) unsafe fn run_rows(
 ) {
     let steps = b.k_pad / DEPTH_STEP;
     let lda = b.k_pad * 2;
-    // SAFETY: the configuration is valid for palette 1; tiles stay configured for this thread
-    // until `tilerelease` below.
-    unsafe { asm!("ldtilecfg [{}]", in(reg) &TILES, options(nostack, readonly)) };
+    // SAFETY: the caller vouches for AMX; the tiles stay configured until `_tiles` drops.
+    let _tiles = unsafe { Tiles::configure() };
     for_each_block(a, rows, b, bias, out, |a, b0, b1, bias, c, ldc| {
         // SAFETY: a block of A is 32 rows × lda bytes, a panel of B `steps` tiles of 1 KiB, the
         // bias 32 floats, C 32 rows of `ldc` floats (the caller's block or scratch).
@@ -87,8 +39,6 @@ pub(super) unsafe fn run_rows(
             )
         };
     });
-    // SAFETY: releases this thread's tile state.
-    unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
 
 /// One 32×32 block of C = bias + A·B over `steps` 32-deep steps.

@@ -62,7 +62,9 @@ impl Kernel {
         return match self {
             // avx512f comes from `is_x86_feature_detected!`, which also checks that the OS
             // saves AVX-512 state; the bf16 bits are raw CPUID.
-            Kernel::Amx => f.avx512f && f.amx_bf16 && f.avx512_bf16 && amx::permitted(),
+            Kernel::Amx => {
+                f.avx512f && f.amx_bf16 && f.avx512_bf16 && crate::nn::cpu::amx_tiles::permitted()
+            }
             Kernel::Avx512Bf16 => f.avx512f && f.avx512_bf16,
         };
         #[cfg(not(target_arch = "x86_64"))]
@@ -88,12 +90,6 @@ impl Kernel {
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (a, rows, b, bias, out);
     }
-}
-
-/// Whether Linux granted this process AMX tile data (asked once); the int8 kernels share it.
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn amx_permitted() -> bool {
-    amx::permitted()
 }
 
 /// Whether `--dtype auto` should take bf16 on this CPU: where its native kernel beats kd's f32

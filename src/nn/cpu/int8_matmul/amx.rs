@@ -5,40 +5,21 @@
 //! As in the bf16 kernel ([`crate::nn::cpu::bf16_matmul`]), the instructions are `asm!` (Rust has
 //! no stable AMX intrinsics) and the tile state lives across the blocks of one call.
 use super::{Acc, Part, BLOCK, DEPTH_STEP, PANEL};
+use crate::nn::cpu::amx_tiles::Tiles;
 use std::arch::asm;
-
-/// The tile configuration (palette 1): eight tiles of 16 rows × 64 bytes.
-#[repr(C, align(64))]
-struct TileConfig {
-    palette: u8,
-    start_row: u8,
-    reserved: [u8; 14],
-    bytes_per_row: [u16; 16],
-    rows: [u8; 16],
-}
-
-const TILES: TileConfig = TileConfig {
-    palette: 1,
-    start_row: 0,
-    reserved: [0; 14],
-    bytes_per_row: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
-};
 
 /// One thread's part of C.
 ///
 /// # Safety
 /// The CPU has AMX-INT8 and the process its permission; `part` holds whole 32-row blocks of A.
 pub(super) unsafe fn run_part(part: &Part<'_>, out: &mut [f32]) {
-    // SAFETY: a valid palette-1 configuration; released below.
-    unsafe { asm!("ldtilecfg [{}]", in(reg) &TILES, options(nostack, readonly)) };
+    // SAFETY: the caller vouches for AMX-INT8; the tiles stay configured until `_tiles` drops.
+    let _tiles = unsafe { Tiles::configure() };
     part.for_each_block(out, |a, lda, b0, b1, _sums, acc| {
         // SAFETY: A is 32 rows of `lda` bytes, each panel `lda / 64` tiles of 1 KiB, `acc` 32 rows
         // of 32 i32.
         unsafe { block(a.as_ptr(), lda, b0.as_ptr(), b1.as_ptr(), acc) }
     });
-    // SAFETY: releases this thread's tile state.
-    unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
 
 #[inline(always)]

@@ -86,7 +86,7 @@ pub(super) unsafe fn quantize_row(x: &[f32], q: &mut [i8]) -> f32 {
         p += v * 0.0;
     }
     // A NaN lost by max_ps is caught by the poison sum, which `scale_and_quantize` checks first.
-    super::scale_and_quantize(x, absmax, p, q, |x, inv_s, q| {
+    super::rows::scale_and_quantize(x, absmax, p, q, |x, inv_s, q| {
         let (inv, lo, hi) = (
             _mm512_set1_ps(inv_s),
             _mm512_set1_ps(-super::QMAX),
