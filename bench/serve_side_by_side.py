@@ -99,7 +99,8 @@ def kd_side(a, run, data_dir, tmp, rnd, env):
             t = e["serving"]["timing"]
             got[key] = dict(accuracy=e["accuracy"], mean_tokens=e["serving"]["mean_tokens"], rows_per_s=t["rows_per_s"],
                             latency_p50_ms=t["latency_p50_ms"], latency_p99_ms=t["latency_p99_ms"], threads=t.get("threads"),
-                            config=t["kernels"], peak_rss_mb=None, kd_compare_process_rss_mb=rss[dtype], dtype=t["dtype"])
+                            config=f"kd compare --dtype {dtype}" + (" --int8" if key == "int8" else ""),
+                            kernels=t["kernels"], peak_rss_mb=None, kd_compare_process_rss_mb=rss[dtype], dtype=t["dtype"])
     return got
 
 
@@ -141,8 +142,13 @@ def report(run, rounds, peer_tokens):
         rss = "-" if s["peak_rss_mb"] is None else f"{s['peak_rss_mb']:.0f}"
         print(f"{label:24s} {configs[:34]:34s} {s['accuracy'] * 100:6.2f} {span(s['rows_per_s']):>15s} "
               f"{s['latency_p50_ms']:7.2f} {s['latency_p99_ms']:7.2f} {s['mean_tokens']:7.2f} {rss:>7s}")
-    kd_rss = sorted({round(r['kd'][k]['kd_compare_process_rss_mb']) for r in rounds for k in r['kd']})
-    print(f"(p50/p99: means over rounds; kd's RSS: whole `kd compare` processes, {kd_rss} MB, both its models loaded)")
+    for label, key in (("kd f32", "f32"), ("kd bf16", "bf16"), ("kd int8", "int8")):
+        if key in rounds[0]["kd"]:
+            print(f"{label} kernels: {rounds[0]['kd'][key]['kernels']}")
+    kd_rss = {k: round(rounds[0]["kd"][k]["kd_compare_process_rss_mb"]) for k in ("f32", "bf16") if k in rounds[0]["kd"]}
+    print(f"p50/p99: means over rounds. RSS: each peer configuration's own process (PyPI's CUDA torch holds ~750 MB "
+          f"once imported); kd's whole `kd compare` process, not in the table: --dtype f32 --int8 (two models) "
+          f"{kd_rss.get('f32')} MB, --dtype bf16 {kd_rss.get('bf16')} MB")
     ratios = {}
     for a_label, b_label in PAIRS:
         if a_label in rows and b_label in rows:
@@ -184,7 +190,8 @@ def main():
         env["RAYON_NUM_THREADS"] = str(a.threads)
     meta = dict(cpu=cpu_line(), threads=a.threads or "default (kd: rayon's; peer: every CPU)",
                 kd_commit=git("rev-parse", "--short", "HEAD"), kd_tree_dirty=bool(git("status", "--porcelain", "--", "src")),
-                kd_binary=a.kd, repeats=a.repeats, rows=a.rows or "all", started=time.strftime("%Y-%m-%d %H:%M:%S"))
+                kd_binary=a.kd, kd_binary_built=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(a.kd))),
+                repeats=a.repeats, rows=a.rows or "all", started=time.strftime("%Y-%m-%d %H:%M:%S"))
     print("\n".join(f"{k}: {v}" for k, v in meta.items()), flush=True)
     results = dict(meta=meta, runs={})
     for run in a.runs:
