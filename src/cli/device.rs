@@ -24,4 +24,18 @@ impl DeviceArgs {
             self.dtype.as_deref().unwrap_or("auto"),
         )
     }
+
+    /// [`DeviceArgs::select`] for a command with `--int8`, which runs on the CPU only: refused
+    /// before anything loads when the device is not the CPU.
+    pub fn select_for_int8(&self, int8: bool) -> kd::Result<(Device, DType)> {
+        let (device, dtype) = self.select()?;
+        if int8 && !device.is_cpu() {
+            return Err(kd::KdError::Config(format!(
+                "--int8 runs on the CPU (AMX-INT8 or AVX-512 VNNI), not on --device {}: add \
+                 --device cpu",
+                kd::device::name(&device)
+            )));
+        }
+        Ok((device, dtype))
+    }
 }

@@ -33,7 +33,7 @@ impl CompareArgs {
     pub fn to_request(&self) -> anyhow::Result<CompareRequest> {
         let (model, data) = (self.model.as_deref(), self.eval.data.as_deref());
         kd::run::check_compare(&self.json, &self.runs, &self.adapter, model, data)?;
-        let (device, dtype) = self.eval.device.select()?;
+        let (device, dtype) = self.eval.device.select_for_int8(self.int8)?;
         Ok(CompareRequest {
             runs: self.runs.clone(),
             adapters: self.adapter.clone(),
@@ -65,7 +65,7 @@ pub struct ReportArgs {
 
 impl ReportArgs {
     pub fn into_request(self) -> anyhow::Result<ReportRequest> {
-        let (device, dtype) = self.eval.device.select()?;
+        let (device, dtype) = self.eval.device.select_for_int8(self.int8)?;
         Ok(ReportRequest {
             folders: self.folders,
             data: self.eval.data,
@@ -155,7 +155,7 @@ pub struct PredictArgs {
 
 impl PredictArgs {
     pub fn into_request(self) -> anyhow::Result<PredictRequest> {
-        let (device, dtype) = self.device.select()?;
+        let (device, dtype) = self.device.select_for_int8(self.int8)?;
         let dtype = if self.int8 {
             candle_core::DType::F32
         } else {

@@ -52,7 +52,7 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     pub fn into_request(self) -> anyhow::Result<ServeRequest> {
-        let (device, dtype) = self.device.select()?;
+        let (device, dtype) = self.device.select_for_int8(self.int8)?;
         let dtype = if self.int8 {
             candle_core::DType::F32
         } else {
