@@ -7,9 +7,10 @@
      keep-alive connection, send POST /predict {"inputs": TEXT} with one test row's text per
      request (client k starts at row k*rows//C and walks the split), the next request as soon
      as the answer is read, for --warmup s untimed then --seconds S. Reported: requests/s
-     (= rows/s), latency p50/p99 (nearest rank, send to last byte read), errors (non-200 and
-     broken connections), and the server's own batch-size histogram over the timed window (the
-     difference of two /metrics scrapes of kd_serve_batch_rows). Clients are spread over
+     (= rows/s), latency p50/p99 (nearest rank, send to last byte read), errors by status (0: a
+     broken connection), and from two /metrics scrapes around the timed window the server's
+     batch-size histogram (kd_serve_batch_rows), the share of the window its model worker was
+     busy and the rows/s while busy (kd_serve_inference_duration_seconds). Clients are spread over
      --client-procs processes (threads in each; requests are pre-encoded bytes on raw sockets, so
      the GIL costs little); the clients' CPU seconds are reported, since they share the machine.
   3. --soak MINUTES: open loop at --rate R requests/s (request k is due at start + k/R, whatever
@@ -57,7 +58,8 @@ def read_texts(run, limit=0):
 
 
 class Conn:
-    """One keep-alive HTTP/1.1 connection on a raw socket; request() returns the status (0: broken)."""
+    """One keep-alive HTTP/1.1 connection on a raw socket; request() returns (status, body), status 0
+    when the connection broke."""
 
     def __init__(self, host, port):
         self.addr, self.sock, self.buf = (host, port), None, b""
@@ -76,13 +78,13 @@ class Conn:
             size = int(headers["content-length"])  # axum sets it on every answer kd gives
             while len(self.buf) < size:
                 self.buf += self._recv()
-            self.buf = self.buf[size:]
+            body, self.buf = self.buf[:size], self.buf[size:]
             if headers.get("connection") == "close":
                 self.close()
-            return int(lines[0].split()[1])
+            return int(lines[0].split()[1]), body
         except (OSError, ValueError, KeyError):
             self.close()
-            return 0
+            return 0, b""
 
     def _recv(self):
         chunk = self.sock.recv(65536)
@@ -111,7 +113,7 @@ def closed_proc(addr, bodies, clients, n_clients, warm_end, deadline, client_cpu
     def client(k):
         conn, i, mine, my_codes = Conn(*addr), k * len(bodies) // n_clients, [], {}
         while (t := time.monotonic()) < deadline:
-            status = conn.request(bodies[i % len(bodies)])
+            status = conn.request(bodies[i % len(bodies)])[0]
             i += 1
             if t >= warm_end:
                 mine.append(time.monotonic() - t)
@@ -131,30 +133,22 @@ def closed_proc(addr, bodies, clients, n_clients, warm_end, deadline, client_cpu
 
 def get(addr, path):
     conn = Conn(*addr)
-    raw = f"GET {path} HTTP/1.1\r\nHost: {addr[0]}\r\n\r\n".encode()
-    conn.sock = socket.create_connection(addr, timeout=30)
-    conn.sock.sendall(raw)
-    while b"\r\n\r\n" not in conn.buf:
-        conn.buf += conn._recv()
-    head, body = conn.buf.split(b"\r\n\r\n", 1)
-    size = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
-    while len(body) < size:
-        body += conn._recv()
+    status, body = conn.request(f"GET {path} HTTP/1.1\r\nHost: {addr[0]}:{addr[1]}\r\n\r\n".encode())
     conn.close()
-    return int(head.split()[1]), body.decode()
+    return status, body.decode()
 
 
 def batch_hist(addr):
-    """kd_serve_batch_rows: ({le: cumulative count}, sum, count) from /metrics."""
+    """kd_serve_batch_rows ({le: cumulative count}, sum, count) and the model's busy seconds, from /metrics."""
     text = get(addr, "/metrics")[1]
     buckets = {m[0]: int(m[1]) for m in re.findall(r'kd_serve_batch_rows_bucket\{le="([^"]+)"\} (\d+)', text)}
     val = lambda name: float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))  # noqa: E731
-    return buckets, val("kd_serve_batch_rows_sum"), val("kd_serve_batch_rows_count")
+    return buckets, val("kd_serve_batch_rows_sum"), val("kd_serve_batch_rows_count"), val("kd_serve_inference_duration_seconds_sum")
 
 
-def hist_diff(a, b):
-    """Batches per size range over the window between scrapes a and b."""
-    (ba, sa, ca), (bb, sb, cb) = a, b
+def hist_diff(a, b, seconds):
+    """Batches per size range over the window between scrapes a and b, and the model's share of it."""
+    (ba, sa, ca, ia), (bb, sb, cb, ib) = a, b
     out, prev_le, prev = {}, "0", 0
     for le in bb:
         n = bb[le] - ba.get(le, 0)
@@ -162,7 +156,8 @@ def hist_diff(a, b):
         if n - prev:
             out[f">{prev_le}" if le == "+Inf" else lo if lo == le else f"{lo}-{le}"] = n - prev
         prev_le, prev = le, n
-    return dict(batches=int(cb - ca), mean_rows=(sb - sa) / max(cb - ca, 1), by_rows=out)
+    return dict(batches=int(cb - ca), mean_rows=(sb - sa) / max(cb - ca, 1), by_rows=out,
+                model_busy=(ib - ia) / seconds, rows_per_model_s=(sb - sa) / max(ib - ia, 1e-9))
 
 
 def nearest_rank(v, p):
@@ -183,7 +178,7 @@ def closed_loop(a, addr, bodies, conc):
         pipes.append(recv)
         workers.append(w)
     time.sleep(max(0.0, warm_end - time.monotonic()))
-    before = batch_hist(addr)
+    before, t_before = batch_hist(addr), time.monotonic()
     time.sleep(max(0.0, deadline - time.monotonic()))
     lat, codes, cpu_s = [], {}, 0.0
     for recv, w in zip(pipes, workers):
@@ -194,7 +189,7 @@ def closed_loop(a, addr, bodies, conc):
         for k, n in c.items():
             codes[k] = codes.get(k, 0) + n
     time.sleep(0.2)  # the last batch's histogram entry lands before its answers leave
-    hist = hist_diff(before, batch_hist(addr))
+    hist = hist_diff(before, batch_hist(addr), time.monotonic() - t_before)
     ok = codes.get(200, 0)
     return dict(concurrency=conc, seconds=a.seconds, requests=len(lat), ok=ok, errors={str(k): n for k, n in codes.items() if k != 200},
                 requests_per_s=ok / a.seconds, latency_p50_ms=nearest_rank(lat, 0.5), latency_p99_ms=nearest_rank(lat, 0.99),
@@ -211,16 +206,17 @@ def soak(a, addr, bodies, server):
     start = time.monotonic() + 0.5
     end = start + a.soak * 60
     total = int(a.soak * 60 * a.rate)
-    lat, codes, lock, samples = [], {}, threading.Lock(), []
+    lat, codes, lock, samples, done = [], {}, threading.Lock(), [], [0] * a.soak_conns
 
     def sender(j):
         conn, mine, my_codes = Conn(*addr), [], {}
         for k in range(j, total, a.soak_conns):
             due = start + k / a.rate
             time.sleep(max(0.0, due - time.monotonic()))
-            status = conn.request(bodies[k % len(bodies)])
+            status = conn.request(bodies[k % len(bodies)])[0]
             mine.append(time.monotonic() - due)
             my_codes[status] = my_codes.get(status, 0) + 1
+            done[j] += 1
         with lock:
             lat.extend(mine)
             for c, n in my_codes.items():
@@ -230,7 +226,7 @@ def soak(a, addr, bodies, server):
     [t.start() for t in threads]
     while (now := time.monotonic()) < end:
         samples.append((round(now - start, 1), rss_mb(server.pid)))
-        print(f"  soak {now - start:6.0f} s: server RSS {samples[-1][1]:.1f} MB, answered {len(lat)} so far", flush=True)
+        print(f"  soak {max(0, now - start):6.0f} s: server RSS {samples[-1][1]:.1f} MB, {sum(done)} answered", flush=True)
         time.sleep(min(10.0, max(0.0, end - time.monotonic())))
     [t.join() for t in threads]
     samples.append((round(time.monotonic() - start, 1), rss_mb(server.pid)))
@@ -268,11 +264,8 @@ def start_server(a, log):
         sys.exit(f"kd serve did not start ({' '.join(cmd)}): {line!r}\n{Path(log.name).read_text()[-3000:]}")
     addr = (m.group(1), int(m.group(2)))
     for _ in range(600):
-        try:
-            if get(addr, "/health")[0] == 200:
-                return server, addr, cmd
-        except OSError:
-            pass
+        if get(addr, "/health")[0] == 200:
+            return server, addr, cmd
         time.sleep(0.1)
     sys.exit("kd serve never answered /health with 200")
 
@@ -311,7 +304,7 @@ def main():
     out = dict(command=cmd, rows=len(texts), threads=a.threads or "rayon default", server_cpus=a.server_cpus,
                client_cpus=a.client_cpus, raw=dict(entry=raw[0], rows_per_s=raw[1], threads=raw[2]) if raw else None, closed=[])
     print(f"{'clients':>7s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>8s} {'batches':>8s} {'rows/batch':>10s}"
-          f" {'of raw':>7s}  batch sizes (rows: batches)")
+          f" {'of raw':>7s} {'busy':>5s} {'model rows/s':>12s}  batch sizes (rows: batches)")
     try:
         for conc in map(int, a.concurrency.split(",")):
             r = closed_loop(a, addr, bodies, conc)
@@ -321,7 +314,7 @@ def main():
             h = r["server_batches"]
             share = f"{r['share_of_raw']:.0%}" if raw else "-"
             print(f"{conc:7d} {r['requests_per_s']:9.1f} {r['latency_p50_ms']:8.2f} {r['latency_p99_ms']:8.2f} "
-                  f"{sum(r['errors'].values()):8d} {h['batches']:8d} {h['mean_rows']:10.2f} {share:>7s}  {h['by_rows']}  (clients used {r['client_cpu_seconds']:.1f} CPU s)",
+                  f"{sum(r['errors'].values()):8d} {h['batches']:8d} {h['mean_rows']:10.2f} {share:>7s} {h['model_busy']:5.0%} {h['rows_per_model_s']:12.1f}  {h['by_rows']}  (clients used {r['client_cpu_seconds']:.1f} CPU s)",
                   flush=True)
         if raw and out["closed"]:
             top = max(out["closed"], key=lambda r: r["concurrency"])

@@ -121,7 +121,7 @@ def span(values, fmt="{:.1f}"):
     return fmt.format(lo) if len(values) == 1 else f"{fmt.format(lo)}-{fmt.format(hi)}"
 
 
-def report(run, rounds, peer_tokens):
+def report(run, rounds, peers):
     """Prints the run's table and returns its summary."""
     rows = {}
     for label, side, key in BACKENDS:
@@ -129,7 +129,7 @@ def report(run, rounds, peer_tokens):
         if per:
             rows[label] = per
     print(f"\n== {run}")
-    print(f"{'backend':24s} {'config':34s} {'acc %':>6s} {'rows/s@32':>15s} {'p50 ms':>7s} {'p99 ms':>7s} {'tokens':>7s} {'RSS MB':>7s}")
+    print(f"{'backend':24s} {'config':44s} {'acc %':>6s} {'rows/s@32':>15s} {'p50 ms':>7s} {'p99 ms':>7s} {'tokens':>7s} {'RSS MB':>7s}")
     summary = {}
     for label, per in rows.items():
         mean = lambda k: sum(p[k] for p in per) / len(per)  # noqa: E731
@@ -140,8 +140,10 @@ def report(run, rounds, peer_tokens):
                               mean_tokens=per[0]["mean_tokens"], peak_rss_mb=max(rss) if rss else None)
         s = summary[label]
         rss = "-" if s["peak_rss_mb"] is None else f"{s['peak_rss_mb']:.0f}"
-        print(f"{label:24s} {configs[:34]:34s} {s['accuracy'] * 100:6.2f} {span(s['rows_per_s']):>15s} "
+        print(f"{label:24s} {configs[:44]:44s} {s['accuracy'] * 100:6.2f} {span(s['rows_per_s']):>15s} "
               f"{s['latency_p50_ms']:7.2f} {s['latency_p99_ms']:7.2f} {s['mean_tokens']:7.2f} {rss:>7s}")
+    threads = sorted({str(r["kd"][k]["threads"]) for r in rounds for k in r["kd"]})
+    print(f"threads: kd {'/'.join(threads)} (its JSON), peer {peers[0]['threads']}")
     for label, key in (("kd f32", "f32"), ("kd bf16", "bf16"), ("kd int8", "int8")):
         if key in rounds[0]["kd"]:
             print(f"{label} kernels: {rounds[0]['kd'][key]['kernels']}")
@@ -163,6 +165,12 @@ def report(run, rounds, peer_tokens):
         goals = dict(int8_throughput_ge_1_5x=min(r["rows_per_s"]) >= 1.5, int8_p50_lower=min(r["p50_speedup"]) > 1)
         print(f"goal kd int8 >= 1.5x ORT int8 rows/s@32 in every round: {'MET' if goals['int8_throughput_ge_1_5x'] else 'NOT MET'}; "
               f"kd int8 p50 below ORT int8's in every round: {'MET' if goals['int8_p50_lower'] else 'NOT MET'}")
+    print("every peer configuration, round by round (rows/s@32, p50 ms, accuracy %):")
+    for cfg in [r["config"] for r in peers[0]["results"]]:
+        got = [next((r for r in p["results"] if r["config"] == cfg), None) for p in peers]
+        print(f"  {cfg:28s} " + "   ".join(f"{r['rows_per_s']:8.1f} {r['latency_p50_ms']:6.2f} {r['accuracy'] * 100:6.2f}"
+                                           if r else "   (failed)" for r in got))
+    peer_tokens = peers[0]["mean_tokens"]
     kd_tokens = rounds[0]["kd"]["f32"]["mean_tokens"]
     drift = abs(kd_tokens - peer_tokens) / kd_tokens
     print(f"mean tokens per row: kd {kd_tokens:.3f}, peer {peer_tokens:.3f}: "
@@ -220,7 +228,7 @@ def main():
                     sides["peer"], full = peer_side(a, export, test, max_len, tmp, rnd, env)
                     peers.append(full)
             rounds.append(sides)
-        summary = report(run, rounds, peers[0]["mean_tokens"])
+        summary = report(run, rounds, peers)
         results["runs"][run] = dict(summary=summary, rounds=rounds, peer_runs=peers, tmp=str(tmp) if a.keep else None)
         if not a.keep:
             shutil.rmtree(tmp, ignore_errors=True)
