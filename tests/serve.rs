@@ -208,8 +208,23 @@ fn predict_answers_as_kd_predict_does_alone_in_pairs_and_in_batches() {
 
 #[test]
 fn concurrent_requests_share_a_pass_and_each_gets_its_own_rows() {
+    // Five rows gathered into one pass of up to 16.
+    concurrent_requests_each_get_their_own_rows("16", |passes| passes < 4);
+}
+
+#[test]
+fn gathered_rows_run_length_sorted_in_passes_of_max_batch() {
+    // Five rows gathered, sorted by length and run in passes of at most 2: three passes, a
+    // request's rows possibly split between them.
+    concurrent_requests_each_get_their_own_rows("2", |passes| passes == 3);
+}
+
+fn concurrent_requests_each_get_their_own_rows(max_batch: &str, passes_ok: fn(u32) -> bool) {
     let w = world();
-    let server = Server::start(&w.p("t"), &["--max-wait-ms", "400", "--max-batch", "16"]);
+    let server = Server::start(
+        &w.p("t"),
+        &["--max-wait-ms", "400", "--max-batch", max_batch],
+    );
     let bodies = [
         serde_json::json!({ "inputs": TEXTS[0] }),
         serde_json::json!({ "inputs": [[TEXTS[1]], [TEXTS[2], TEXTS[0]]] }),
@@ -224,13 +239,12 @@ fn concurrent_requests_share_a_pass_and_each_gets_its_own_rows() {
         sent.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let metrics = server.get("/metrics").1;
-    // Five rows in fewer passes than requests: they were gathered.
     assert!(metrics.contains("kd_serve_batch_rows_sum 5"), "{metrics}");
     let passes = metrics
         .lines()
         .find_map(|l| l.strip_prefix("kd_serve_batch_rows_count "))
         .unwrap();
-    assert!(passes.parse::<u32>().unwrap() < 4, "{metrics}");
+    assert!(passes_ok(passes.parse::<u32>().unwrap()), "{metrics}");
     // Each answer is the one the request gets alone (now in a pass of its own).
     let flat = |v: &Value| -> Vec<f64> {
         match v[0].is_array() {
