@@ -9,11 +9,13 @@
 //!   and which the activations flow in.
 //! - [`cpu`]: the CPU kernels and the record of which ones run here ([`kernels_used`],
 //!   [`cpu_description`]).
+mod attention;
 mod autograd;
 pub mod cpu;
 mod grad_mode;
 mod ops;
 
+pub use attention::attention;
 pub use cpu::bf16_matmul::auto_prefers_bf16;
 pub use cpu::gelu::gelu_erf;
 pub use cpu::{cpu_description, kernels_used};

@@ -227,6 +227,22 @@ pub fn dropout<R: Rng>(x: &Tensor, p: f32, rng: &mut R) -> Result<Tensor> {
     x * mask.to_dtype(x.dtype())?
 }
 
+/// The hashed mask [`dropout`] would draw for an f32 CPU tensor of `n` elements at drop
+/// probability `p`, for a kernel that drops inside its own loop: (seed, p, index of this batch's
+/// first element in the whole batch's); `None` at p = 0 (and no draw from `rng`, as `dropout`).
+pub(crate) fn dropout_mask<R: Rng>(
+    n: usize,
+    p: f32,
+    rng: &mut R,
+) -> Result<Option<(u64, f32, u32)>> {
+    if p <= 0.0 {
+        return Ok(None);
+    }
+    let first = u32::try_from(first_element(n)?)
+        .map_err(|_| candle_core::Error::Msg("kd-hashed-dropout: past 2^32 elements".into()))?;
+    Ok(Some((rng.random::<u64>(), p, first)))
+}
+
 thread_local! {
     /// The rows of the whole batch this thread's batch is: (first row, rows).
     static ROWS: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };

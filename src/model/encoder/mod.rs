@@ -202,24 +202,54 @@ impl Attention {
             .contiguous()
     }
 
+    /// dropout(softmax(scale·q·kᵀ + mask))·v from tensor ops, heads split and merged: where
+    /// [`crate::nn::attention`] does not apply (a GPU, bf16 activations).
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask_bias: &Tensor,
+        rng: &mut Option<&mut StdRng>,
+    ) -> Result<Tensor> {
+        let (b, l, h) = q.dims3()?;
+        let (q, k, v) = (
+            self.split_heads(q)?,
+            self.split_heads(k)?,
+            self.split_heads(v)?,
+        );
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let probs = masked_softmax(&q.matmul(&k.t()?)?, scale, mask_bias)?;
+        let probs = train_dropout(&probs, self.probs_dropout, rng)?;
+        probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, l, h))
+    }
+
     fn forward(
         &self,
         x: &Tensor,
         mask_bias: &Tensor,
         rng: &mut Option<&mut StdRng>,
     ) -> Result<Tensor> {
-        let (b, l, h) = x.dims3()?;
-        let q = self.split_heads(&self.query.forward(x, rng.as_deref_mut())?)?;
-        let k = self.split_heads(&self.key.forward(x, rng.as_deref_mut())?)?;
-        let v = self.split_heads(&self.value.forward(x, rng.as_deref_mut())?)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let probs = masked_softmax(&q.matmul(&k.t()?)?, scale, mask_bias)?;
-        let probs = train_dropout(&probs, self.probs_dropout, rng)?;
-        let context = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, l, h))?;
+        let q = self.query.forward(x, rng.as_deref_mut())?;
+        let k = self.key.forward(x, rng.as_deref_mut())?;
+        let v = self.value.forward(x, rng.as_deref_mut())?;
+        let fused = crate::nn::attention(
+            &q,
+            &k,
+            &v,
+            mask_bias,
+            self.heads,
+            self.probs_dropout,
+            rng.as_deref_mut(),
+        )?;
+        let context = match fused {
+            Some(context) => context,
+            None => self.attend(&q, &k, &v, mask_bias, rng)?,
+        };
         let out = self.output.forward(&context, rng.as_deref_mut())?;
         let out = train_dropout(&out, self.hidden_dropout, rng)?;
         self.layer_norm.forward(&(out + x)?)

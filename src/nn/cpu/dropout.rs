@@ -23,6 +23,13 @@ fn fmix32(mut h: u32) -> u32 {
     h ^ (h >> 16)
 }
 
+/// Whether element `index` of the mask of `seed` is kept at drop probability `p`: what
+/// [`hashed_dropout_at`] applies, for kernels that drop inside their own loops.
+#[inline(always)]
+pub(crate) fn keeps(seed: u64, p: f32, index: u32) -> bool {
+    uniform(seed, index) >= p
+}
+
 /// A uniform draw in [0, 1) (24 bits) for element `index` under `seed`.
 #[inline(always)]
 fn uniform(seed: u64, index: u32) -> f32 {

@@ -12,6 +12,7 @@
 //! the GEMM path's only by the order and rounding of f32 sums.
 use super::fast_math::multiversion;
 use rayon::prelude::*;
+pub mod training;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
