@@ -65,3 +65,6 @@ pub mod shard;
 pub mod training;
 
 pub use error::{KdError, Result};
+
+/// kd's version and the commit it was built from (`0.1.0 (abc1234)`; see build.rs).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KD_GIT_COMMIT"), ")");

@@ -21,7 +21,7 @@ pub use train::{DistillArgs, SweepArgs, TeachArgs};
 #[derive(Parser)]
 #[command(
     name = "kd",
-    version,
+    version = kd::VERSION,
     about = "Knowledge distillation of text classifiers: a LoRA teacher, its cached logits, a small student.",
     long_about = "Knowledge distillation of text classifiers on candle.\n\n\
   1. kd teach     fine-tunes a teacher encoder with LoRA and caches its logits in teacher/logits.bin\n\

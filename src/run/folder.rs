@@ -22,6 +22,10 @@ pub struct Summary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
     pub role: String,
+    /// The kd that wrote the run: `0.1.0 (commit)` ([`crate::VERSION`]; absent before it was
+    /// recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kd: Option<String>,
     pub model: String,
     pub data: String,
     pub device: String,
