@@ -66,5 +66,16 @@ pub mod training;
 
 pub use error::{KdError, Result};
 
-/// kd's version and the commit it was built from (`0.1.0 (abc1234)`; see build.rs).
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KD_GIT_COMMIT"), ")");
+static VERSION: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// kd's version as run records name it: the `kd` binary sets it to `0.1.0 (commit)` at start
+/// ([`set_version`]; build.rs reads the commit, in the binary only, so that a commit rebuilds the
+/// small binary crate rather than the library); the crate version alone elsewhere.
+pub fn version() -> &'static str {
+    VERSION.get().copied().unwrap_or(env!("CARGO_PKG_VERSION"))
+}
+
+/// Names the build for [`version`] (the first call wins).
+pub fn set_version(version: &'static str) {
+    let _ = VERSION.set(version);
+}

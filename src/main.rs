@@ -30,6 +30,7 @@ use kd::commands::{self, bench, compare};
 
 fn main() {
     keep_freed_memory();
+    kd::set_version(cli::VERSION);
     // Under mpirun/srun: this process's rank (MPI is finalised when `session` drops).
     let session = kd::distributed::init().unwrap_or_else(|e| {
         eprintln!("error: {e}");

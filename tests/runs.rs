@@ -26,6 +26,13 @@ fn a_failed_rerun_leaves_the_previous_run_whole() {
         .collect()
     };
     let before = files();
+    // The run names the kd that wrote it, with the commit build.rs read.
+    let written: serde_json::Value = serde_json::from_slice(&before[0]).unwrap();
+    let by = written["kd"].as_str().unwrap();
+    assert!(
+        by.starts_with(concat!(env!("CARGO_PKG_VERSION"), " (")),
+        "{by}"
+    );
     // A test split with a class the training split lacks: refused before training, by row.
     let data = Path::new(&w.p("data")).to_path_buf();
     std::fs::remove_file(data.join("test.csv.gz")).unwrap();

@@ -18,10 +18,13 @@ pub use serve::ServeArgs;
 pub use tools::{BenchArgs, CacheArgs};
 pub use train::{DistillArgs, SweepArgs, TeachArgs};
 
+/// `0.1.0 (commit)`: the commit build.rs read (`+modified` for uncommitted sources).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KD_GIT_COMMIT"), ")");
+
 #[derive(Parser)]
 #[command(
     name = "kd",
-    version = kd::VERSION,
+    version = VERSION,
     about = "Knowledge distillation of text classifiers: a LoRA teacher, its cached logits, a small student.",
     long_about = "Knowledge distillation of text classifiers on candle.\n\n\
   1. kd teach     fine-tunes a teacher encoder with LoRA and caches its logits in teacher/logits.bin\n\

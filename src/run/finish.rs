@@ -41,7 +41,7 @@ pub fn finish(
     let summary = Summary {
         run_id: Some(run.run_id().to_string()),
         role: role.into(),
-        kd: Some(crate::VERSION.into()),
+        kd: Some(crate::version().into()),
         model: cfg.model.clone(),
         data: cfg.data.clone(),
         device: format!("{:?}/{:?}", p.device, p.dtype),

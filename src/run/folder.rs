@@ -22,7 +22,7 @@ pub struct Summary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
     pub role: String,
-    /// The kd that wrote the run: `0.1.0 (commit)` ([`crate::VERSION`]; absent before it was
+    /// The kd that wrote the run: `0.1.0 (commit)` ([`crate::version`]; absent before it was
     /// recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kd: Option<String>,
