@@ -29,7 +29,7 @@ fn row_max(v: &[f32]) -> f32 {
 
 /// Σ a·b with 16 lanes summed in a fixed order.
 #[inline(always)]
-fn row_dot(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn row_dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail: f32 = ca

@@ -10,6 +10,7 @@
 //! dropout mask [`super::super::dropout`]'s hash of the element's index in the (batch, heads,
 //! seq, seq) probabilities, so masks and probabilities are those of the tensor path; the products
 //! differ from its GEMMs by the order of f32 sums.
+use super::super::attention_softmax::row_dot as dot;
 use super::super::dropout::keeps;
 use super::super::fast_math::{self, multiversion};
 use rayon::prelude::*;
@@ -110,25 +111,6 @@ impl TrainingAttention {
             }
         }
     }
-}
-
-/// Σ a·b over 16 lanes (vectorizes; a fixed order).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..16 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// y += a·x.

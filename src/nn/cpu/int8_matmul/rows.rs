@@ -89,7 +89,7 @@ pub(super) fn quantize_row(x: &[f32], q: &mut [i8]) -> f32 {
     if super::super::features::x86_features().avx512f {
         // SAFETY: the CPU has AVX-512F (and BW: every AVX-512 CPU kd meets has it, checked too).
         if std::arch::is_x86_feature_detected!("avx512bw") {
-            return unsafe { super::vnni::quantize_row(x, q) };
+            return unsafe { quantize_row_avx512(x, q) };
         }
     }
     quantize_row_portable(x, q)
@@ -124,4 +124,47 @@ pub(super) fn scale_and_quantize(
     }
     quantize(x, QMAX / absmax, q);
     absmax / QMAX
+}
+
+/// [`quantize_row`] in AVX-512: the same bits as the portable version (max and the
+/// poison sum are exact whatever the order; the products, rounding and clamping are IEEE).
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX-512BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_row_avx512(x: &[f32], q: &mut [i8]) -> f32 {
+    use std::arch::x86_64::*;
+    assert_eq!(x.len(), q.len(), "one byte per value");
+    let n = x.len();
+    let body = n / 16 * 16;
+    let (mut max, mut poison) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    for i in (0..body).step_by(16) {
+        let v = _mm512_loadu_ps(x.as_ptr().add(i));
+        max = _mm512_max_ps(max, _mm512_abs_ps(v));
+        poison = _mm512_add_ps(poison, _mm512_mul_ps(v, _mm512_setzero_ps()));
+    }
+    let (mut absmax, mut p) = (_mm512_reduce_max_ps(max), _mm512_reduce_add_ps(poison));
+    for &v in &x[body..] {
+        absmax = absmax.max(v.abs());
+        p += v * 0.0;
+    }
+    // A NaN lost by max_ps is caught by the poison sum, which `scale_and_quantize` checks first.
+    scale_and_quantize(x, absmax, p, q, |x, inv_s, q| {
+        let (inv, lo, hi) = (
+            _mm512_set1_ps(inv_s),
+            _mm512_set1_ps(-QMAX),
+            _mm512_set1_ps(QMAX),
+        );
+        for i in (0..body).step_by(16) {
+            let v = _mm512_mul_ps(_mm512_loadu_ps(x.as_ptr().add(i)), inv);
+            let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+            let c = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
+            let bytes = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(c));
+            _mm_storeu_si128(q.as_mut_ptr().add(i).cast(), bytes);
+        }
+        for (d, &v) in q[body..].iter_mut().zip(&x[body..]) {
+            *d = (v * inv_s).round_ties_even().clamp(-QMAX, QMAX) as i8;
+        }
+    })
 }
