@@ -10,7 +10,7 @@
 use super::metrics::Metrics;
 use crate::data::tokenize::Encoded;
 use crate::data::Batcher;
-use crate::model::TextClassifier;
+use crate::model::{logits_by_length, TextClassifier};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -223,13 +223,8 @@ impl Worker {
     /// Logits of `rows` of `batcher`, in that order, as one padded batch. A panic in the pass (a
     /// bug in kd) fails this pass's requests, not the server.
     fn forward(&self, batcher: &Batcher, rows: &[usize]) -> Answer {
-        let pass = std::panic::AssertUnwindSafe(|| -> crate::Result<Vec<f32>> {
-            let _no_grad = crate::nn::no_grad();
-            let logits = self.model.forward(&batcher.batch(rows), None)?;
-            Ok(logits
-                .to_dtype(candle_core::DType::F32)?
-                .flatten_all()?
-                .to_vec1::<f32>()?)
+        let pass = std::panic::AssertUnwindSafe(|| {
+            logits_by_length(&self.model, batcher, rows, rows.len().max(1), |_| {})
         });
         match std::panic::catch_unwind(pass) {
             Ok(Ok(logits)) => Ok(logits),

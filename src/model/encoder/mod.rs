@@ -409,9 +409,10 @@ impl Encoder {
     }
 }
 
-/// Batches of at most this many padded tokens run the slice paths (fused, int8) on one thread: a request of one row (~50 tokens) spends more time handing each of a layer's
-/// dozen kernels to the thread pool and waking its threads than the kernels take (measured:
-/// batch-1 p50 of all-MiniLM-L6-v2 in int8, 3.3 ms on 2 threads, 2.0 ms on one).
+/// Batches of at most this many padded tokens run the slice paths (fused, int8) on one thread:
+/// a request of one row (~50 tokens) spends more time handing each of a layer's dozen kernels to
+/// the thread pool and waking its threads than the kernels take (measured: batch-1 p50 of
+/// all-MiniLM-L6-v2 in int8, 3.3 ms on 2 threads, 2.0 ms on one).
 const ONE_THREAD_TOKENS: usize = 256;
 
 /// Runs `forward` on a pool of one thread when `batch` is small ([`ONE_THREAD_TOKENS`]): one
