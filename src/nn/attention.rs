@@ -162,8 +162,19 @@ mod tests {
     /// and with and without dropout (the same masks: the same hash of the same indices).
     #[test]
     fn matches_the_tensor_path_forward_and_backward() -> Result<()> {
+        // Small and odd, then head-sized blocks past gemm's micro-tiles.
+        matches_the_tensor_path_at(3, 7, 2, 5, [7, 4, 1])?;
+        matches_the_tensor_path_at(2, 37, 3, 16, [37, 20, 0])
+    }
+
+    fn matches_the_tensor_path_at(
+        b: usize,
+        l: usize,
+        heads: usize,
+        d: usize,
+        lens: [usize; 3],
+    ) -> Result<()> {
         let dev = Device::Cpu;
-        let (b, l, heads, d) = (3, 7, 2, 5);
         let var = |seed: u64| -> Result<Var> {
             let mut r = rand::rngs::StdRng::seed_from_u64(seed);
             let data: Vec<f32> = (0..b * l * heads * d)
@@ -172,8 +183,7 @@ mod tests {
             Var::from_vec(data, (b, l, heads * d), &dev)
         };
         let (q, k, v) = (var(1)?, var(2)?, var(3)?);
-        let lens = [7usize, 4, 1];
-        let mask: Vec<f32> = lens
+        let mask: Vec<f32> = lens[..b]
             .iter()
             .flat_map(|&n| (0..l).map(move |j| if j < n { 0.0 } else { f32::MIN }))
             .collect();

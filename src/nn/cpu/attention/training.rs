@@ -9,10 +9,14 @@
 //! bits) instead of storing them. The softmax is [`super::super::attention_softmax`]'s, the
 //! dropout mask [`super::super::dropout`]'s hash of the element's index in the (batch, heads,
 //! seq, seq) probabilities, so masks and probabilities are those of the tensor path; the products
-//! differ from its GEMMs by the order of f32 sums.
+//! differ from its GEMMs by the order of f32 sums. Each head's products run on gemm's
+//! micro-kernels over strided views of q, k, v ([`super::super::strided_matmul`]), the head's
+//! (seq × seq) probabilities held in the cache between them: written as per-query row updates
+//! instead, the backward spent a third of a training step storing and reloading rows of dk.
 use super::super::attention_softmax::row_dot as dot;
 use super::super::dropout::keeps;
 use super::super::fast_math::{self, multiversion};
+use super::super::strided_matmul::{matmul, View};
 use rayon::prelude::*;
 
 /// The attention's shape and its dropout.
@@ -53,31 +57,62 @@ impl TrainingAttention {
         first.wrapping_add(local as u32)
     }
 
-    /// The probabilities of query `i` of head `h` (batch row `b`) into `p`, and in `pd` the
-    /// dropped ones (scaled by 1/(1−p); `pd` is `p` when there is no dropout). `kt` holds the
-    /// head's keys transposed (head_dim rows of `seq`), so each score sum runs across keys in
-    /// vector lanes.
-    #[inline(always)]
+    /// Head `h`'s probabilities for every query of batch row `b` into `p` (seq × seq), and in
+    /// `pd` the dropped ones (scaled by 1/(1−p); `pd` is `p` when there is no dropout): the
+    /// scores as one product of the head's q and k blocks, then each row's softmax.
     #[allow(clippy::too_many_arguments)]
-    fn probs(
+    fn head_probs(
         &self,
         b: usize,
         h: usize,
-        i: usize,
         q: &[f32],
-        kt: &[f32],
+        k: &[f32],
         mask: &[f32],
         p: &mut [f32],
         pd: &mut [f32],
     ) {
-        let (d, w, seq) = (self.head_dim, self.width(), self.seq);
-        let qi = &q[i * w + h * d..][..d];
-        p.fill(0.0);
-        for (c, &x) in qi.iter().enumerate() {
-            axpy(x, &kt[c * seq..(c + 1) * seq], p);
+        let seq = self.seq;
+        let block = self.head(h);
+        matmul(
+            p,
+            View::rows(0, seq, seq, seq),
+            q,
+            block,
+            k,
+            block.t(),
+            false,
+        );
+        let seq = seq.max(1);
+        for (i, (p, pd)) in p
+            .chunks_exact_mut(seq)
+            .zip(pd.chunks_exact_mut(seq))
+            .enumerate()
+        {
+            softmax_row(p, mask, self.scale);
+            match self.dropout {
+                Some((seed, rate, _)) => {
+                    let (first, keep_scale) = (self.first_index(b, h, i), 1.0 / (1.0 - rate));
+                    for (j, (o, &x)) in pd.iter_mut().zip(p.iter()).enumerate() {
+                        let kept = keeps(seed, rate, first.wrapping_add(j as u32));
+                        *o = if kept { x * keep_scale } else { 0.0 };
+                    }
+                }
+                None => pd.copy_from_slice(p),
+            }
         }
+    }
+
+    /// Head `h`'s columns of (seq, width) rows: a seq × head_dim view.
+    fn head(&self, h: usize) -> View {
+        View::rows(h * self.head_dim, self.seq, self.head_dim, self.width())
+    }
+}
+
+multiversion! {
+    /// softmax(scale·s + mask) in place over one row of scores.
+    fn softmax_row(p: &mut [f32], mask: &[f32], scale: f32) {
         for (s, &m) in p.iter_mut().zip(mask) {
-            *s = *s * self.scale + m;
+            *s = *s * scale + m;
         }
         let max = p
             .iter()
@@ -89,35 +124,6 @@ impl TrainingAttention {
         for s in p.iter_mut() {
             *s *= inv;
         }
-        match self.dropout {
-            Some((seed, rate, _)) => {
-                let (first, keep_scale) = (self.first_index(b, h, i), 1.0 / (1.0 - rate));
-                for (j, (o, &x)) in pd.iter_mut().zip(p.iter()).enumerate() {
-                    let kept = keeps(seed, rate, first.wrapping_add(j as u32));
-                    *o = if kept { x * keep_scale } else { 0.0 };
-                }
-            }
-            None => pd.copy_from_slice(p),
-        }
-    }
-
-    /// Head `h`'s columns of `rows` (seq × width) transposed into `out` (head_dim × seq).
-    #[inline(always)]
-    fn transpose_head(&self, rows: &[f32], h: usize, out: &mut [f32]) {
-        let (d, w, seq) = (self.head_dim, self.width(), self.seq);
-        for (j, row) in rows.chunks_exact(w).enumerate() {
-            for (c, &x) in row[h * d..(h + 1) * d].iter().enumerate() {
-                out[c * seq + j] = x;
-            }
-        }
-    }
-}
-
-/// y += a·x.
-#[inline(always)]
-fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += a * x;
     }
 }
 
@@ -137,22 +143,30 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], mask: &[f32], a: &TrainingAttent
     out
 }
 
-multiversion! {
-    fn forward_row(q: &[f32], k: &[f32], v: &[f32], mask: &[f32], a: &TrainingAttention, b: usize, out: &mut [f32]) {
-        let (d, w, seq) = (a.head_dim, a.width(), a.seq);
-        let (mut p, mut pd, mut kt) = (vec![0f32; seq], vec![0f32; seq], vec![0f32; d * seq]);
-        for h in 0..a.heads {
-            a.transpose_head(k, h, &mut kt);
-            for i in 0..seq {
-                a.probs(b, h, i, q, &kt, mask, &mut p, &mut pd);
-                let o = &mut out[i * w + h * d..][..d];
-                for (j, &x) in pd.iter().enumerate() {
-                    if x != 0.0 {
-                        axpy(x, &v[j * w + h * d..][..d], o);
-                    }
-                }
-            }
-        }
+/// Attention over one batch row, head by head: probabilities, then context = pd·v.
+fn forward_row(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: &[f32],
+    a: &TrainingAttention,
+    b: usize,
+    out: &mut [f32],
+) {
+    let seq = a.seq;
+    let (mut p, mut pd) = (vec![0f32; seq * seq], vec![0f32; seq * seq]);
+    for h in 0..a.heads {
+        a.head_probs(b, h, q, k, mask, &mut p, &mut pd);
+        let block = a.head(h);
+        matmul(
+            out,
+            block,
+            &pd,
+            View::rows(0, seq, seq, seq),
+            v,
+            block,
+            false,
+        );
     }
 }
 
@@ -189,49 +203,50 @@ pub fn backward(
     [dq, dk, dv]
 }
 
+/// The gradients of one batch row's q, k and v, head by head: the probabilities recomputed,
+/// then dv = pdᵀ·g, dpd = g·vᵀ, ds = scale·p⊙(dp − Σⱼ dp·p) with dp = dpd through the dropout
+/// mask, dq = ds·k and dk = dsᵀ·q, each a product of views of the head's columns.
+fn backward_row(
+    inputs: [&[f32]; 4],
+    mask: &[f32],
+    a: &TrainingAttention,
+    b: usize,
+    grads: [&mut [f32]; 3],
+) {
+    let [q, k, v, g] = inputs;
+    let [dq, dk, dv] = grads;
+    let seq = a.seq;
+    let keep_scale = a.dropout.map_or(1.0, |(_, rate, _)| 1.0 / (1.0 - rate));
+    let square = View::rows(0, seq, seq, seq);
+    let (mut p, mut pd, mut ds) = (
+        vec![0f32; seq * seq],
+        vec![0f32; seq * seq],
+        vec![0f32; seq * seq],
+    );
+    for h in 0..a.heads {
+        let block = a.head(h);
+        a.head_probs(b, h, q, k, mask, &mut p, &mut pd);
+        matmul(dv, block, &pd, square.t(), g, block, false);
+        matmul(&mut ds, square, g, block, v, block.t(), false);
+        score_grads(&mut ds, &p, &pd, seq, keep_scale, a.scale);
+        matmul(dq, block, &ds, square, k, block, false);
+        matmul(dk, block, &ds, square.t(), q, block, false);
+    }
+}
+
 multiversion! {
-    fn backward_row(inputs: [&[f32]; 4], mask: &[f32], a: &TrainingAttention, b: usize, grads: [&mut [f32]; 3]) {
-        let [q, k, v, g] = inputs;
-        let [dq, dk, dv] = grads;
-        let (d, w, seq) = (a.head_dim, a.width(), a.seq);
-        let keep_scale = a.dropout.map_or(1.0, |(_, rate, _)| 1.0 / (1.0 - rate));
-        let (mut p, mut pd, mut dp) = (vec![0f32; seq], vec![0f32; seq], vec![0f32; seq]);
-        let (mut kt, mut vt) = (vec![0f32; d * seq], vec![0f32; d * seq]);
-        for h in 0..a.heads {
-            a.transpose_head(k, h, &mut kt);
-            a.transpose_head(v, h, &mut vt);
-            for i in 0..seq {
-                a.probs(b, h, i, q, &kt, mask, &mut p, &mut pd);
-                let gi = &g[i * w + h * d..][..d];
-                // dV_j += pd_j·g_i.
-                for (j, &x) in pd.iter().enumerate() {
-                    if x != 0.0 {
-                        axpy(x, gi, &mut dv[j * w + h * d..][..d]);
-                    }
-                }
-                // dP_j = g_i·v_j through the dropout mask (summed across keys in lanes).
-                dp.fill(0.0);
-                for (c, &x) in gi.iter().enumerate() {
-                    axpy(x, &vt[c * seq..(c + 1) * seq], &mut dp);
-                }
-                if let Some((seed, rate, _)) = a.dropout {
-                    let first = a.first_index(b, h, i);
-                    for (j, x) in dp.iter_mut().enumerate() {
-                        let kept = keeps(seed, rate, first.wrapping_add(j as u32));
-                        *x = if kept { *x * keep_scale } else { 0.0 };
-                    }
-                }
-                // dS_j = scale·p_j·(dP_j − Σ dP·p).
-                let total = dot(&dp, &p);
-                let qi = &q[i * w + h * d..][..d];
-                let dqi = &mut dq[i * w + h * d..][..d];
-                for j in 0..seq {
-                    let ds = (dp[j] - total) * p[j] * a.scale;
-                    if ds != 0.0 {
-                        axpy(ds, &k[j * w + h * d..][..d], dqi);
-                        axpy(ds, qi, &mut dk[j * w + h * d..][..d]);
-                    }
-                }
+    /// The scores' gradient in place of `ds`, which holds the dropped probabilities' gradient:
+    /// through the dropout mask (an element was dropped where `pd` is 0 and `p` is not; where
+    /// `p` is 0 the gradient is 0 either way), then ds = scale·p⊙(dp − Σⱼ dp·p) per row.
+    fn score_grads(ds: &mut [f32], p: &[f32], pd: &[f32], seq: usize, keep_scale: f32, scale: f32) {
+        let seq = seq.max(1);
+        for ((ds, p), pd) in ds.chunks_exact_mut(seq).zip(p.chunks_exact(seq)).zip(pd.chunks_exact(seq)) {
+            for (x, &kept) in ds.iter_mut().zip(pd) {
+                *x = if kept != 0.0 { *x * keep_scale } else { 0.0 };
+            }
+            let total = dot(ds, p);
+            for (x, &p) in ds.iter_mut().zip(p) {
+                *x = (*x - total) * p * scale;
             }
         }
     }
