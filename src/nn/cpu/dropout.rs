@@ -23,13 +23,6 @@ fn fmix32(mut h: u32) -> u32 {
     h ^ (h >> 16)
 }
 
-/// Whether element `index` of the mask of `seed` is kept at drop probability `p`: what
-/// [`hashed_dropout_at`] applies, for kernels that drop inside their own loops.
-#[inline(always)]
-pub(crate) fn keeps(seed: u64, p: f32, index: u32) -> bool {
-    uniform(seed, index) >= p
-}
-
 /// A uniform draw in [0, 1) (24 bits) for element `index` under `seed`.
 #[inline(always)]
 fn uniform(seed: u64, index: u32) -> f32 {
@@ -40,7 +33,7 @@ fn uniform(seed: u64, index: u32) -> f32 {
 
 multiversion! {
     /// out[j] = x[j]·scale where element `first + j` is kept, 0 where it is dropped.
-    fn mask_slice(x: &[f32], seed: u64, p: f32, scale: f32, first: u32, out: &mut [f32]) {
+    pub(crate) fn mask_slice(x: &[f32], seed: u64, p: f32, scale: f32, first: u32, out: &mut [f32]) {
         for (j, (o, &v)) in out.iter_mut().zip(x).enumerate() {
             let keep = uniform(seed, first.wrapping_add(j as u32)) >= p;
             *o = if keep { v * scale } else { 0.0 };

@@ -5,17 +5,18 @@
 //! their dropped copy, the context and its heads merged), plus a head-split copy of q, k and v:
 //! candle's graph holds every op's inputs. Here one op computes context = dropout(softmax(scale·
 //! q·kᵀ + mask))·v per batch row and head straight from q, k, v in (batch·seq, heads·head_dim)
-//! rows, and the backward recomputes each row's probabilities (the same arithmetic, so the same
-//! bits) instead of storing them. The softmax is [`super::super::attention_softmax`]'s, the
-//! dropout mask [`super::super::dropout`]'s hash of the element's index in the (batch, heads,
-//! seq, seq) probabilities, so masks and probabilities are those of the tensor path; the products
-//! differ from its GEMMs by the order of f32 sums. Each head's products run on gemm's
-//! micro-kernels over strided views of q, k, v ([`super::super::strided_matmul`]), the head's
-//! (seq × seq) probabilities held in the cache between them: written as per-query row updates
-//! instead, the backward spent a third of a training step storing and reloading rows of dk.
+//! rows, and the backward recomputes each head's probabilities (the same arithmetic, so the same
+//! bits) instead of storing them. Per head: the scores as one product on gemm's micro-kernels over
+//! strided views of q and k ([`super::super::strided_matmul`]), each row's softmax (the inference
+//! attention's, [`super::softmax`]), the dropout mask ([`super::super::dropout`]'s hash of the
+//! element's index in the (batch, heads, seq, seq) probabilities: the tensor path's masks), and
+//! the context or the gradients as products again, the head's (seq × seq) probabilities held in
+//! the cache between them. Results differ from the tensor path by the order of f32 sums and the
+//! softmax's fused multiply-adds. Written as per-query row updates instead, the backward spent a
+//! third of a training step storing and reloading rows of dk.
 use super::super::attention_softmax::row_dot as dot;
-use super::super::dropout::keeps;
-use super::super::fast_math::{self, multiversion};
+use super::super::dropout::mask_slice;
+use super::super::fast_math::multiversion;
 use super::super::strided_matmul::{matmul, View};
 use rayon::prelude::*;
 
@@ -73,8 +74,9 @@ impl TrainingAttention {
     ) {
         let seq = self.seq;
         let block = self.head(h);
+        // The scores go into `pd` first, the softmax reads them from there into `p`.
         matmul(
-            p,
+            pd,
             View::rows(0, seq, seq, seq),
             q,
             block,
@@ -82,48 +84,23 @@ impl TrainingAttention {
             block.t(),
             false,
         );
-        let seq = seq.max(1);
-        for (i, (p, pd)) in p
-            .chunks_exact_mut(seq)
-            .zip(pd.chunks_exact_mut(seq))
-            .enumerate()
-        {
-            softmax_row(p, mask, self.scale);
-            match self.dropout {
-                Some((seed, rate, _)) => {
-                    let (first, keep_scale) = (self.first_index(b, h, i), 1.0 / (1.0 - rate));
-                    for (j, (o, &x)) in pd.iter_mut().zip(p.iter()).enumerate() {
-                        let kept = keeps(seed, rate, first.wrapping_add(j as u32));
-                        *o = if kept { x * keep_scale } else { 0.0 };
-                    }
-                }
-                None => pd.copy_from_slice(p),
+        let row = seq.max(1);
+        for (s, p) in pd.chunks_exact(row).zip(p.chunks_exact_mut(row)) {
+            super::softmax(s, mask, self.scale, p);
+        }
+        match self.dropout {
+            // The head's probabilities are consecutive elements of the whole batch's.
+            Some((seed, rate, _)) => {
+                let first = self.first_index(b, h, 0);
+                mask_slice(p, seed, rate, 1.0 / (1.0 - rate), first, pd);
             }
+            None => pd.copy_from_slice(p),
         }
     }
 
     /// Head `h`'s columns of (seq, width) rows: a seq × head_dim view.
     fn head(&self, h: usize) -> View {
         View::rows(h * self.head_dim, self.seq, self.head_dim, self.width())
-    }
-}
-
-multiversion! {
-    /// softmax(scale·s + mask) in place over one row of scores.
-    fn softmax_row(p: &mut [f32], mask: &[f32], scale: f32) {
-        for (s, &m) in p.iter_mut().zip(mask) {
-            *s = *s * scale + m;
-        }
-        let max = p
-            .iter()
-            .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
-        for s in p.iter_mut() {
-            *s = fast_math::exp(*s - max);
-        }
-        let inv = 1.0 / fast_math::lane_sum(p, |x| x);
-        for s in p.iter_mut() {
-            *s *= inv;
-        }
     }
 }
 
