@@ -294,6 +294,16 @@ impl Layer {
         })
     }
 
+    /// The feed-forward block as one op ([`crate::nn::frozen_feed_forward`]) when neither of
+    /// its layers is adapted and its activation is the exact GELU; `None` otherwise.
+    fn frozen_feed_forward(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let frozen = self.intermediate.adapter().is_none() && self.output.adapter().is_none();
+        if !frozen || self.activation != Activation::GeluErf {
+            return Ok(None);
+        }
+        crate::nn::frozen_feed_forward(x, self.intermediate.base(), self.output.base())
+    }
+
     /// The layer's linear modules in [`LINEAR_MODULES`] order (the order [`Linears`] loads).
     fn linears(&self) -> [&AdaptedLinear; 6] {
         let a = &self.attention;
@@ -314,10 +324,15 @@ impl Layer {
         rng: &mut Option<&mut StdRng>,
     ) -> Result<Tensor> {
         let x = self.attention.forward(x, mask_bias, rng)?;
-        let inner = self
-            .activation
-            .apply(&self.intermediate.forward(&x, rng.as_deref_mut())?)?;
-        let out = self.output.forward(&inner, rng.as_deref_mut())?;
+        let out = match self.frozen_feed_forward(&x)? {
+            Some(out) => out,
+            None => {
+                let inner = self
+                    .activation
+                    .apply(&self.intermediate.forward(&x, rng.as_deref_mut())?)?;
+                self.output.forward(&inner, rng.as_deref_mut())?
+            }
+        };
         let out = train_dropout(&out, self.hidden_dropout, rng)?;
         self.layer_norm.forward(&(out + x)?)
     }
