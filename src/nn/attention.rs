@@ -44,8 +44,9 @@ pub fn attention<R: Rng>(
     Ok(Some(q.apply_op3(&k, &v, op)?))
 }
 
-/// `KD_TENSOR_ATTENTION=1` keeps the tensor path (benchmarks of one against the other).
-fn tensor_path_asked() -> bool {
+/// `KD_TENSOR_ATTENTION=1` keeps the tensor ops this op and [`super::dropout_add_layer_norm`]
+/// replace (benchmarks of one against the other; the arithmetic of runs made before them).
+pub(super) fn tensor_path_asked() -> bool {
     static ASKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ASKED.get_or_init(|| std::env::var_os("KD_TENSOR_ATTENTION").is_some_and(|v| v == "1"))
 }

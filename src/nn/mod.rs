@@ -4,8 +4,9 @@
 //! - [`FrozenLinear`], [`layer_norm`], [`masked_softmax`], [`dropout`], [`gelu_erf`]: forward
 //!   passes on the fastest kernel for the device, each with a hand-written backward pass in the
 //!   one input that needs it ([`autograd`]); frozen weights never get a gradient.
-//! - [`attention`], [`frozen_feed_forward`]: a layer's attention and its feed-forward block as
-//!   single ops that keep less for the backward pass than the ops they are made of.
+//! - [`attention`], [`frozen_feed_forward`], [`dropout_add_layer_norm`]: a layer's attention,
+//!   feed-forward block and residual LayerNorms as single ops that keep less for the backward
+//!   pass than the ops they are made of.
 //! - [`no_grad`] / [`param`]: `torch.no_grad()` for kd.
 //! - [`compute_dtype`], [`activation_dtype`]: which precision norms, softmax and losses run in,
 //!   and which the activations flow in.
@@ -17,6 +18,7 @@ pub mod cpu;
 mod feed_forward;
 mod grad_mode;
 mod ops;
+mod residual_norm;
 
 pub use attention::attention;
 pub use cpu::bf16_matmul::auto_prefers_bf16;
@@ -26,3 +28,4 @@ pub use feed_forward::frozen_feed_forward;
 pub use grad_mode::{grad_enabled, no_grad, param, NoGradGuard};
 pub use ops::{activation_dtype, compute_dtype, dropout, dropout_rows, layer_norm, masked_softmax};
 pub use ops::{FrozenLinear, RowWindow};
+pub use residual_norm::dropout_add_layer_norm;

@@ -35,6 +35,31 @@ impl FrozenLayerNorm {
         layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 
+    /// LayerNorm(dropout(x) + residual), dropout in training mode: one op on the CPU in f32
+    /// ([`crate::nn::dropout_add_layer_norm`]), the three ops elsewhere.
+    fn residual_forward(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        p: f64,
+        rng: &mut Option<&mut StdRng>,
+    ) -> Result<Tensor> {
+        let (weight, bias) = (&self.weight, &self.bias);
+        let fused = crate::nn::dropout_add_layer_norm(
+            x,
+            residual,
+            p,
+            rng.as_deref_mut(),
+            weight,
+            bias,
+            self.eps,
+        )?;
+        match fused {
+            Some(y) => Ok(y),
+            None => self.forward(&(train_dropout(x, p, rng)? + residual)?),
+        }
+    }
+
     /// LayerNorm(x + residual) on rows of f32, without gradients.
     fn add_forward(&self, x: &[f32], residual: &[f32]) -> Result<Vec<f32>> {
         let f32s = |t: &Tensor| t.to_dtype(DType::F32)?.to_vec1::<f32>();
@@ -251,8 +276,8 @@ impl Attention {
             None => self.attend(&q, &k, &v, mask_bias, rng)?,
         };
         let out = self.output.forward(&context, rng.as_deref_mut())?;
-        let out = train_dropout(&out, self.hidden_dropout, rng)?;
-        self.layer_norm.forward(&(out + x)?)
+        self.layer_norm
+            .residual_forward(&out, x, self.hidden_dropout, rng)
     }
 }
 
@@ -333,8 +358,8 @@ impl Layer {
                 self.output.forward(&inner, rng.as_deref_mut())?
             }
         };
-        let out = train_dropout(&out, self.hidden_dropout, rng)?;
-        self.layer_norm.forward(&(out + x)?)
+        self.layer_norm
+            .residual_forward(&out, &x, self.hidden_dropout, rng)
     }
 }
 

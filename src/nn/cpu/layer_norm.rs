@@ -1,12 +1,20 @@
-//! LayerNorm(x + residual) without gradients on the CPU: the residual sum and the norm in one
-//! pass per row.
+//! LayerNorm(dropout(x) + residual) on the CPU: the residual sum and the norm in one pass per
+//! row, forward ([`add_layer_norm`] without gradients, [`dropout_add_layer_norm`] in training)
+//! and backward ([`dropout_add_layer_norm_grad`]).
 //!
-//! As tensor ops (what training keeps, for the backward) this is an add over the whole activation
-//! and candle's LayerNorm, whose sums run one element at a time; here each row is summed once
+//! As tensor ops this is a dropout and an add over the whole activation and candle's LayerNorm,
+//! whose sums run one element at a time, and a backward of about ten ops more; candle's graph
+//! keeps the dropped copy and the sum until the step's backward. Here each row is summed once
 //! into the output over 16 lanes in a fixed order (the same bits on every CPU), its variance taken
-//! about the mean (two passes over a row in the L1 cache, as PyTorch does, rather than E[x²]−μ²).
+//! about the mean (two passes over a row in the L1 cache, as PyTorch does, rather than E[x²]−μ²);
+//! the backward recomputes the row's sum from `x` and `residual` instead of keeping it.
+use super::dropout::mask_slice;
 use super::fast_math::{lane_sum, multiversion};
 use rayon::prelude::*;
+
+/// Dropout on `x` before the sum: the hashed mask of [`super::dropout`] as (seed, p, index of
+/// the first element in the whole batch's), or none.
+pub type Dropout = Option<(u64, f32, u32)>;
 
 /// LayerNorm(x + residual) over rows of `gamma.len()`, with weight `gamma` and bias `beta`.
 pub fn add_layer_norm(
@@ -16,37 +24,149 @@ pub fn add_layer_norm(
     beta: &[f32],
     eps: f32,
 ) -> Vec<f32> {
-    let width = gamma.len();
-    assert!(
-        width > 0 && beta.len() == width,
-        "gamma and beta are the row's width"
-    );
+    dropout_add_layer_norm(x, residual, None, gamma, beta, eps)
+}
+
+/// ~16 rows a task: enough work to spread, few enough tasks to stay cheap.
+const ROWS_PER_TASK: usize = 16;
+
+fn check(x: &[f32], residual: &[f32], width: usize) {
+    assert!(width > 0, "a row has at least one element");
     assert!(
         x.len() == residual.len() && x.len().is_multiple_of(width),
         "x and residual are rows × width"
     );
+}
+
+/// The mask of the task whose first element is `offset`.
+fn dropout_at(dropout: Dropout, offset: usize) -> Dropout {
+    dropout.map(|(seed, p, first)| (seed, p, first.wrapping_add(offset as u32)))
+}
+
+/// LayerNorm(dropout(x) + residual) over rows of `gamma.len()`.
+pub fn dropout_add_layer_norm(
+    x: &[f32],
+    residual: &[f32],
+    dropout: Dropout,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) -> Vec<f32> {
+    let width = gamma.len();
+    check(x, residual, width);
+    assert_eq!(beta.len(), width, "gamma and beta are the row's width");
     let mut out = super::fast_math::vec_for_overwrite(x.len());
-    // ~16 rows a task: enough work to spread, few enough tasks to stay cheap.
-    let chunk = width * 16;
+    let chunk = width * ROWS_PER_TASK;
     out.par_chunks_mut(chunk)
         .zip(x.par_chunks(chunk).zip(residual.par_chunks(chunk)))
-        .for_each(|(out, (x, residual))| norm_rows(x, residual, gamma, beta, eps, out));
+        .enumerate()
+        .for_each(|(t, (out, (x, residual)))| {
+            let dropout = dropout_at(dropout, t * chunk);
+            norm_rows(x, residual, dropout, gamma, beta, eps, out)
+        });
     out
 }
 
-multiversion! {
-    fn norm_rows(x: &[f32], residual: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
-        let width = gamma.len();
-        let rows = x.chunks_exact(width).zip(residual.chunks_exact(width));
-        for ((x, r), o) in rows.zip(out.chunks_exact_mut(width)) {
-            for ((o, &x), &r) in o.iter_mut().zip(x).zip(r) {
+/// The gradients of x and of the residual, given the output's gradient `grad`.
+pub fn dropout_add_layer_norm_grad(
+    x: &[f32],
+    residual: &[f32],
+    dropout: Dropout,
+    gamma: &[f32],
+    eps: f32,
+    grad: &[f32],
+) -> [Vec<f32>; 2] {
+    let width = gamma.len();
+    check(x, residual, width);
+    assert_eq!(grad.len(), x.len(), "the gradient is the output's shape");
+    let (mut dx, mut dr) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+    let chunk = width * ROWS_PER_TASK;
+    dx.par_chunks_mut(chunk)
+        .zip(dr.par_chunks_mut(chunk))
+        .zip(x.par_chunks(chunk).zip(residual.par_chunks(chunk)))
+        .zip(grad.par_chunks(chunk))
+        .enumerate()
+        .for_each(|(t, (((dx, dr), (x, residual)), grad))| {
+            let dropout = dropout_at(dropout, t * chunk);
+            grad_rows([x, residual, grad], dropout, gamma, eps, [dx, dr])
+        });
+    [dx, dr]
+}
+
+/// `out` = dropout(x) + residual, the row at `row` of the task.
+#[inline(always)]
+fn residual_sum(x: &[f32], residual: &[f32], dropout: Dropout, at: usize, out: &mut [f32]) {
+    match dropout {
+        Some((seed, p, first)) => {
+            let first = first.wrapping_add(at as u32);
+            mask_slice(x, seed, p, 1.0 / (1.0 - p), first, out);
+            for (o, &r) in out.iter_mut().zip(residual) {
+                *o += r;
+            }
+        }
+        None => {
+            for ((o, &x), &r) in out.iter_mut().zip(x).zip(residual) {
                 *o = x + r;
             }
-            let mean = lane_sum(o, |v| v) / width as f32;
-            let var = lane_sum(o, |v| (v - mean) * (v - mean)) / width as f32;
-            let inv_std = 1.0 / (var + eps).sqrt();
+        }
+    }
+}
+
+/// The mean and 1/σ of a row.
+#[inline(always)]
+fn moments(row: &[f32], eps: f32) -> (f32, f32) {
+    let width = row.len() as f32;
+    let mean = lane_sum(row, |v| v) / width;
+    let var = lane_sum(row, |v| (v - mean) * (v - mean)) / width;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+multiversion! {
+    fn norm_rows(x: &[f32], residual: &[f32], dropout: Dropout, gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
+        let width = gamma.len();
+        let rows = x.chunks_exact(width).zip(residual.chunks_exact(width));
+        for (i, ((x, r), o)) in rows.zip(out.chunks_exact_mut(width)).enumerate() {
+            residual_sum(x, r, dropout, i * width, o);
+            let (mean, inv_std) = moments(o, eps);
             for ((o, &g), &b) in o.iter_mut().zip(gamma).zip(beta) {
                 *o = (*o - mean) * inv_std * g + b;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Per row: dr = (g − mean(g) − x̂·mean(g·x̂))/σ with g = grad·γ and x̂ the normalised sum,
+    /// and dx = dr through the dropout mask.
+    fn grad_rows(inputs: [&[f32]; 3], dropout: Dropout, gamma: &[f32], eps: f32, grads: [&mut [f32]; 2]) {
+        let [x, residual, grad] = inputs;
+        let [dx, dr] = grads;
+        let width = gamma.len();
+        let n = width as f32;
+        for i in 0..x.len() / width {
+            let row = i * width..(i + 1) * width;
+            let (dx, dr, grad) = (&mut dx[row.clone()], &mut dr[row.clone()], &grad[row.clone()]);
+            residual_sum(&x[row.clone()], &residual[row], dropout, i * width, dr);
+            let (mean, inv_std) = moments(dr, eps);
+            for v in dr.iter_mut() {
+                *v = (*v - mean) * inv_std;
+            }
+            let (mut g_sum, mut gx_sum) = ([0f32; 16], [0f32; 16]);
+            for (j, ((&d, &g), &x_hat)) in grad.iter().zip(gamma).zip(dr.iter()).enumerate() {
+                g_sum[j % 16] += d * g;
+                gx_sum[j % 16] += d * g * x_hat;
+            }
+            let g_mean = g_sum.iter().sum::<f32>() / n;
+            let gx_mean = gx_sum.iter().sum::<f32>() / n;
+            for ((v, &d), &g) in dr.iter_mut().zip(grad).zip(gamma) {
+                *v = (d * g - g_mean - *v * gx_mean) * inv_std;
+            }
+            match dropout {
+                Some((seed, p, first)) => {
+                    let first = first.wrapping_add((i * width) as u32);
+                    mask_slice(dr, seed, p, 1.0 / (1.0 - p), first, dx);
+                }
+                None => dx.copy_from_slice(dr),
             }
         }
     }
