@@ -1,7 +1,7 @@
 //! LoRA exactly as PEFT defines it: y = W·x + (α/r)·B·A·dropout(x), targets chosen by module-name
 //! suffix (or a regular expression) and an optional list of layers.
 use crate::nn::param;
-use crate::nn::{compute_dtype, dropout, FrozenLinear};
+use crate::nn::{adapted_linear, compute_dtype, dropout, FrozenLinear};
 use candle_core::{Result, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -160,7 +160,15 @@ impl AdaptedLinear {
     }
 
     /// y = base(x) + (α/r)·B·A·dropout(x); dropout only when `rng` is given (training).
-    pub fn forward(&self, x: &Tensor, rng: Option<&mut StdRng>) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, mut rng: Option<&mut StdRng>) -> Result<Tensor> {
+        if let Some(lora) = &self.adapter {
+            let (a, b) = (param(&lora.a), param(&lora.b));
+            let (s, p) = (lora.scaling, lora.dropout);
+            let one_op = adapted_linear(x, &self.base, &a, &b, s, p, rng.as_deref_mut())?;
+            if let Some(y) = one_op {
+                return Ok(y);
+            }
+        }
         let y = self.base.forward(x)?;
         let Some(lora) = &self.adapter else {
             return Ok(y);

@@ -6,34 +6,23 @@
 //! inputs with the fastest kernel available (its intermediates are freed at once, never kept for
 //! a backward pass), and a closure supplies the gradient with respect to the one input that
 //! needs it.
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use std::sync::Mutex;
 
 type GradFn = dyn Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync;
+/// The gradients of three inputs from the upstream gradient.
+type GradFn3 = dyn Fn(&Tensor) -> Result<[Option<Tensor>; 3]> + Send + Sync;
 
-struct AttachBackward {
+struct AttachBackward<G: ?Sized> {
     /// The precomputed value, handed over to the graph by the forward pass and then dropped, so
     /// that the graph keeps one copy of it (the op's result), not two.
     value: Mutex<Option<Tensor>>,
-    grad_fn: Box<GradFn>,
+    grad_fn: Box<G>,
 }
 
-impl AttachBackward {
-    fn take_value(&self) -> Result<Tensor> {
-        self.value
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("poisoned".into()))?
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg("kd-attach-backward ran twice".into()))
-    }
-}
-
-impl CustomOp1 for AttachBackward {
-    fn name(&self) -> &'static str {
-        "kd-attach-backward"
-    }
-
-    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> Result<(CpuStorage, Shape)> {
+impl<G: ?Sized> AttachBackward<G> {
+    /// The precomputed value as the op's CPU result, its storage moved when nobody else holds it.
+    fn hand_over(&self) -> Result<(CpuStorage, Shape)> {
         use candle_core::backend::BackendStorage;
         let value = self.take_value()?;
         let shape = value.shape().clone();
@@ -48,6 +37,24 @@ impl CustomOp1 for AttachBackward {
             Storage::Cpu(s) => Ok((s.try_clone(layout)?, shape)),
             _ => candle_core::bail!("kd-attach-backward: value and input on different devices"),
         }
+    }
+
+    fn take_value(&self) -> Result<Tensor> {
+        self.value
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("poisoned".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("kd-attach-backward ran twice".into()))
+    }
+}
+
+impl CustomOp1 for AttachBackward<GradFn> {
+    fn name(&self) -> &'static str {
+        "kd-attach-backward"
+    }
+
+    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.hand_over()
     }
 
     #[cfg(feature = "cuda")]
@@ -83,7 +90,7 @@ where
         return Ok(value);
     }
     let value = whole_contiguous(value)?;
-    input.apply_op1(AttachBackward {
+    input.apply_op1(AttachBackward::<GradFn> {
         value: Mutex::new(Some(value)),
         grad_fn: Box::new(grad_fn),
     })
@@ -99,4 +106,52 @@ fn whole_contiguous(value: Tensor) -> Result<Tensor> {
     } else {
         Ok(value)
     }
+}
+
+impl CustomOp3 for AttachBackward<GradFn3> {
+    fn name(&self) -> &'static str {
+        "kd-attach-backward3"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _s1: &CpuStorage,
+        _l1: &Layout,
+        _s2: &CpuStorage,
+        _l2: &Layout,
+        _s3: &CpuStorage,
+        _l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.hand_over()
+    }
+
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        _c: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let [a, b, c] = (self.grad_fn)(grad)?;
+        Ok((a, b, c))
+    }
+}
+
+/// [`with_backward`] for a value computed from three inputs on the CPU: `grad_fn(upstream)`
+/// gives each input's gradient (`None` for one that needs none). Untracked inputs: `value` as is.
+pub fn with_backward3<F>(inputs: [&Tensor; 3], value: Tensor, grad_fn: F) -> Result<Tensor>
+where
+    F: Fn(&Tensor) -> Result<[Option<Tensor>; 3]> + Send + Sync + 'static,
+{
+    let [a, b, c] = inputs;
+    if !(a.track_op() || b.track_op() || c.track_op()) {
+        return Ok(value);
+    }
+    let value = whole_contiguous(value)?;
+    let op = AttachBackward::<GradFn3> {
+        value: Mutex::new(Some(value)),
+        grad_fn: Box::new(grad_fn),
+    };
+    a.apply_op3(b, c, op)
 }

@@ -4,14 +4,15 @@
 //! - [`FrozenLinear`], [`layer_norm`], [`masked_softmax`], [`dropout`], [`gelu_erf`]: forward
 //!   passes on the fastest kernel for the device, each with a hand-written backward pass in the
 //!   one input that needs it ([`autograd`]); frozen weights never get a gradient.
-//! - [`attention`], [`frozen_feed_forward`], [`dropout_add_layer_norm`]: a layer's attention,
-//!   feed-forward block and residual LayerNorms as single ops that keep less for the backward
+//! - [`adapted_linear`], [`attention`], [`frozen_feed_forward`], [`dropout_add_layer_norm`]: a
+//!   LoRA-adapted layer, a layer's attention, feed-forward block and residual LayerNorms as single ops that keep less for the backward
 //!   pass than the ops they are made of.
 //! - [`no_grad`] / [`param`]: `torch.no_grad()` for kd.
 //! - [`compute_dtype`], [`activation_dtype`]: which precision norms, softmax and losses run in,
 //!   and which the activations flow in.
 //! - [`cpu`]: the CPU kernels and the record of which ones run here ([`kernels_used`],
 //!   [`cpu_description`]).
+mod adapted_linear;
 mod attention;
 mod autograd;
 pub mod cpu;
@@ -20,6 +21,7 @@ mod grad_mode;
 mod ops;
 mod residual_norm;
 
+pub use adapted_linear::adapted_linear;
 pub use attention::attention;
 pub use cpu::bf16_matmul::auto_prefers_bf16;
 pub use cpu::gelu::gelu_erf;
