@@ -77,8 +77,9 @@ multiversion! {
         // The head's keys transposed, each column padded with zeros to whole registers.
         let seq_pad = seq.div_ceil(LANES) * LANES;
         let mut keys_t = vec![0f32; d * seq_pad];
-        let mut scores = vec![0f32; seq_pad];
-        let mut probs = vec![0f32; seq];
+        // Queries go two at a time (each key and value register loaded once for both).
+        let mut scores = [vec![0f32; seq_pad], vec![0f32; seq_pad]];
+        let mut probs = [vec![0f32; seq], vec![0f32; seq]];
         for head in 0..shape.heads {
             let col = head * d;
             for (j, key) in k.chunks_exact(width).enumerate() {
@@ -86,10 +87,25 @@ multiversion! {
                     keys_t[c * seq_pad + j] = x;
                 }
             }
-            for (query, out_row) in q.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
-                key_scores(&query[col..col + d], &keys_t, &mut scores);
-                softmax(&scores[..seq], mask, scale, &mut probs);
-                weighted_values(&probs, v, width, col, &mut out_row[col..col + d]);
+            let pairs = q.chunks_exact(2 * width).zip(out.chunks_exact_mut(2 * width));
+            for (queries, out_rows) in pairs {
+                let (q0, q1) = queries.split_at(width);
+                let (o0, o1) = out_rows.split_at_mut(width);
+                let [s0, s1] = &mut scores;
+                key_scores_pair([&q0[col..col + d], &q1[col..col + d]], &keys_t, [s0, s1]);
+                let [p0, p1] = &mut probs;
+                softmax(&s0[..seq], mask, scale, p0);
+                softmax(&s1[..seq], mask, scale, p1);
+                let context = [&mut o0[col..col + d], &mut o1[col..col + d]];
+                weighted_values_pair([p0, p1], v, width, col, context);
+            }
+            if seq % 2 == 1 {
+                let last = (seq - 1) * width;
+                let query = &q[last + col..last + col + d];
+                key_scores(query, &keys_t, &mut scores[0]);
+                softmax(&scores[0][..seq], mask, scale, &mut probs[0]);
+                let context = &mut out[last + col..last + col + d];
+                weighted_values(&probs[0], v, width, col, context);
             }
         }
     }
@@ -147,9 +163,22 @@ fn key_scores(q: &[f32], keys_t: &[f32], scores: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if super::features::x86_features().avx512f {
         // SAFETY: the CPU has AVX-512F; keys_t holds q.len() rows of scores.len() keys.
-        return unsafe { avx512::key_scores(q, keys_t, scores) };
+        return unsafe { avx512::key_scores([q], keys_t, [scores]) };
     }
     key_scores_portable(q, keys_t, scores);
+}
+
+/// [`key_scores`] for two queries of the head (the same bits as one at a time).
+#[inline(always)]
+fn key_scores_pair(q: [&[f32]; 2], keys_t: &[f32], scores: [&mut [f32]; 2]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::features::x86_features().avx512f {
+        // SAFETY: the CPU has AVX-512F; keys_t holds d rows of scores.len() keys.
+        return unsafe { avx512::key_scores(q, keys_t, scores) };
+    }
+    let [s0, s1] = scores;
+    key_scores_portable(q[0], keys_t, s0);
+    key_scores_portable(q[1], keys_t, s1);
 }
 
 #[inline(always)]
@@ -177,9 +206,28 @@ fn weighted_values(probs: &[f32], v: &[f32], width: usize, col: usize, context: 
     #[cfg(target_arch = "x86_64")]
     if super::features::x86_features().avx512f && matches!(context.len(), 16 | 32 | 64) {
         // SAFETY: the CPU has AVX-512F; v holds probs.len() rows of `width` ≥ col + d.
-        return unsafe { avx512::weighted_values(probs, v, width, col, context) };
+        return unsafe { avx512::weighted_values([probs], v, width, col, [context]) };
     }
     weighted_values_portable(probs, v, width, col, context);
+}
+
+/// [`weighted_values`] for two queries of the head (the same bits as one at a time).
+#[inline(always)]
+fn weighted_values_pair(
+    probs: [&[f32]; 2],
+    v: &[f32],
+    width: usize,
+    col: usize,
+    context: [&mut [f32]; 2],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::features::x86_features().avx512f && matches!(context[0].len(), 16 | 32 | 64) {
+        // SAFETY: the CPU has AVX-512F; v holds probs' rows of `width` ≥ col + d.
+        return unsafe { avx512::weighted_values(probs, v, width, col, context) };
+    }
+    let [c0, c1] = context;
+    weighted_values_portable(probs[0], v, width, col, c0);
+    weighted_values_portable(probs[1], v, width, col, c1);
 }
 
 #[inline(always)]
@@ -262,6 +310,12 @@ mod tests {
         }
     }
 
+    fn portable_scores(q: &[f32], keys_t: &[f32], seq: usize) -> Vec<f32> {
+        let mut s = vec![0f32; seq];
+        key_scores_portable(q, keys_t, &mut s);
+        s
+    }
+
     #[test]
     fn the_avx512_products_return_the_portable_bits() {
         if !super::super::features::x86_features().avx512f {
@@ -284,6 +338,24 @@ mod tests {
             weighted_values(&probs, &v, d + 7, 5, &mut fast);
             weighted_values_portable(&probs, &v, d + 7, 5, &mut portable);
             assert_eq!(fast, portable, "context d {d} seq {seq}");
+            // Two queries at a time: each the bits of one at a time.
+            let (q1, probs1) = (random(d), random(seq - 3));
+            let (mut s0, mut s1, mut one) = (vec![0f32; seq], vec![0f32; seq], vec![0f32; seq]);
+            key_scores_pair([&q, &q1], &keys_t, [&mut s0, &mut s1]);
+            key_scores_portable(&q1, &keys_t, &mut one);
+            assert_eq!(
+                (&s0, &s1),
+                (&portable_scores(&q, &keys_t, seq), &one),
+                "pair d {d} seq {seq}"
+            );
+            let (mut c0, mut c1, mut one) = (vec![0f32; d], vec![0f32; d], vec![0f32; d]);
+            weighted_values_pair([&probs, &probs1], &v, d + 7, 5, [&mut c0, &mut c1]);
+            weighted_values_portable(&probs1, &v, d + 7, 5, &mut one);
+            assert_eq!(
+                (&c0, &c1),
+                (&portable, &one),
+                "pair context d {d} seq {seq}"
+            );
         }
     }
 
