@@ -42,8 +42,8 @@ dtype (--dtype auto | f32 | bf16 | bf16w)
     f32: no autocast. bf16: bf16 autocast over float32 weights (TrainingArguments(bf16=True)).
     bf16w: frozen base weights stored in bf16 (loaded with dtype=torch.bfloat16, as kd's bf16
     stores them), LoRA and head in float32, under bf16 autocast. auto: runs each candidate briefly
-    in a child process (--probe-steps training steps after 2 untimed ones, --probe-cache-batches
-    caching batches; the same batches for every candidate), prints all of them and runs the
+    in a child process (--probe-steps training steps after 2 untimed ones, and the whole caching
+    pass, or --probe-cache-batches N batches of it; the same batches for every candidate), prints all of them and runs the
     measurement with the fastest for training and, separately, the fastest for caching. The
     measuring process never ran the losers, so its peak memory is its own.
     --compile on wraps the model in torch.compile(dynamic=True); --compile auto adds the compiled
@@ -165,7 +165,12 @@ def probe(args, argv):
         return ((args.dtype, args.compile),
                 (args.cache_dtype or args.dtype, args.cache_compile or args.compile), None)
     figures = {}
-    cache_rows = min(args.cache_rows, args.probe_cache_batches * args.cache_batch_size)
+    # The caching pass is short, so each candidate times all of it: a probe of a few batches
+    # picked eager caching on all three CPU shapes where whole passes ran 1.15-1.4x faster
+    # compiled (runs 10-12, docs/benchmarks.md). --probe-cache-batches N cuts it for quick checks.
+    cache_rows = args.cache_rows
+    if args.probe_cache_batches > 0:
+        cache_rows = min(cache_rows, args.probe_cache_batches * args.cache_batch_size)
 
     def run(d, c):
         key = f"{d}{'+compile' if c == 'on' else ''}"
@@ -268,8 +273,8 @@ def main():
                     help="mega-batch size in batches (default: LengthGroupedSampler's own, "
                          "min(rows // (4 x batch), 50); kd buckets 50)")
     ap.add_argument("--probe-steps", type=int, default=4, help="--dtype/--compile auto: timed steps per candidate")
-    ap.add_argument("--probe-cache-batches", type=int, default=4,
-                    help="--dtype/--compile auto: caching batches per candidate")
+    ap.add_argument("--probe-cache-batches", type=int, default=0,
+                    help="--dtype/--compile auto: caching batches per candidate (0: the whole pass)")
     ap.add_argument("--adamw", choices=["fused", "foreach", "loop"], default="fused",
                     help="torch AdamW implementation (HF Trainer's default optim is adamw_torch_fused)")
     ap.add_argument("--peak-tflops", type=float, default=800.0, help="dense peak for the MFU")
@@ -303,7 +308,8 @@ def main():
     else:
         if args.dtype == "auto" or args.compile == "auto":
             print(f"probing dtype {args.dtype}, compile {args.compile} ({args.probe_steps} training steps and "
-                  f"{args.probe_cache_batches} caching batches each, in child processes):", flush=True)
+                  f"{'the whole caching pass' if args.probe_cache_batches <= 0 else str(args.probe_cache_batches) + ' caching batches'} "
+                  "each, in child processes):", flush=True)
             if args.cache_dtype or args.cache_compile:
                 print("  (--cache-dtype/--cache-compile are ignored: auto picks the caching pass's too)")
         (train_dtype, train_compile), (cache_dtype, cache_compile), dtype_probe = probe(
