@@ -52,14 +52,22 @@ pub fn adapted_linear<R: Rng>(
     let low = dropped(&xs)?.matmul(&a_det.t()?)?.affine(scaling, 0.0)?;
     let update = low.matmul(&b_det.t()?)?.reshape(base_out.shape())?;
     let value = (base_out + update)?;
-    let (native, x_shape, tracks) = (native.clone(), x.shape().clone(), x.track_op());
+    let (native, x_shape) = (native.clone(), x.shape().clone());
+    let tracks = [x, a, b].map(|t| t.track_op());
     with_backward3([x, a, b], value, move |grad| {
         let grad = grad.to_dtype(DType::F32)?;
         let g = grad.reshape((rows, out_dim))?;
-        let grad_b = g.t()?.matmul(&low)?;
+        let [x_tracked, a_tracked, b_tracked] = tracks;
+        let grad_b = match b_tracked {
+            true => Some(g.t()?.matmul(&low)?),
+            false => None,
+        };
         let grad_low = g.matmul(&b_det)?.affine(scaling, 0.0)?;
-        let grad_a = grad_low.t()?.matmul(&dropped(&xs)?)?;
-        let grad_x = if tracks {
+        let grad_a = match a_tracked {
+            true => Some(grad_low.t()?.matmul(&dropped(&xs)?)?),
+            false => None,
+        };
+        let grad_x = if x_tracked {
             let through_a = grad_low.matmul(&a_det)?;
             let through_a = match dropout {
                 Some((seed, p, first)) => hashed_dropout_at(&through_a, p, seed, first as u64)?,
@@ -69,8 +77,8 @@ pub fn adapted_linear<R: Rng>(
         } else {
             None
         };
-        debug_assert_eq!(grad_a.dims(), [rank, in_dim]);
-        Ok([grad_x, Some(grad_a), Some(grad_b)])
+        debug_assert!(grad_a.as_ref().is_none_or(|g| g.dims() == [rank, in_dim]));
+        Ok([grad_x, grad_a, grad_b])
     })
     .map(Some)
 }

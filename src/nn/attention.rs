@@ -44,8 +44,9 @@ pub fn attention<R: Rng>(
     Ok(Some(q.apply_op3(&k, &v, op)?))
 }
 
-/// `KD_TENSOR_ATTENTION=1` keeps the tensor ops this op and [`super::dropout_add_layer_norm`]
-/// replace (benchmarks of one against the other; the arithmetic of runs made before them).
+/// `KD_TENSOR_ATTENTION=1` keeps the separate ops this op, [`super::dropout_add_layer_norm`] and
+/// [`super::adapted_linear`] replace (benchmarks of one against the other; the arithmetic of runs
+/// made before them). [`super::frozen_feed_forward`] returns its separate ops' bits and ignores it.
 pub(super) fn tensor_path_asked() -> bool {
     static ASKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ASKED.get_or_init(|| std::env::var_os("KD_TENSOR_ATTENTION").is_some_and(|v| v == "1"))
@@ -103,16 +104,16 @@ impl CustomOp3 for Attention {
                     &self.mask,
                     data(gs, gl)?,
                     &self.shape,
+                    k.track_op(),
                 )
             }
             _ => candle_core::bail!("kd-attention: CPU tensors expected"),
         };
-        let grad_of = |d: Vec<f32>, t: &Tensor| Tensor::from_vec(d, t.shape(), t.device());
-        Ok((
-            Some(grad_of(dq, q)?),
-            Some(grad_of(dk, k)?),
-            Some(grad_of(dv, v)?),
-        ))
+        let grad_of = |d: Vec<f32>, t: &Tensor| match t.track_op() {
+            true => Tensor::from_vec(d, t.shape(), t.device()).map(Some),
+            false => Ok(None),
+        };
+        Ok((grad_of(dq, q)?, grad_of(dk, k)?, grad_of(dv, v)?))
     }
 }
 

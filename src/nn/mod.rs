@@ -5,8 +5,8 @@
 //!   passes on the fastest kernel for the device, each with a hand-written backward pass in the
 //!   one input that needs it ([`autograd`]); frozen weights never get a gradient.
 //! - [`adapted_linear`], [`attention`], [`frozen_feed_forward`], [`dropout_add_layer_norm`]: a
-//!   LoRA-adapted layer, a layer's attention, feed-forward block and residual LayerNorms as single ops that keep less for the backward
-//!   pass than the ops they are made of.
+//!   LoRA-adapted layer, a layer's attention, its feed-forward block and its residual LayerNorms
+//!   as single ops that keep less for the backward pass than the ops they are made of.
 //! - [`no_grad`] / [`param`]: `torch.no_grad()` for kd.
 //! - [`compute_dtype`], [`activation_dtype`]: which precision norms, softmax and losses run in,
 //!   and which the activations flow in.

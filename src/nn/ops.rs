@@ -238,9 +238,12 @@ pub(crate) fn dropout_mask<R: Rng>(
     if p <= 0.0 {
         return Ok(None);
     }
-    let first = u32::try_from(first_element(n)?)
-        .map_err(|_| candle_core::Error::Msg("kd-hashed-dropout: past 2^32 elements".into()))?;
-    Ok(Some((rng.random::<u64>(), p, first)))
+    let start = first_element(n)?;
+    // Kernels index the mask in u32 from `first`: past 2^32 elements it would repeat.
+    if start + n as u64 > u32::MAX as u64 + 1 {
+        candle_core::bail!("kd-hashed-dropout: past 2^32 elements");
+    }
+    Ok(Some((rng.random::<u64>(), p, start as u32)))
 }
 
 thread_local! {

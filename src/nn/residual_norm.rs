@@ -105,8 +105,12 @@ impl CustomOp2 for ResidualNorm {
             }
             _ => candle_core::bail!("kd-residual-layer-norm: CPU tensors expected"),
         };
-        let grad_of = |d: Vec<f32>, t: &Tensor| Tensor::from_vec(d, t.shape(), t.device());
-        Ok((Some(grad_of(dx, x)?), Some(grad_of(dr, residual)?)))
+        // The first layer's residual is the frozen embeddings' output: no gradient to keep.
+        let grad_of = |d: Vec<f32>, t: &Tensor| match t.track_op() {
+            true => Tensor::from_vec(d, t.shape(), t.device()).map(Some),
+            false => Ok(None),
+        };
+        Ok((grad_of(dx, x)?, grad_of(dr, residual)?))
     }
 }
 

@@ -47,7 +47,7 @@ pub(super) fn forward(encoder: &Encoder, batch: &Batch) -> Result<Tensor> {
         };
         x = forward_layer(layer, &x, &mask, shape)?;
     }
-    SliceInputs::finish(x, dims, encoder.embeddings.word.device())
+    SliceInputs::finish(x, dims, encoder.embeddings.device())
 }
 
 fn forward_layer(

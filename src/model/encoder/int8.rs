@@ -201,7 +201,7 @@ pub(super) fn forward(encoder: &Encoder, int8: &Int8Layers, batch: &Batch) -> Re
     for layer in &int8.layers {
         x = layer.forward(int8.kernel, &x, &mask, dims.0)?;
     }
-    SliceInputs::finish(x, dims, encoder.embeddings.word.device())
+    SliceInputs::finish(x, dims, encoder.embeddings.device())
 }
 
 #[cfg(test)]

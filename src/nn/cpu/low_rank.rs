@@ -43,8 +43,8 @@ multiversion! {
         for (x, y) in x.chunks_exact(inp).zip(y.chunks_exact_mut(out)) {
             // Four of the r dot products at a time: four independent chains of multiply-adds
             // (one is bound by the multiply-add's latency), each summed as `dot` sums it.
-            let mut quads = u.chunks_exact_mut(4).zip(a.chunks_exact(4 * inp));
-            for (u, a) in quads.by_ref() {
+            let quads = u.chunks_exact_mut(4).zip(a.chunks_exact(4 * inp));
+            for (u, a) in quads {
                 let [a0, a1, a2, a3] = [0, 1, 2, 3].map(|k| &a[k * inp..(k + 1) * inp]);
                 let sums = dot4(x, [a0, a1, a2, a3]);
                 for (u, s) in u.iter_mut().zip(sums) {

@@ -84,10 +84,7 @@ impl TrainingAttention {
             block.t(),
             false,
         );
-        let row = seq.max(1);
-        for (s, p) in pd.chunks_exact(row).zip(p.chunks_exact_mut(row)) {
-            super::softmax(s, mask, self.scale, p);
-        }
+        softmax_rows(pd, mask, self.scale, seq, p);
         match self.dropout {
             // The head's probabilities are consecutive elements of the whole batch's.
             Some((seed, rate, _)) => {
@@ -101,6 +98,17 @@ impl TrainingAttention {
     /// Head `h`'s columns of (seq, width) rows: a seq × head_dim view.
     fn head(&self, h: usize) -> View {
         View::rows(h * self.head_dim, self.seq, self.head_dim, self.width())
+    }
+}
+
+multiversion! {
+    /// Each row's softmax (the inference attention's row kernel, inlined here so that its
+    /// portable version is compiled for AVX2 + FMA where the CPU has them).
+    fn softmax_rows(scores: &[f32], mask: &[f32], scale: f32, seq: usize, p: &mut [f32]) {
+        let row = seq.max(1);
+        for (s, p) in scores.chunks_exact(row).zip(p.chunks_exact_mut(row)) {
+            super::softmax(s, mask, scale, p);
+        }
     }
 }
 
@@ -147,7 +155,8 @@ fn forward_row(
     }
 }
 
-/// The gradients of q, k and v, given the context's gradient `grad`.
+/// The gradients of q, k and v, given the context's gradient `grad`; k's only when
+/// `key_grad` (empty otherwise: the first layer's keys come from frozen embeddings).
 pub fn backward(
     q: &[f32],
     k: &[f32],
@@ -155,27 +164,33 @@ pub fn backward(
     mask: &[f32],
     grad: &[f32],
     a: &TrainingAttention,
+    key_grad: bool,
 ) -> [Vec<f32>; 3] {
     a.check(q, k, v, mask);
     assert_eq!(grad.len(), q.len(), "the gradient is the context's shape");
     let block = a.seq * a.width();
     let (mut dq, mut dk, mut dv) = (
         vec![0f32; q.len()],
-        vec![0f32; q.len()],
+        vec![0f32; if key_grad { q.len() } else { 0 }],
         vec![0f32; q.len()],
     );
     if block == 0 {
         return [dq, dk, dv];
     }
+    let dk_rows: Vec<Option<&mut [f32]>> = if key_grad {
+        dk.chunks_mut(block).map(Some).collect()
+    } else {
+        (0..q.len() / block).map(|_| None).collect()
+    };
     dq.par_chunks_mut(block)
-        .zip(dk.par_chunks_mut(block))
         .zip(dv.par_chunks_mut(block))
+        .zip(dk_rows.into_par_iter())
         .enumerate()
-        .for_each(|(b, ((dq, dk), dv))| {
+        .for_each(|(b, ((dq, dv), dk))| {
             let r = b * block..(b + 1) * block;
             let m = &mask[b * a.seq..(b + 1) * a.seq];
             let inputs = [&q[r.clone()], &k[r.clone()], &v[r.clone()], &grad[r]];
-            backward_row(inputs, m, a, b, [dq, dk, dv]);
+            backward_row(inputs, m, a, b, (dq, dk, dv));
         });
     [dq, dk, dv]
 }
@@ -188,10 +203,10 @@ fn backward_row(
     mask: &[f32],
     a: &TrainingAttention,
     b: usize,
-    grads: [&mut [f32]; 3],
+    grads: (&mut [f32], Option<&mut [f32]>, &mut [f32]),
 ) {
     let [q, k, v, g] = inputs;
-    let [dq, dk, dv] = grads;
+    let (dq, mut dk, dv) = grads;
     let seq = a.seq;
     let keep_scale = a.dropout.map_or(1.0, |(_, rate, _)| 1.0 / (1.0 - rate));
     let square = View::rows(0, seq, seq, seq);
@@ -207,7 +222,9 @@ fn backward_row(
         matmul(&mut ds, square, g, block, v, block.t(), false);
         score_grads(&mut ds, &p, &pd, seq, keep_scale, a.scale);
         matmul(dq, block, &ds, square, k, block, false);
-        matmul(dk, block, &ds, square.t(), q, block, false);
+        if let Some(dk) = dk.as_deref_mut() {
+            matmul(dk, block, &ds, square.t(), q, block, false);
+        }
     }
 }
 
