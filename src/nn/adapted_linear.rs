@@ -86,6 +86,7 @@ pub fn adapted_linear<R: Rng>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::test_util::max_relative_diff;
     use candle_core::{Device, Var};
     use rand::SeedableRng;
 
@@ -93,26 +94,6 @@ mod tests {
         (0..n)
             .map(|i| (((i * 37 + seed * 11) % 29) as f32 - 14.0) / 20.0)
             .collect()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        let scale = b
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .max(1.0);
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            / scale
     }
 
     /// Values and the gradients of x, A and B against the separate ops (base layer, dropout,
@@ -142,7 +123,7 @@ mod tests {
             let dropped = crate::nn::dropout(&x, p, &mut r2)?.reshape((rows, in_dim))?;
             let update = dropped.matmul(&a.t()?)?.affine(2.5, 0.0)?.matmul(&b.t()?)?;
             let composed = (base.forward(&x)? + update.reshape((1, rows, out_dim))?)?;
-            let diff = max_diff(&fused, &composed);
+            let diff = max_relative_diff(&fused, &composed);
             assert!(diff < 1e-6, "p = {p}: values differ by {diff}");
             let gf = (&fused * &weights)?.sum_all()?.backward()?;
             let gc = (&composed * &weights)?.sum_all()?.backward()?;
@@ -155,7 +136,7 @@ mod tests {
                     gf.get(t).expect("a gradient"),
                     gc.get(t).expect("a gradient"),
                 );
-                let diff = max_diff(f, c);
+                let diff = max_relative_diff(f, c);
                 assert!(diff < 1e-6, "p = {p}: d{name} differs by {diff}");
             }
         }

@@ -1,5 +1,6 @@
 //! Self-attention as one differentiable op on the CPU in f32 ([`attention`]): its backward
 //! recomputes the probabilities instead of keeping them ([`crate::nn::cpu::attention::training`]).
+use super::autograd::grad_if_tracked;
 use super::cpu::attention::training::{self, TrainingAttention};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rand::Rng;
@@ -109,17 +110,18 @@ impl CustomOp3 for Attention {
             }
             _ => candle_core::bail!("kd-attention: CPU tensors expected"),
         };
-        let grad_of = |d: Vec<f32>, t: &Tensor| match t.track_op() {
-            true => Tensor::from_vec(d, t.shape(), t.device()).map(Some),
-            false => Ok(None),
-        };
-        Ok((grad_of(dq, q)?, grad_of(dk, k)?, grad_of(dv, v)?))
+        Ok((
+            grad_if_tracked(dq, q)?,
+            grad_if_tracked(dk, k)?,
+            grad_if_tracked(dv, v)?,
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::test_util::max_relative_diff;
     use candle_core::{Device, Var};
     use rand::SeedableRng;
 
@@ -147,17 +149,6 @@ mod tests {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, l, w))
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// Values and the gradients of q, k and v against the tensor path, on odd sizes, padded rows
@@ -203,7 +194,7 @@ mod tests {
             let fused =
                 attention(&q, &k, &v, &mask, heads, p, Some(&mut r1))?.expect("f32 on the CPU");
             let reference = tensor_path(&q, &k, &v, &mask, heads, p, Some(&mut r2))?;
-            let diff = max_diff(&fused, &reference);
+            let diff = max_relative_diff(&fused, &reference);
             assert!(diff < 1e-6, "p = {p}: values differ by {diff}");
             let gf = (&fused * &weights)?.sum_all()?.backward()?;
             let gr = (&reference * &weights)?.sum_all()?.backward()?;
@@ -212,8 +203,7 @@ mod tests {
                     gf.get(t).expect("a gradient"),
                     gr.get(t).expect("a gradient"),
                 );
-                let scale = c.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
-                let diff = max_diff(a, c) / scale;
+                let diff = max_relative_diff(a, c);
                 assert!(diff < 1e-5, "p = {p}: d{name} differs by {diff} (relative)");
             }
         }

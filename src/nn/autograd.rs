@@ -155,3 +155,12 @@ where
     };
     a.apply_op3(b, c, op)
 }
+
+/// An op's gradient for `input` from its elements `grad`, or `None` when `input` is not tracked
+/// (a frozen value needs none, and the graph would keep it to the step's end).
+pub fn grad_if_tracked(grad: Vec<f32>, input: &Tensor) -> Result<Option<Tensor>> {
+    match input.track_op() {
+        true => Tensor::from_vec(grad, input.shape(), input.device()).map(Some),
+        false => Ok(None),
+    }
+}

@@ -20,6 +20,8 @@ mod feed_forward;
 mod grad_mode;
 mod ops;
 mod residual_norm;
+#[cfg(test)]
+mod test_util;
 
 pub use adapted_linear::adapted_linear;
 pub use attention::attention;

@@ -4,6 +4,7 @@
 //! As three ops, candle's graph keeps the dropout's input, the dropped copy and the sum until the
 //! step's backward pass; this op keeps only its two inputs (which the graph holds anyway) and
 //! recomputes the sum and the mask in the backward (kernels in [`super::cpu::layer_norm`]).
+use super::autograd::grad_if_tracked;
 use super::cpu::layer_norm::{self, Dropout};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
 use rand::Rng;
@@ -106,39 +107,16 @@ impl CustomOp2 for ResidualNorm {
             _ => candle_core::bail!("kd-residual-layer-norm: CPU tensors expected"),
         };
         // The first layer's residual is the frozen embeddings' output: no gradient to keep.
-        let grad_of = |d: Vec<f32>, t: &Tensor| match t.track_op() {
-            true => Tensor::from_vec(d, t.shape(), t.device()).map(Some),
-            false => Ok(None),
-        };
-        Ok((grad_of(dx, x)?, grad_of(dr, residual)?))
+        Ok((grad_if_tracked(dx, x)?, grad_if_tracked(dr, residual)?))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::test_util::max_relative_diff;
     use candle_core::{Device, Var};
     use rand::SeedableRng;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        let scale = b
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .max(1.0);
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            / scale
-    }
 
     /// Values and both gradients against dropout, add and LayerNorm as tensor ops (the same
     /// mask: the same hash of the same indices), on odd sizes, with and without dropout.
@@ -182,7 +160,7 @@ mod tests {
                 let dropped = crate::nn::dropout(&x, p as f32, &mut r2)?;
                 let composed =
                     crate::nn::layer_norm(&(dropped + residual.as_tensor())?, &gamma, &beta, 1e-5)?;
-                let diff = max_diff(&fused, &composed);
+                let diff = max_relative_diff(&fused, &composed);
                 assert!(
                     diff < 1e-5,
                     "{rows}x{width} p = {p}: values differ by {diff}"
@@ -194,7 +172,7 @@ mod tests {
                         gf.get(t).expect("a gradient"),
                         gc.get(t).expect("a gradient"),
                     );
-                    let diff = max_diff(a, c);
+                    let diff = max_relative_diff(a, c);
                     assert!(
                         diff < 1e-5,
                         "{rows}x{width} p = {p}: d{name} differs by {diff}"
