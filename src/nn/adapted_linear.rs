@@ -68,11 +68,8 @@ pub fn adapted_linear<R: Rng>(
             false => None,
         };
         let grad_x = if x_tracked {
-            let through_a = grad_low.matmul(&a_det)?;
-            let through_a = match dropout {
-                Some((seed, p, first)) => hashed_dropout_at(&through_a, p, seed, first as u64)?,
-                None => through_a,
-            };
+            // Dropout's backward is its own mask applied to the gradient.
+            let through_a = dropped(&grad_low.matmul(&a_det)?)?;
             Some((native.input_grad(&grad)? + through_a.reshape(x_shape.clone())?)?)
         } else {
             None

@@ -234,7 +234,7 @@ pub(crate) fn dropout_mask<R: Rng>(
     n: usize,
     p: f32,
     rng: &mut R,
-) -> Result<Option<(u64, f32, u32)>> {
+) -> Result<super::cpu::dropout::DropoutMask> {
     if p <= 0.0 {
         return Ok(None);
     }

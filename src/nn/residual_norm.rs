@@ -5,7 +5,8 @@
 //! step's backward pass; this op keeps only its two inputs (which the graph holds anyway) and
 //! recomputes the sum and the mask in the backward (kernels in [`super::cpu::layer_norm`]).
 use super::autograd::grad_if_tracked;
-use super::cpu::layer_norm::{self, Dropout};
+use super::cpu::dropout::DropoutMask;
+use super::cpu::layer_norm;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
 use rand::Rng;
 
@@ -45,7 +46,7 @@ pub fn dropout_add_layer_norm<R: Rng>(
 }
 
 struct ResidualNorm {
-    dropout: Dropout,
+    dropout: DropoutMask,
     gamma: Vec<f32>,
     beta: Vec<f32>,
     eps: f32,

@@ -23,6 +23,10 @@ fn fmix32(mut h: u32) -> u32 {
     h ^ (h >> 16)
 }
 
+/// A hashed dropout mask for a kernel that drops inside its own loop: (seed, p, index of its
+/// first element in the whole batch's tensor), or `None` for no dropout.
+pub(crate) type DropoutMask = Option<(u64, f32, u32)>;
+
 /// A uniform draw in [0, 1) (24 bits) for element `index` under `seed`.
 #[inline(always)]
 fn uniform(seed: u64, index: u32) -> f32 {

@@ -8,13 +8,9 @@
 //! into the output over 16 lanes in a fixed order (the same bits on every CPU), its variance taken
 //! about the mean (two passes over a row in the L1 cache, as PyTorch does, rather than E[x²]−μ²);
 //! the backward recomputes the row's sum from `x` and `residual` instead of keeping it.
-use super::dropout::mask_slice;
+use super::dropout::{mask_slice, DropoutMask};
 use super::fast_math::{lane_sum, multiversion};
 use rayon::prelude::*;
-
-/// Dropout on `x` before the sum: the hashed mask of [`super::dropout`] as (seed, p, index of
-/// the first element in the whole batch's), or none.
-pub type Dropout = Option<(u64, f32, u32)>;
 
 /// LayerNorm(x + residual) over rows of `gamma.len()`, with weight `gamma` and bias `beta`.
 pub fn add_layer_norm(
@@ -39,7 +35,7 @@ fn check(x: &[f32], residual: &[f32], width: usize) {
 }
 
 /// The mask of the task whose first element is `offset`.
-fn dropout_at(dropout: Dropout, offset: usize) -> Dropout {
+fn dropout_at(dropout: DropoutMask, offset: usize) -> DropoutMask {
     dropout.map(|(seed, p, first)| (seed, p, first.wrapping_add(offset as u32)))
 }
 
@@ -47,7 +43,7 @@ fn dropout_at(dropout: Dropout, offset: usize) -> Dropout {
 pub fn dropout_add_layer_norm(
     x: &[f32],
     residual: &[f32],
-    dropout: Dropout,
+    dropout: DropoutMask,
     gamma: &[f32],
     beta: &[f32],
     eps: f32,
@@ -71,7 +67,7 @@ pub fn dropout_add_layer_norm(
 pub fn dropout_add_layer_norm_grad(
     x: &[f32],
     residual: &[f32],
-    dropout: Dropout,
+    dropout: DropoutMask,
     gamma: &[f32],
     eps: f32,
     grad: &[f32],
@@ -95,7 +91,7 @@ pub fn dropout_add_layer_norm_grad(
 
 /// `out` = dropout(x) + residual, the row at `row` of the task.
 #[inline(always)]
-fn residual_sum(x: &[f32], residual: &[f32], dropout: Dropout, at: usize, out: &mut [f32]) {
+fn residual_sum(x: &[f32], residual: &[f32], dropout: DropoutMask, at: usize, out: &mut [f32]) {
     match dropout {
         Some((seed, p, first)) => {
             let first = first.wrapping_add(at as u32);
@@ -122,7 +118,7 @@ fn moments(row: &[f32], eps: f32) -> (f32, f32) {
 }
 
 multiversion! {
-    fn norm_rows(x: &[f32], residual: &[f32], dropout: Dropout, gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
+    fn norm_rows(x: &[f32], residual: &[f32], dropout: DropoutMask, gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
         let width = gamma.len();
         let rows = x.chunks_exact(width).zip(residual.chunks_exact(width));
         for (i, ((x, r), o)) in rows.zip(out.chunks_exact_mut(width)).enumerate() {
@@ -138,7 +134,7 @@ multiversion! {
 multiversion! {
     /// Per row: dr = (g − mean(g) − x̂·mean(g·x̂))/σ with g = grad·γ and x̂ the normalised sum,
     /// and dx = dr through the dropout mask.
-    fn grad_rows(inputs: [&[f32]; 3], dropout: Dropout, gamma: &[f32], eps: f32, grads: [&mut [f32]; 2]) {
+    fn grad_rows(inputs: [&[f32]; 3], dropout: DropoutMask, gamma: &[f32], eps: f32, grads: [&mut [f32]; 2]) {
         let [x, residual, grad] = inputs;
         let [dx, dr] = grads;
         let width = gamma.len();

@@ -15,7 +15,7 @@
 //! softmax's fused multiply-adds. Written as per-query row updates instead, the backward spent a
 //! third of a training step storing and reloading rows of dk.
 use super::super::attention_softmax::row_dot as dot;
-use super::super::dropout::mask_slice;
+use super::super::dropout::{mask_slice, DropoutMask};
 use super::super::fast_math::multiversion;
 use super::super::strided_matmul::{matmul, View};
 use rayon::prelude::*;
@@ -30,7 +30,7 @@ pub struct TrainingAttention {
     pub scale: f32,
     /// (seed, p, index of this batch's first probability in the whole batch's): dropout on the
     /// probabilities, as [`super::super::dropout::hashed_dropout_at`] draws it.
-    pub dropout: Option<(u64, f32, u32)>,
+    pub dropout: DropoutMask,
 }
 
 impl TrainingAttention {
@@ -50,10 +50,10 @@ impl TrainingAttention {
         assert_eq!(mask.len(), rows, "the mask is batch × seq");
     }
 
-    /// Where row `i` of head `h` of batch row `b` starts among the probabilities' elements.
+    /// Where head `h` of batch row `b` starts among the probabilities' elements.
     #[inline(always)]
-    fn first_index(&self, b: usize, h: usize, i: usize) -> u32 {
-        let local = ((b * self.heads + h) * self.seq + i) * self.seq;
+    fn first_index(&self, b: usize, h: usize) -> u32 {
+        let local = (b * self.heads + h) * self.seq * self.seq;
         let first = self.dropout.map_or(0, |(_, _, first)| first);
         first.wrapping_add(local as u32)
     }
@@ -88,7 +88,7 @@ impl TrainingAttention {
         match self.dropout {
             // The head's probabilities are consecutive elements of the whole batch's.
             Some((seed, rate, _)) => {
-                let first = self.first_index(b, h, 0);
+                let first = self.first_index(b, h);
                 mask_slice(p, seed, rate, 1.0 / (1.0 - rate), first, pd);
             }
             None => pd.copy_from_slice(p),
