@@ -1,7 +1,7 @@
 //! The AVX-512 BF16 kernel (CPUs without AMX: AMD Zen 4/5, Intel Cooper Lake): each 32×32 block
 //! of C is four 8-row micro-tiles of 8 × 2 zmm accumulators; per pair of depths one broadcast of
 //! A's pair per row and one `vdpbf16ps` per accumulator.
-use super::{for_each_block, PackedMatrix, Sink, PANEL};
+use super::{for_each_block, PackedMatrix, Sink, Start, DEPTH_STEP, PANEL};
 use std::arch::x86_64::*;
 
 /// Rows of one micro-tile (16 accumulators of the 32 zmm registers).
@@ -17,27 +17,34 @@ pub(super) unsafe fn run_rows(
     b: &PackedMatrix,
     bias: &[f32],
     out: Sink<'_>,
+    depth_block: usize,
 ) {
-    let pairs = b.k_pad / 2;
     let lda = b.k_pad;
-    for_each_block(a, rows, b, bias, out, |a, b0, b1, bias, c, ldc| {
+    let run = |a: &[u16], b0: &[u16], b1: &[u16], steps: usize, start, c: *mut f32, ldc| {
         for r in (0..super::BLOCK).step_by(MICRO_ROWS) {
-            // SAFETY: 8 rows of A from row r of the 32-row block, panels of `pairs` rows of 32
-            // bf16, C rows r..r+8 of the caller's block.
+            // The start's rows r..r+8: the bias has no stride.
+            let start = match start {
+                Start::Bias(bias) => (bias, 0),
+                // SAFETY: partial sums have 32 rows of `ld`.
+                Start::Partial(sums, ld) => (unsafe { sums.add(r * ld) }, ld),
+            };
+            // SAFETY: 8 rows of A from row r of the 32-row block, panels of `steps` × 16 rows
+            // of 32 bf16, C rows r..r+8 of the caller's block.
             unsafe {
                 micro_tile(
                     a[r * lda..].as_ptr(),
                     lda,
                     b0.as_ptr(),
                     b1.as_ptr(),
-                    pairs,
-                    bias.as_ptr(),
+                    steps * DEPTH_STEP / 2,
+                    start,
                     c.add(r * ldc),
                     ldc,
                 )
             };
         }
-    });
+    };
+    for_each_block(a, rows, b, bias, out, depth_block, run);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -48,13 +55,14 @@ unsafe fn micro_tile(
     b0: *const u16,
     b1: *const u16,
     pairs: usize,
-    bias: *const f32,
+    (start, start_ld): (*const f32, usize),
     c: *mut f32,
     ldc: usize,
 ) {
-    let bias0 = _mm512_loadu_ps(bias);
-    let bias1 = _mm512_loadu_ps(bias.add(PANEL));
-    let mut acc = [[bias0, bias1]; MICRO_ROWS];
+    let mut acc: [[__m512; 2]; MICRO_ROWS] = std::array::from_fn(|r| {
+        let row = start.add(r * start_ld);
+        [_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(PANEL))]
+    });
     for p in 0..pairs {
         let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b0.add(p * 2 * PANEL).cast()));
         let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b1.add(p * 2 * PANEL).cast()));

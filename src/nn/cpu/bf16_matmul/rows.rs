@@ -104,6 +104,18 @@ pub fn matmul_rows(
     b: &PackedMatrix,
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
+    matmul_rows_in_passes(kernel, a, b, bias, kernel.depth_block())
+}
+
+/// [`matmul_rows`] in passes of `depth_block` steps over the depth (tests: any pass length
+/// gives the same bits).
+pub(super) fn matmul_rows_in_passes(
+    kernel: Kernel,
+    a: &PackedRows,
+    b: &PackedMatrix,
+    bias: Option<&[f32]>,
+    depth_block: usize,
+) -> Vec<f32> {
     let bias_pad = padded_bias(a, b, bias);
     let (m, n) = (a.m, b.n);
     // C is written whole by the blocks, so it is never zeroed first.
@@ -111,7 +123,9 @@ pub fn matmul_rows(
     c.spare_capacity_mut()[..m * n]
         .par_chunks_mut(a.part * n)
         .zip(a.parts())
-        .for_each(|(out, (a, rows))| kernel.run_rows(a, rows, b, &bias_pad, Sink::F32(out)));
+        .for_each(|(out, (a, rows))| {
+            kernel.run_rows(a, rows, b, &bias_pad, Sink::F32(out), depth_block)
+        });
     // SAFETY: the blocks wrote each of the m·n elements (`for_each_block` covers every row and
     // every column of C).
     unsafe { c.set_len(m * n) };
@@ -126,6 +140,17 @@ pub fn matmul_rows_gelu(
     b: &PackedMatrix,
     bias: Option<&[f32]>,
 ) -> PackedRows {
+    matmul_rows_gelu_in_passes(kernel, a, b, bias, kernel.depth_block())
+}
+
+/// [`matmul_rows_gelu`] in passes of `depth_block` steps over the depth.
+pub(super) fn matmul_rows_gelu_in_passes(
+    kernel: Kernel,
+    a: &PackedRows,
+    b: &PackedMatrix,
+    bias: Option<&[f32]>,
+    depth_block: usize,
+) -> PackedRows {
     let bias_pad = padded_bias(a, b, bias);
     let mut out = PackedRows::uninit(a.m, b.n);
     assert_eq!((out.k_pad, out.part), (b.n_pad, a.part), "same layout");
@@ -137,7 +162,14 @@ pub fn matmul_rows_gelu(
             // Rows past the last block of the last part are never computed: zero them.
             let computed = rows.div_ceil(BLOCK) * BLOCK;
             dst[computed * ld..].fill(MaybeUninit::new(0));
-            kernel.run_rows(a, rows, b, &bias_pad, Sink::GeluBf16 { out: dst, ld });
+            kernel.run_rows(
+                a,
+                rows,
+                b,
+                &bias_pad,
+                Sink::GeluBf16 { out: dst, ld },
+                depth_block,
+            );
         });
     // SAFETY: the blocks wrote every column (N padded to whole blocks) of each part's computed
     // rows, and the rest was zeroed above.

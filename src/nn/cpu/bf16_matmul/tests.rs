@@ -53,6 +53,8 @@ fn kernels_match_the_reference_on_odd_shapes() {
         (70, 100, 50),
         (65, 384, 96),
         (130, 40, 300),
+        // Deeper than one AMX pass (AMX_DEPTH_BLOCK steps), with a partial last pass.
+        (37, 300, 45),
     ];
     for kernel in kernels_here() {
         for &(m, k, n) in &shapes {
@@ -65,6 +67,39 @@ fn kernels_match_the_reference_on_odd_shapes() {
             let bwd = PackedMatrix::from_weight(&w, n, k);
             let g = random(m * n, &mut rng);
             assert_close(kernel, &g, m, &bwd, None);
+        }
+    }
+}
+
+/// Passes over the depth keep their sums in f32 between passes, so any pass length gives the bits
+/// of one pass, in both sinks (f32 C and GELU in bf16); column chunks and row parts are crossed.
+#[test]
+fn passes_over_the_depth_give_the_bits_of_one_pass() {
+    let mut rng = StdRng::seed_from_u64(13);
+    let (m, k, n) = (67, 333, 290);
+    let a = random(m * k, &mut rng);
+    let w: Vec<u16> = random(n * k, &mut rng).into_iter().map(bf16_bits).collect();
+    let bias = random(n, &mut rng);
+    let b = PackedMatrix::from_weight_transposed(&w, n, k);
+    let rows = PackedRows::from_f32(&a, m, k);
+    for kernel in kernels_here() {
+        let whole = rows::matmul_rows_in_passes(kernel, &rows, &b, Some(&bias), usize::MAX);
+        let whole_gelu =
+            rows::matmul_rows_gelu_in_passes(kernel, &rows, &b, Some(&bias), usize::MAX);
+        for depth_block in [1, 2, 3, 8] {
+            let passes = rows::matmul_rows_in_passes(kernel, &rows, &b, Some(&bias), depth_block);
+            assert!(
+                passes
+                    .iter()
+                    .zip(&whole)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{kernel:?}: passes of {depth_block} steps"
+            );
+            let gelu =
+                rows::matmul_rows_gelu_in_passes(kernel, &rows, &b, Some(&bias), depth_block);
+            for i in 0..m {
+                assert_eq!(gelu.row(i), whole_gelu.row(i), "{kernel:?} GELU row {i}");
+            }
         }
     }
 }
