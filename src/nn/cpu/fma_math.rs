@@ -1,6 +1,7 @@
-//! e^x with fused multiply-adds, for the inference kernels (the attention softmax, the FFN's GELU
-//! epilogue): one algorithm in AVX-512 ([`exp_avx512`]) and portable Rust ([`exp`]) that return
-//! the same bits, so a kernel built on them gives the same results on every CPU.
+//! e^x with fused multiply-adds, for the inference kernels (the attention softmax; the FFN's GELU
+//! epilogue used it until a rational erf replaced it): one algorithm in AVX-512 ([`exp_avx512`])
+//! and portable Rust ([`exp`]) that return the same bits, so a kernel built on them gives the
+//! same results on every CPU.
 //!
 //! Cephes' expf (x = n·ln2 + r, a degree-6 polynomial for e^r) as [`super::fast_math::exp`], but
 //! with each step one rounding (FMA), and 0 below −87, where e^x (≈1.6e-38) would soon leave the

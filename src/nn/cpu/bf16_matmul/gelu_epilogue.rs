@@ -2,11 +2,10 @@
 //! epilogue of [`super::matmul_rows_gelu`].
 //!
 //! Its output is rounded to bf16 (8 significant bits), so it needs GELU to ~1e-6, not to the last
-//! f32 bit [`crate::nn::cpu::gelu`] keeps for training: the same erfc fit (Numerical Recipes'
-//! `erfcc`), with a Newton-refined reciprocal instead of a division, FMAs, and
-//! [`super::super::fma_math`]'s e^x. It rounds to the bf16 training's GELU rounds to except where that value lies next to a
-//! rounding boundary (under 0.1% of values; tested).
-use super::super::fma_math::exp_avx512;
+//! f32 bit [`crate::nn::cpu::gelu`] keeps for training: a rational erf without e^x (see [`gelu`]).
+//! It rounds to the bf16 training's GELU rounds to except where that value lies next to a
+//! rounding boundary (tested). The erfc fit with e^x it replaced (relatively exact in the left
+//! tail) cost 11% of an all-MiniLM-L6-v2 caching pass and 14% of the int8 student's forward.
 use super::BLOCK;
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
@@ -51,36 +50,46 @@ pub(crate) unsafe fn gelu_in_place(x: &mut [f32]) {
     }
 }
 
-/// x·Φ(x), Φ(x) = ½·erfc(−x/√2).
+/// ½·x·(1 + erf(x/√2)) with erf as the rational fit Eigen and XLA use for f32 (odd numerator of
+/// degree 13 over an even denominator of degree 8 in x/√2 clamped to ±4, where erf is ±1 in f32):
+/// FMAs and one Newton-refined reciprocal, no e^x. Within 1.3e-6 of the exact GELU everywhere
+/// (2e-7 relative above 0.1 in size); in the left tail 1 + erf cancels as in PyTorch's own erf
+/// GELU, to an absolute error far below what the next product's bf16 input keeps.
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn gelu(x: __m512) -> __m512 {
     let ps = _mm512_set1_ps;
-    let u = _mm512_mul_ps(x, ps(-std::f32::consts::FRAC_1_SQRT_2));
-    let z = _mm512_abs_ps(u);
-    // t = 1/(1 + z/2): the reciprocal estimate (2⁻¹⁴) and one Newton step (~2⁻²⁸).
-    let den = _mm512_fmadd_ps(z, ps(0.5), ps(1.0));
-    let t0 = _mm512_rcp14_ps(den);
-    let t = _mm512_mul_ps(t0, _mm512_fnmadd_ps(den, t0, ps(2.0)));
-    let mut p = ps(0.170_872_77);
+    let u = _mm512_mul_ps(x, ps(std::f32::consts::FRAC_1_SQRT_2));
+    let u = _mm512_max_ps(_mm512_min_ps(u, ps(4.0)), ps(-4.0));
+    let u2 = _mm512_mul_ps(u, u);
+    let mut p = ps(-2.726_142_3e-10);
     for c in [
-        -0.822_152_23,
-        1.488_515_9,
-        -1.135_204,
-        0.278_868_07,
-        -0.186_288_06,
-        0.096_784_18,
-        0.374_091_96,
-        1.000_023_7,
-        -1.265_512_2,
+        2.770_681_4e-8,
+        -2.101_024e-6,
+        -5.692_506_4e-5,
+        -7.349_906e-4,
+        -2.954_600_2e-3,
+        -1.609_603_3e-2,
     ] {
-        p = _mm512_fmadd_ps(p, t, ps(c));
+        p = _mm512_fmadd_ps(p, u2, ps(c));
     }
-    // erfc(|u|) = t·e^(p − z²); erfc(u) = 2 − erfc(|u|) for u < 0.
-    let e = _mm512_mul_ps(t, exp_avx512(_mm512_fnmadd_ps(z, z, p)));
-    let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(u, _mm512_setzero_ps());
-    let erfc = _mm512_mask_sub_ps(e, negative, ps(2.0), e);
-    _mm512_mul_ps(_mm512_mul_ps(x, ps(0.5)), erfc)
+    let mut q = ps(-1.456_607_2e-5);
+    for c in [-2.133_740_6e-4, -1.682_827e-3, -7.373_329e-3, -1.426_474e-2] {
+        q = _mm512_fmadd_ps(q, u2, ps(c));
+    }
+    // 1/q: the estimate (2⁻¹⁴) and one Newton step (~2⁻²⁸).
+    let r0 = _mm512_rcp14_ps(q);
+    let r = _mm512_mul_ps(r0, _mm512_fnmadd_ps(q, r0, ps(2.0)));
+    let erf = _mm512_mul_ps(_mm512_mul_ps(p, u), r);
+    let half_x = _mm512_mul_ps(x, ps(0.5));
+    // Below −5.5 GELU is under 1e-7 in size, and the fit's erf(−4) (−1 + 1.6e-7) times a large
+    // −x would not be: 0 there. NaN is not below anything and stays NaN.
+    let tail = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, ps(-5.5));
+    _mm512_mask_mov_ps(
+        _mm512_fmadd_ps(half_x, erf, half_x),
+        tail,
+        _mm512_setzero_ps(),
+    )
 }
 
 #[cfg(test)]
@@ -88,19 +97,20 @@ mod tests {
     use super::super::{bf16_bits, bf16_value};
     use super::*;
 
-    /// Against training's GELU (within 3e-7 of the exact one, and relatively accurate in the left
-    /// tail, where f64's 1 + erf cancels): the same bf16 except where the reference lies within
-    /// 1e-6 (relative) of a rounding boundary.
+    /// Against training's GELU (within 3e-7 of the exact one): the same bf16 except next to a
+    /// rounding boundary, and never further than the fit's error past one; in the left tail, where
+    /// 1 + erf cancels, within an absolute bound instead.
     #[test]
     fn rounds_to_the_bf16_of_the_exact_gelu_except_at_boundaries() {
         let f = crate::nn::cpu::features::x86_features();
         if !(f.avx512f && f.avx512_bf16) {
             return eprintln!("skipped: no AVX-512 BF16 here");
         }
-        let xs: Vec<f32> = (0..200_704).map(|i| -14.0 + i as f32 * 1.4e-4).collect();
+        let xs: Vec<f32> = (0..200_704).map(|i| -40.0 + i as f32 * 2.8e-4).collect();
         let mut reference = vec![0f32; xs.len()];
         crate::nn::cpu::fast_math::gelu_slice(&xs, &mut reference);
-        let (mut worst, mut differ) = (0f64, 0usize);
+        let (mut worst_relative, mut worst_absolute) = (0f64, 0f64);
+        let (mut differ, mut sized) = (0usize, 0usize);
         for (chunk, want) in xs
             .chunks_exact(BLOCK * BLOCK)
             .zip(reference.chunks_exact(BLOCK * BLOCK))
@@ -112,37 +122,35 @@ mod tests {
             for (o, &w) in out.iter().zip(want) {
                 // SAFETY: written above.
                 let got = unsafe { o.assume_init() };
-                if w.abs() < 1e-30 {
-                    // Where the reference's e^x has underflowed (x < −13): both are ~0.
-                    assert!(
-                        bf16_value(got).abs() < 1e-30,
-                        "{w:e} vs {}",
-                        bf16_value(got)
-                    );
-                } else if got != bf16_bits(w) {
-                    differ += 1;
-                    // Across a boundary, the wrong side is 2·(distance to it) further from w.
-                    let w = w as f64;
-                    let gap = (bf16_value(got) as f64 - w).abs()
-                        - (bf16_value(bf16_bits(w as f32)) as f64 - w).abs();
-                    worst = worst.max(gap / w.abs());
+                let w = w as f64;
+                // How much further from w than its own bf16 rounding the result lies.
+                let gap = (bf16_value(got) as f64 - w).abs()
+                    - (bf16_value(bf16_bits(w as f32)) as f64 - w).abs();
+                worst_absolute = worst_absolute.max(gap);
+                if w.abs() >= 1e-2 {
+                    sized += 1;
+                    if got != bf16_bits(w as f32) {
+                        differ += 1;
+                        worst_relative = worst_relative.max(gap / w.abs());
+                    }
                 }
             }
         }
         eprintln!(
-            "{differ} of {} rounded apart, at most {worst:e} (relative) past a boundary",
-            xs.len()
-        );
-        // Past x < −5 both sides' e^(−x²/2) carries the rounding of x² (~1e-5 relative) into
-        // values below 1e-6, still far inside a bf16 step (2⁻⁹).
-        assert!(
-            worst <= 3e-5,
-            "a rounding off by {worst:e} (relative) beyond the boundary"
+            "{differ} of {sized} values of at least 1e-2 rounded apart, at most \
+             {worst_relative:e} (relative) past a boundary; {worst_absolute:e} at most overall"
         );
         assert!(
-            differ * 1000 < xs.len(),
-            "{differ} of {} rounded differently",
-            xs.len()
+            worst_absolute <= 1.5e-6,
+            "{worst_absolute:e} past a rounding"
+        );
+        assert!(
+            worst_relative <= 5e-5,
+            "a rounding off by {worst_relative:e} (relative) beyond the boundary"
+        );
+        assert!(
+            differ * 500 < sized,
+            "{differ} of {sized} rounded differently"
         );
     }
 }
