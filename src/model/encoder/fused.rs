@@ -36,8 +36,9 @@ pub(super) fn applies(encoder: &Encoder) -> bool {
 /// The last hidden state (batch, seq, hidden), as [`Encoder::forward`] without gradients.
 pub(super) fn forward(encoder: &Encoder, batch: &Batch) -> Result<Tensor> {
     let SliceInputs { mut x, mask, dims } = SliceInputs::new(encoder, batch)?;
-    let (b, l, _) = dims;
-    for layer in &encoder.layers {
+    let (b, l, hidden) = dims;
+    let mut rows = Some(PackedRows::from_f32(&x, b * l, hidden));
+    for (i, layer) in encoder.layers.iter().enumerate() {
         let a = &layer.attention;
         let shape = AttentionShape {
             batch: b,
@@ -45,21 +46,25 @@ pub(super) fn forward(encoder: &Encoder, batch: &Batch) -> Result<Tensor> {
             heads: a.heads,
             head_dim: a.head_dim,
         };
-        x = forward_layer(layer, &x, &mask, shape)?;
+        let input = rows.take().expect("each layer's input is packed");
+        let last = i + 1 == encoder.layers.len();
+        (x, rows) = forward_layer(layer, (&x, input), &mask, shape, !last)?;
     }
     SliceInputs::finish(x, dims, encoder.embeddings.device())
 }
 
+/// One layer, from its input in f32 and in the kernels' layout; its output likewise (the packed
+/// copy only when `pack_output`: the next layer's input, rounded as the LayerNorm writes it).
 fn forward_layer(
     layer: &Layer,
-    x: &[f32],
+    (x, rows): (&[f32], PackedRows),
     mask: &[f32],
     shape: AttentionShape,
-) -> Result<Vec<f32>> {
+    pack_output: bool,
+) -> Result<(Vec<f32>, Option<PackedRows>)> {
     let a = &layer.attention;
     let tokens = shape.batch * shape.seq;
     let hidden = shape.heads * shape.head_dim;
-    let rows = PackedRows::from_f32(x, tokens, hidden);
     let q = project(&a.query, &rows, x)?;
     let k = project(&a.key, &rows, x)?;
     let v = project(&a.value, &rows, x)?;
@@ -69,18 +74,26 @@ fn forward_layer(
     drop((q, k, v));
     let rows = PackedRows::from_f32(&context, tokens, hidden);
     let out = project(&a.output, &rows, &context)?;
-    let x = a.layer_norm.add_forward(&out, x)?;
-    drop((out, context, rows));
-    let (inner, inner32) = intermediate(layer, &x, tokens)?;
+    let (x, rows) = a.layer_norm.add_forward_packed(&out, x)?;
+    drop((out, context));
+    let (inner, inner32) = intermediate(layer, (&x, &rows), tokens)?;
+    drop(rows);
     let out = project(&layer.output, &inner, &inner32)?;
-    layer.layer_norm.add_forward(&out, &x)
+    if pack_output {
+        let (x, rows) = layer.layer_norm.add_forward_packed(&out, &x)?;
+        return Ok((x, Some(rows)));
+    }
+    Ok((layer.layer_norm.add_forward(&out, &x)?, None))
 }
 
 /// The FFN's activation in the next product's layout, and in f32 when the output layer's adapter
 /// needs it (empty otherwise). GELU goes into the product's epilogue when nothing needs the
 /// pre-activation or the activation in f32: the exact GELU, no adapter on either FFN layer.
-fn intermediate(layer: &Layer, x: &[f32], tokens: usize) -> Result<(PackedRows, Vec<f32>)> {
-    let rows = PackedRows::from_f32(x, tokens, x.len() / tokens.max(1));
+fn intermediate(
+    layer: &Layer,
+    (x, rows): (&[f32], &PackedRows),
+    tokens: usize,
+) -> Result<(PackedRows, Vec<f32>)> {
     let plain = layer.intermediate.adapter().is_none() && layer.output.adapter().is_none();
     if plain && layer.activation == Activation::GeluErf {
         let native = layer
@@ -88,9 +101,9 @@ fn intermediate(layer: &Layer, x: &[f32], tokens: usize) -> Result<(PackedRows, 
             .base()
             .native()
             .expect("fused layers are native");
-        return Ok((native.forward_rows_gelu(&rows), Vec::new()));
+        return Ok((native.forward_rows_gelu(rows), Vec::new()));
     }
-    let pre = project(&layer.intermediate, &rows, x)?;
+    let pre = project(&layer.intermediate, rows, x)?;
     let width = pre.len() / tokens.max(1);
     let pre = Tensor::from_vec(pre, (tokens, width), &Device::Cpu)?;
     let act = layer

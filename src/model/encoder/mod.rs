@@ -62,6 +62,24 @@ impl FrozenLayerNorm {
         }
     }
 
+    /// [`Self::add_forward`] and its rows in the native kernels' bf16 layout (the next products'
+    /// input), rounded as they are written.
+    fn add_forward_packed(
+        &self,
+        x: &[f32],
+        residual: &[f32],
+    ) -> Result<(Vec<f32>, crate::nn::cpu::bf16_matmul::PackedRows)> {
+        let f32s = |t: &Tensor| t.to_dtype(DType::F32)?.to_vec1::<f32>();
+        let (gamma, beta) = (f32s(&self.weight)?, f32s(&self.bias)?);
+        Ok(crate::nn::cpu::layer_norm::add_layer_norm_packed(
+            x,
+            residual,
+            &gamma,
+            &beta,
+            self.eps as f32,
+        ))
+    }
+
     /// LayerNorm(x + residual) on rows of f32, without gradients.
     fn add_forward(&self, x: &[f32], residual: &[f32]) -> Result<Vec<f32>> {
         let f32s = |t: &Tensor| t.to_dtype(DType::F32)?.to_vec1::<f32>();

@@ -8,6 +8,7 @@
 //! into the output over 16 lanes in a fixed order (the same bits on every CPU), its variance taken
 //! about the mean (two passes over a row in the L1 cache, as PyTorch does, rather than E[x²]−μ²);
 //! the backward recomputes the row's sum from `x` and `residual` instead of keeping it.
+use super::bf16_matmul::PackedRows;
 use super::dropout::{mask_slice, DropoutMask};
 use super::fast_math::{lane_sum, multiversion};
 use rayon::prelude::*;
@@ -21,6 +22,33 @@ pub fn add_layer_norm(
     eps: f32,
 ) -> Vec<f32> {
     dropout_add_layer_norm(x, residual, None, gamma, beta, eps)
+}
+
+/// [`add_layer_norm`] and its rows rounded to bf16 in the native kernels' layout, each task's rows
+/// rounded while still in cache (inference: the next products' input).
+pub fn add_layer_norm_packed(
+    x: &[f32],
+    residual: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) -> (Vec<f32>, PackedRows) {
+    let width = gamma.len();
+    check(x, residual, width);
+    assert_eq!(beta.len(), width, "gamma and beta are the row's width");
+    let rows = x.len() / width;
+    PackedRows::from_f32_computed(rows, width, ROWS_PER_TASK, |first, out| {
+        let span = first * width..first * width + out.len();
+        norm_rows(
+            &x[span.clone()],
+            &residual[span],
+            None,
+            gamma,
+            beta,
+            eps,
+            out,
+        )
+    })
 }
 
 /// ~16 rows a task: enough work to spread, few enough tasks to stay cheap.
@@ -173,6 +201,30 @@ mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+
+    /// The packed copy is the bits of the f32 output rounded by [`PackedRows::from_f32`], and the
+    /// f32 output that of [`add_layer_norm`], over tasks that end mid-part (odd row counts).
+    #[test]
+    fn packed_output_is_the_f32_output_rounded() {
+        let mut rng = StdRng::seed_from_u64(9);
+        for (rows, width) in [(1, 5), (17, 40), (70, 384), (33, 100)] {
+            let mut random = |n: usize| {
+                (0..n)
+                    .map(|_| rng.random_range(-3.0f32..3.0))
+                    .collect::<Vec<_>>()
+            };
+            let (x, r) = (random(rows * width), random(rows * width));
+            let (g, b) = (random(width), random(width));
+            let want = add_layer_norm(&x, &r, &g, &b, 1e-5);
+            let (got, packed) = add_layer_norm_packed(&x, &r, &g, &b, 1e-5);
+            assert_eq!(got, want, "{rows}x{width}");
+            let converted = PackedRows::from_f32(&want, rows, width);
+            assert_eq!(packed.dims(), (rows, width));
+            for i in 0..rows {
+                assert_eq!(packed.row(i), converted.row(i), "{rows}x{width} row {i}");
+            }
+        }
+    }
 
     #[test]
     fn matches_f64_on_odd_widths() {

@@ -42,6 +42,39 @@ impl PackedRows {
         rows
     }
 
+    /// M × K rows computed in f32 by `compute(first_row, rows)` a task of `rows_per_task` rows at
+    /// a time, each task's rows rounded into this layout while they are still in cache: the f32
+    /// rows (returned too) and their bf16 copy in one pass over memory instead of two. The bits
+    /// of computing all rows and then [`PackedRows::from_f32`].
+    pub fn from_f32_computed(
+        m: usize,
+        k: usize,
+        rows_per_task: usize,
+        compute: impl Fn(usize, &mut [f32]) + Sync,
+    ) -> (Vec<f32>, Self) {
+        let mut rows = Self::uninit(m, k);
+        let (k_pad, part) = (rows.k_pad, rows.part);
+        let mut f32s = super::super::fast_math::vec_for_overwrite(m * k);
+        let spare = &mut rows.data.spare_capacity_mut()[..rows_len(m, k_pad, part)];
+        let (data, pad_rows) = spare.split_at_mut(m * k_pad);
+        let per_task = rows_per_task.max(1);
+        f32s.par_chunks_mut((k * per_task).max(1))
+            .zip(data.par_chunks_mut(k_pad * per_task))
+            .enumerate()
+            .for_each(|(t, (src, dst))| {
+                compute(t * per_task, src);
+                for (src, dst) in src.chunks_exact(k.max(1)).zip(dst.chunks_exact_mut(k_pad)) {
+                    let (dst, pad) = dst.split_at_mut(k);
+                    convert_row(src, dst);
+                    pad.fill(MaybeUninit::new(0));
+                }
+            });
+        pad_rows.fill(MaybeUninit::new(0));
+        // SAFETY: every row was converted or zeroed above, its padding columns zeroed.
+        unsafe { rows.data.set_len(rows_len(m, k_pad, part)) };
+        (f32s, rows)
+    }
+
     /// An empty vector with room for the layout of M × K.
     fn uninit(m: usize, k: usize) -> Self {
         let k_pad = k.div_ceil(DEPTH_STEP) * DEPTH_STEP;
