@@ -17,7 +17,7 @@ use super::{Encoder, Layer, SliceInputs};
 use crate::data::Batch;
 use crate::model::config::Activation;
 use crate::model::lora::AdaptedLinear;
-use crate::nn::cpu::attention::{attention, AttentionShape};
+use crate::nn::cpu::attention::{attention_packed, AttentionShape};
 use crate::nn::cpu::bf16_matmul::PackedRows;
 use crate::nn::cpu::low_rank::{add_low_rank, LowRank};
 use crate::nn::param;
@@ -64,15 +64,13 @@ fn forward_layer(
 ) -> Result<(Vec<f32>, Option<PackedRows>)> {
     let a = &layer.attention;
     let tokens = shape.batch * shape.seq;
-    let hidden = shape.heads * shape.head_dim;
     let q = project(&a.query, &rows, x)?;
     let k = project(&a.key, &rows, x)?;
     let v = project(&a.value, &rows, x)?;
     drop(rows);
     let scale = (1.0 / (a.head_dim as f64).sqrt()) as f32;
-    let context = attention(&q, &k, &v, mask, shape, scale);
+    let (context, rows) = attention_packed(&q, &k, &v, mask, shape, scale);
     drop((q, k, v));
-    let rows = PackedRows::from_f32(&context, tokens, hidden);
     let out = project(&a.output, &rows, &context)?;
     let (x, rows) = a.layer_norm.add_forward_packed(&out, x)?;
     drop((out, context));
