@@ -11,26 +11,27 @@ use std::arch::asm;
 ///
 /// # Safety
 /// The CPU has AMX-BF16 and the process its permission; `a` holds whole 32-row blocks of
-/// `b.k_pad` columns, `bias` `b.n_pad` entries, `out` `rows × b.n` entries.
+/// `lda` elements (`b.k_pad` of them data), `bias` `b.n_pad` entries, `out` `rows × b.n` entries.
 pub(super) unsafe fn run_rows(
     a: &[u16],
+    lda: usize,
     rows: usize,
     b: &PackedMatrix,
     bias: &[f32],
     out: Sink<'_>,
     depth_block: usize,
 ) {
-    let lda = b.k_pad * 2;
+    let lda_bytes = lda * 2;
     // SAFETY: the caller vouches for AMX; the tiles stay configured until `_tiles` drops.
     let _tiles = unsafe { Tiles::configure() };
     let run = |a: &[u16], b0: &[u16], b1: &[u16], steps, start, c, ldc| {
-        // SAFETY: a pass of A is 32 rows × lda bytes from its first step, a pass of a panel
+        // SAFETY: a pass of A is 32 rows × lda_bytes from its first step, a pass of a panel
         // `steps` tiles of 1 KiB, the start 32 floats or 32 rows of partial sums, C 32 rows of
         // `ldc` floats (the caller's block, scratch or partial sums).
         unsafe {
             block(
                 a.as_ptr(),
-                lda,
+                lda_bytes,
                 b0.as_ptr(),
                 b1.as_ptr(),
                 steps,
@@ -40,7 +41,7 @@ pub(super) unsafe fn run_rows(
             )
         }
     };
-    for_each_block(a, rows, b, bias, out, depth_block, run);
+    for_each_block(a, lda, rows, b, bias, out, depth_block, run);
 }
 
 /// One 32×32 block of C = start + A·B over `steps` 32-deep steps.

@@ -13,13 +13,13 @@ const MICRO_ROWS: usize = 8;
 /// The CPU has AVX-512F and AVX-512 BF16; the slices are sized as [`super::amx::run_rows`] says.
 pub(super) unsafe fn run_rows(
     a: &[u16],
+    lda: usize,
     rows: usize,
     b: &PackedMatrix,
     bias: &[f32],
     out: Sink<'_>,
     depth_block: usize,
 ) {
-    let lda = b.k_pad;
     let run = |a: &[u16], b0: &[u16], b1: &[u16], steps: usize, start, c: *mut f32, ldc| {
         for r in (0..super::BLOCK).step_by(MICRO_ROWS) {
             // The start's rows r..r+8: the bias has no stride.
@@ -44,7 +44,7 @@ pub(super) unsafe fn run_rows(
             };
         }
     };
-    for_each_block(a, rows, b, bias, out, depth_block, run);
+    for_each_block(a, lda, rows, b, bias, out, depth_block, run);
 }
 
 #[allow(clippy::too_many_arguments)]

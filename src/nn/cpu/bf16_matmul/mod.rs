@@ -88,6 +88,7 @@ impl Kernel {
     fn run_rows(
         self,
         a: &[u16],
+        lda: usize,
         rows: usize,
         b: &PackedMatrix,
         bias: &[f32],
@@ -103,11 +104,13 @@ impl Kernel {
         match self {
             // SAFETY: the kernel is available (checked above); the slices have the sizes
             // `matmul` asserts (A padded to whole blocks, B and bias to whole panels).
-            Kernel::Amx => unsafe { amx::run_rows(a, rows, b, bias, out, depth_block) },
-            Kernel::Avx512Bf16 => unsafe { avx512::run_rows(a, rows, b, bias, out, depth_block) },
+            Kernel::Amx => unsafe { amx::run_rows(a, lda, rows, b, bias, out, depth_block) },
+            Kernel::Avx512Bf16 => unsafe {
+                avx512::run_rows(a, lda, rows, b, bias, out, depth_block)
+            },
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (a, rows, b, bias, out, depth_block);
+        let _ = (a, lda, rows, b, bias, out, depth_block);
     }
 }
 
@@ -315,6 +318,7 @@ const AMX_DEPTH_BLOCK: usize = 8;
 #[allow(clippy::too_many_arguments)]
 fn for_each_block(
     a: &[u16],
+    lda: usize,
     rows: usize,
     b: &PackedMatrix,
     bias: &[f32],
@@ -333,7 +337,7 @@ fn for_each_block(
     let mut scratch = [0f32; BLOCK * BLOCK];
     for chunk in (0..panels).step_by(CHUNK_PANELS) {
         for row in (0..rows).step_by(BLOCK) {
-            let a_block = &a[row * b.k_pad..(row + BLOCK) * b.k_pad];
+            let a_block = &a[row * lda..(row + BLOCK) * lda];
             for pass in 0..passes {
                 let first_step = pass * per_pass;
                 let steps = per_pass.min(depth_steps - first_step);

@@ -55,6 +55,8 @@ fn kernels_match_the_reference_on_odd_shapes() {
         (130, 40, 300),
         // Deeper than one AMX pass (AMX_DEPTH_BLOCK steps), with a partial last pass.
         (37, 300, 45),
+        // Rows 2 KiB apart, which the layout strides one cache line further (row_stride).
+        (40, 1024, 40),
     ];
     for kernel in kernels_here() {
         for &(m, k, n) in &shapes {
@@ -184,6 +186,8 @@ fn gelu_epilogue_feeds_the_next_product_as_converting_in_f32_would() {
             (33, 40, 70, 9),
             (70, 64, 96, 33),
             (129, 31, 300, 17),
+            // The intermediate 1,024 wide: its rows strided one line past their padding.
+            (35, 40, 1024, 9),
         ] {
             let a = random(m * k, &mut rng);
             let w1: Vec<u16> = random(n * k, &mut rng).into_iter().map(bf16_bits).collect();
