@@ -85,6 +85,7 @@ impl Kernel {
     }
 
     /// C rows of one thread's part, in passes of `depth_block` steps over the depth.
+    #[allow(clippy::too_many_arguments)]
     fn run_rows(
         self,
         a: &[u16],
