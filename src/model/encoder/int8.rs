@@ -87,10 +87,11 @@ impl Int8Layer {
     fn quantize(layer: &Layer) -> Result<Self> {
         let [q, k, v, o, i, out] = layer.linears();
         let norm = |n: &super::FrozenLayerNorm| -> Result<Norm> {
+            let (gamma, beta) = n.f32_params()?;
             Ok(Norm {
-                gamma: f32s(&n.weight)?,
-                beta: f32s(&n.bias)?,
-                eps: n.eps as f32,
+                gamma,
+                beta,
+                eps: n.eps(),
             })
         };
         Ok(Self {

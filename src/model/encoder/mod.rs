@@ -6,90 +6,17 @@
 mod fused;
 mod inputs;
 mod int8;
+mod layer_norm;
 use super::config::{Activation, EncoderConfig, LINEAR_MODULES};
 use super::lora::{AdaptedLinear, LoraSpec};
 use crate::data::Batch;
-use crate::nn::{activation_dtype, dropout, layer_norm, masked_softmax, FrozenLinear};
+use crate::nn::{activation_dtype, dropout, masked_softmax, FrozenLinear};
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 use inputs::{attention_bias, Embeddings, SliceInputs};
 pub use int8::Int8Layers;
+use layer_norm::FrozenLayerNorm;
 use rand::rngs::StdRng;
-
-/// A frozen LayerNorm (`weight`, `bias`).
-#[derive(Clone, Debug)]
-struct FrozenLayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-}
-
-impl FrozenLayerNorm {
-    fn load(vb: VarBuilder, cfg: &EncoderConfig) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get(cfg.hidden_size, "weight")?,
-            bias: vb.get(cfg.hidden_size, "bias")?,
-            eps: cfg.layer_norm_eps,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        layer_norm(x, &self.weight, &self.bias, self.eps)
-    }
-
-    /// LayerNorm(dropout(x) + residual), dropout in training mode: one op on the CPU in f32
-    /// ([`crate::nn::dropout_add_layer_norm`]), the three ops elsewhere.
-    fn residual_forward(
-        &self,
-        x: &Tensor,
-        residual: &Tensor,
-        p: f64,
-        rng: &mut Option<&mut StdRng>,
-    ) -> Result<Tensor> {
-        let (weight, bias) = (&self.weight, &self.bias);
-        let fused = crate::nn::dropout_add_layer_norm(
-            x,
-            residual,
-            p,
-            rng.as_deref_mut(),
-            weight,
-            bias,
-            self.eps,
-        )?;
-        match fused {
-            Some(y) => Ok(y),
-            None => self.forward(&(train_dropout(x, p, rng)? + residual)?),
-        }
-    }
-
-    /// [`Self::add_forward`] and its rows in the native kernels' bf16 layout (the next products'
-    /// input), rounded as they are written.
-    fn add_forward_packed(
-        &self,
-        x: &[f32],
-        residual: &[f32],
-    ) -> Result<(Vec<f32>, crate::nn::cpu::bf16_matmul::PackedRows)> {
-        let f32s = |t: &Tensor| t.to_dtype(DType::F32)?.to_vec1::<f32>();
-        let (gamma, beta) = (f32s(&self.weight)?, f32s(&self.bias)?);
-        Ok(crate::nn::cpu::layer_norm::add_layer_norm_packed(
-            x,
-            residual,
-            &gamma,
-            &beta,
-            self.eps as f32,
-        ))
-    }
-
-    /// LayerNorm(x + residual) on rows of f32, without gradients.
-    fn add_forward(&self, x: &[f32], residual: &[f32]) -> Result<Vec<f32>> {
-        let f32s = |t: &Tensor| t.to_dtype(DType::F32)?.to_vec1::<f32>();
-        let (gamma, beta) = (f32s(&self.weight)?, f32s(&self.bias)?);
-        let eps = self.eps as f32;
-        Ok(crate::nn::cpu::layer_norm::add_layer_norm(
-            x, residual, &gamma, &beta, eps,
-        ))
-    }
-}
 
 /// Applies dropout only in training mode.
 fn train_dropout(x: &Tensor, p: f64, rng: &mut Option<&mut StdRng>) -> Result<Tensor> {

@@ -45,11 +45,7 @@ pub fn attention(
     shape: AttentionShape,
     scale: f32,
 ) -> Vec<f32> {
-    let (rows, width) = (shape.batch * shape.seq, shape.width());
-    for (what, t) in [("q", q), ("k", k), ("v", v)] {
-        assert_eq!(t.len(), rows * width, "{what} is (batch·seq) × width");
-    }
-    assert_eq!(mask.len(), rows, "the mask is batch × seq");
+    let (rows, width) = check_inputs([q, k, v], mask, shape);
     let mut out = super::fast_math::vec_for_overwrite(rows * width);
     let block = (shape.seq * width).max(1);
     out.par_chunks_mut(block)
@@ -58,6 +54,16 @@ pub fn attention(
         .zip(mask.par_chunks(shape.seq.max(1)))
         .for_each(|(((out, q), (k, v)), mask)| attend(q, k, v, mask, shape, scale, out));
     out
+}
+
+/// (batch·seq, width), after checking that q, k, v and the mask have the shape's sizes.
+fn check_inputs(qkv: [&[f32]; 3], mask: &[f32], shape: AttentionShape) -> (usize, usize) {
+    let (rows, width) = (shape.batch * shape.seq, shape.width());
+    for (what, t) in ["q", "k", "v"].into_iter().zip(qkv) {
+        assert_eq!(t.len(), rows * width, "{what} is (batch·seq) × width");
+    }
+    assert_eq!(mask.len(), rows, "the mask is batch × seq");
+    (rows, width)
 }
 
 /// [`attention`] and its output rows in the native kernels' bf16 layout, each batch row's rounded
@@ -70,11 +76,7 @@ pub fn attention_packed(
     shape: AttentionShape,
     scale: f32,
 ) -> (Vec<f32>, PackedRows) {
-    let (rows, width) = (shape.batch * shape.seq, shape.width());
-    for (what, t) in [("q", q), ("k", k), ("v", v)] {
-        assert_eq!(t.len(), rows * width, "{what} is (batch·seq) × width");
-    }
-    assert_eq!(mask.len(), rows, "the mask is batch × seq");
+    let (rows, width) = check_inputs([q, k, v], mask, shape);
     PackedRows::from_f32_computed(rows, width, shape.seq, |first, out| {
         let span = first * width..first * width + out.len();
         let (q, k, v) = (&q[span.clone()], &k[span.clone()], &v[span]);
