@@ -5,14 +5,15 @@
 //! profile of `kd cache` on all-MiniLM-L6-v2 spent half its time outside the products: splitting
 //! and merging heads, small GEMMs for the scores, a GELU pass over the FFN's widest activation,
 //! residual adds and LayerNorms, each a pass over memory with a fresh allocation. Here a layer is:
-//! one bf16 rounding of its input feeding query, key and value; one attention kernel per batch row
-//! ([`crate::nn::cpu::attention`]); residual and LayerNorm in one pass
-//! ([`crate::nn::cpu::layer_norm`]); and the FFN's GELU applied to the product's blocks while they
-//! are in cache, written in bf16 straight into the next product's input; LoRA updates in one
-//! rank-r kernel ([`crate::nn::cpu::low_rank`]). Rounding happens where the tensor path rounds
-//! (each product's input, to bf16), so the two paths differ by the order of f32 sums and, next to
-//! a bf16 rounding boundary, by one bf16 step of a GELU output; the tests below hold them
-//! together.
+//! its input's bf16 rows, written by the previous layer's LayerNorm as it computes them, feeding
+//! query, key and value; one attention kernel per batch row ([`crate::nn::cpu::attention`]),
+//! writing the output projection's bf16 rows likewise; residual and LayerNorm in one pass
+//! ([`crate::nn::cpu::layer_norm`]); the FFN's GELU applied to the product's blocks while they are
+//! in cache, written in bf16 straight into the next product's input; LoRA updates in one rank-r
+//! kernel ([`crate::nn::cpu::low_rank`]). Rounding happens where the tensor path rounds (each
+//! product's input, to bf16), so the two paths differ by the order of f32 sums, by the epilogue's
+//! GELU (its own fit: next to a bf16 rounding boundary one bf16 step, below 1e-2 within 2e-6),
+//! and where either flips a later rounding; the tests below hold them together.
 use super::{Encoder, Layer, SliceInputs};
 use crate::data::Batch;
 use crate::model::config::Activation;

@@ -33,9 +33,7 @@ pub fn add_layer_norm_packed(
     beta: &[f32],
     eps: f32,
 ) -> (Vec<f32>, PackedRows) {
-    let width = gamma.len();
-    check(x, residual, width);
-    assert_eq!(beta.len(), width, "gamma and beta are the row's width");
+    let width = check(x, residual, gamma, Some(beta));
     let rows = x.len() / width;
     PackedRows::from_f32_computed(rows, width, ROWS_PER_TASK, |first, out| {
         let span = first * width..first * width + out.len();
@@ -54,12 +52,19 @@ pub fn add_layer_norm_packed(
 /// ~16 rows a task: enough work to spread, few enough tasks to stay cheap.
 const ROWS_PER_TASK: usize = 16;
 
-fn check(x: &[f32], residual: &[f32], width: usize) {
+/// The row width (γ's), after checking that x and the residual are rows of it and β (where
+/// given) has it too.
+fn check(x: &[f32], residual: &[f32], gamma: &[f32], beta: Option<&[f32]>) -> usize {
+    let width = gamma.len();
     assert!(width > 0, "a row has at least one element");
     assert!(
         x.len() == residual.len() && x.len().is_multiple_of(width),
         "x and residual are rows × width"
     );
+    if let Some(beta) = beta {
+        assert_eq!(beta.len(), width, "gamma and beta are the row's width");
+    }
+    width
 }
 
 /// The mask of the task whose first element is `offset`.
@@ -76,9 +81,7 @@ pub fn dropout_add_layer_norm(
     beta: &[f32],
     eps: f32,
 ) -> Vec<f32> {
-    let width = gamma.len();
-    check(x, residual, width);
-    assert_eq!(beta.len(), width, "gamma and beta are the row's width");
+    let width = check(x, residual, gamma, Some(beta));
     let mut out = super::fast_math::vec_for_overwrite(x.len());
     let chunk = width * ROWS_PER_TASK;
     out.par_chunks_mut(chunk)
@@ -100,8 +103,7 @@ pub fn dropout_add_layer_norm_grad(
     eps: f32,
     grad: &[f32],
 ) -> [Vec<f32>; 2] {
-    let width = gamma.len();
-    check(x, residual, width);
+    let width = check(x, residual, gamma, None);
     assert_eq!(grad.len(), x.len(), "the gradient is the output's shape");
     let (mut dx, mut dr) = (vec![0f32; x.len()], vec![0f32; x.len()]);
     let chunk = width * ROWS_PER_TASK;
@@ -219,9 +221,11 @@ mod tests {
             let (f32s, packed) = add_layer_norm_packed(&x, &r, &g, &b, 1e-12);
             assert_eq!(f32s, got, "{rows}x{width}");
             let converted = PackedRows::from_f32(&got, rows, width);
-            for i in 0..rows {
-                assert_eq!(packed.row(i), converted.row(i), "{rows}x{width} row {i}");
-            }
+            assert_eq!(
+                packed.raw(),
+                converted.raw(),
+                "{rows}x{width}, padding included"
+            );
             for i in 0..rows {
                 let row: Vec<f64> = (0..width)
                     .map(|j| x[i * width + j] as f64 + r[i * width + j] as f64)

@@ -112,8 +112,6 @@ fn matches_the_reference_on_odd_shapes_with_padding() {
         let (f32s, packed) = attention_packed(&q, &k, &v, &mask, shape, scale);
         assert_eq!(f32s, got, "{shape:?}");
         let converted = PackedRows::from_f32(&got, batch * seq, heads * head_dim);
-        for i in 0..batch * seq {
-            assert_eq!(packed.row(i), converted.row(i), "{shape:?} row {i}");
-        }
+        assert_eq!(packed.raw(), converted.raw(), "{shape:?}, padding included");
     }
 }

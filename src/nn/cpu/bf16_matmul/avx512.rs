@@ -7,7 +7,7 @@ use std::arch::x86_64::*;
 /// Rows of one micro-tile (16 accumulators of the 32 zmm registers).
 const MICRO_ROWS: usize = 8;
 
-/// C rows of one thread's part.
+/// C rows of one thread's part, in passes of `depth_block` steps over the depth.
 ///
 /// # Safety
 /// The CPU has AVX-512F and AVX-512 BF16; the slices are sized as [`super::amx::run_rows`] says.
@@ -29,7 +29,7 @@ pub(super) unsafe fn run_rows(
                 Start::Partial(sums, ld) => (unsafe { sums.add(r * ld) }, ld),
             };
             // SAFETY: 8 rows of A from row r of the 32-row block, panels of `steps` × 16 rows
-            // of 32 bf16, C rows r..r+8 of the caller's block.
+            // of 32 bf16, rows r..r+8 of the block's destination (C, scratch or partial sums).
             unsafe {
                 micro_tile(
                     a[r * lda..].as_ptr(),

@@ -6,7 +6,8 @@
 //!
 //! Both kernels read the same packed layout (see [`PackedMatrix`]) and compute the same 32×32
 //! blocks of C, so one driver ([`matmul`]) splits the work: rows across threads, then columns
-//! in chunks that stay in the L2 cache, then 32×32 blocks over the whole depth.
+//! in chunks that stay in the L2 cache, then passes over the depth (AMX: 256 deep, so that A's
+//! part stays in L1) of 32×32 blocks.
 // x86-64 only: elsewhere no kernel is available and kd keeps its f32 matmuls.
 #[cfg(target_arch = "x86_64")]
 mod amx;
@@ -36,6 +37,8 @@ const _: () = assert!(BLOCK == 2 * PANEL);
 /// Panels per column chunk: 256 columns of B (K·512 bytes) stay in L2 while the rows pass.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const CHUNK_PANELS: usize = 16;
+// A block takes two panels, so a chunk is whole pairs of them.
+const _: () = assert!(CHUNK_PANELS.is_multiple_of(2));
 
 /// A CPU bf16 matrix kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -350,9 +353,10 @@ fn for_each_block(
                     if valid_cols == 0 {
                         continue;
                     }
-                    // SAFETY (pointer arithmetic): the chunk-wide buffer has BLOCK rows of
-                    // CHUNK_COLS floats, and p - chunk < CHUNK_PANELS.
-                    let sums = unsafe { partial.add((p - chunk) * PANEL) };
+                    // The block's columns of the chunk-wide buffer (BLOCK rows of CHUNK_COLS;
+                    // p - chunk + 2 ≤ CHUNK_PANELS, the chunk being whole pairs). With one pass
+                    // the buffer is empty and the pointer never used: hence `wrapping_add`.
+                    let sums = partial.wrapping_add((p - chunk) * PANEL);
                     let start = if pass == 0 {
                         Start::Bias(bias[col..col + BLOCK].as_ptr())
                     } else {

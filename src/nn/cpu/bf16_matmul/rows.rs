@@ -34,11 +34,7 @@ impl PackedRows {
         let (data, pad_rows) = spare.split_at_mut(m * ld);
         data.par_chunks_mut(ld)
             .zip(a.par_chunks(k.max(1)))
-            .for_each(|(dst, src)| {
-                let (dst, pad) = dst.split_at_mut(k);
-                convert_row(src, dst);
-                pad.fill(MaybeUninit::new(0));
-            });
+            .for_each(|(dst, src)| pack_row(src, dst));
         pad_rows.fill(MaybeUninit::new(0));
         // SAFETY: every row was converted or zeroed above, its padding columns zeroed.
         unsafe { rows.data.set_len(rows_len(m, ld, part)) };
@@ -49,27 +45,29 @@ impl PackedRows {
     /// a time, each task's rows rounded into this layout while they are still in cache: the f32
     /// rows (returned too) and their bf16 copy in one pass over memory instead of two. The bits
     /// of computing all rows and then [`PackedRows::from_f32`].
-    pub fn from_f32_computed(
+    ///
+    /// `compute` must write every element of the rows it is handed (they start uninitialised,
+    /// as [`super::super::fast_math::vec_for_overwrite`]'s do): crate kernels only.
+    pub(crate) fn from_f32_computed(
         m: usize,
         k: usize,
         rows_per_task: usize,
         compute: impl Fn(usize, &mut [f32]) + Sync,
     ) -> (Vec<f32>, Self) {
+        assert!(k > 0, "rows have a width");
         let mut rows = Self::uninit(m, k);
         let (ld, part) = (rows.ld, rows.part);
         let mut f32s = super::super::fast_math::vec_for_overwrite(m * k);
         let spare = &mut rows.data.spare_capacity_mut()[..rows_len(m, ld, part)];
         let (data, pad_rows) = spare.split_at_mut(m * ld);
         let per_task = rows_per_task.max(1);
-        f32s.par_chunks_mut((k * per_task).max(1))
+        f32s.par_chunks_mut(k * per_task)
             .zip(data.par_chunks_mut(ld * per_task))
             .enumerate()
             .for_each(|(t, (src, dst))| {
                 compute(t * per_task, src);
-                for (src, dst) in src.chunks_exact(k.max(1)).zip(dst.chunks_exact_mut(ld)) {
-                    let (dst, pad) = dst.split_at_mut(k);
-                    convert_row(src, dst);
-                    pad.fill(MaybeUninit::new(0));
+                for (src, dst) in src.chunks_exact(k).zip(dst.chunks_exact_mut(ld)) {
+                    pack_row(src, dst);
                 }
             });
         pad_rows.fill(MaybeUninit::new(0));
@@ -99,6 +97,12 @@ impl PackedRows {
         (self.m, self.k)
     }
 
+    /// The whole layout, padding included (tests).
+    #[cfg(test)]
+    pub(crate) fn raw(&self) -> &[u16] {
+        &self.data
+    }
+
     /// Row `i` as f32 (tests).
     pub fn row(&self, i: usize) -> Vec<f32> {
         self.data[i * self.ld..i * self.ld + self.k]
@@ -116,6 +120,13 @@ impl PackedRows {
             .enumerate()
             .map(move |(i, a)| (a, part.min(m - i * part)))
     }
+}
+
+/// One row of f32 into one row of the layout: rounded, then zeros to the stride.
+fn pack_row(src: &[f32], dst: &mut [MaybeUninit<u16>]) {
+    let (dst, pad) = dst.split_at_mut(src.len());
+    convert_row(src, dst);
+    pad.fill(MaybeUninit::new(0));
 }
 
 /// Elements of the layout: whole parts of `part` rows of `ld`.
