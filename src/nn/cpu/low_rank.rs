@@ -147,6 +147,18 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
+    /// x (rows × in), A (rank × in), Bᵀ (rank × out) and y (rows × out), uniform in [−1, 1).
+    fn random_case(
+        rng: &mut StdRng,
+        rows: usize,
+        inp: usize,
+        out: usize,
+        rank: usize,
+    ) -> [Vec<f32>; 4] {
+        [rows * inp, rank * inp, rank * out, rows * out]
+            .map(|n| (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+    }
+
     #[test]
     fn matches_f64_on_odd_shapes() {
         let mut rng = StdRng::seed_from_u64(8);
@@ -156,17 +168,7 @@ mod tests {
             (70, 384, 384, 8),
             (33, 100, 47, 4),
         ] {
-            let mut random = |n: usize| {
-                (0..n)
-                    .map(|_| rng.random_range(-1.0f32..1.0))
-                    .collect::<Vec<_>>()
-            };
-            let (x, a, b_t, y0) = (
-                random(rows * inp),
-                random(rank * inp),
-                random(rank * out),
-                random(rows * out),
-            );
+            let [x, a, b_t, y0] = random_case(&mut rng, rows, inp, out, rank);
             let f = LowRank {
                 rank,
                 a: &a,
@@ -193,17 +195,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         for rank in 1..=9 {
             let (rows, inp, out) = (5, 37, 23);
-            let mut random = |n: usize| {
-                (0..n)
-                    .map(|_| rng.random_range(-1.0f32..1.0))
-                    .collect::<Vec<_>>()
-            };
-            let (x, a, b_t, y0) = (
-                random(rows * inp),
-                random(rank * inp),
-                random(rank * out),
-                random(rows * out),
-            );
+            let [x, a, b_t, y0] = random_case(&mut rng, rows, inp, out, rank);
             let f = LowRank {
                 rank,
                 a: &a,

@@ -47,12 +47,10 @@ pub fn attention(
 ) -> Vec<f32> {
     let (rows, width) = check_inputs([q, k, v], mask, shape);
     let mut out = super::fast_math::vec_for_overwrite(rows * width);
-    let block = (shape.seq * width).max(1);
-    out.par_chunks_mut(block)
-        .zip(q.par_chunks(block))
-        .zip(k.par_chunks(block).zip(v.par_chunks(block)))
-        .zip(mask.par_chunks(shape.seq.max(1)))
-        .for_each(|(((out, q), (k, v)), mask)| attend(q, k, v, mask, shape, scale, out));
+    let batch_row = batch_row(q, k, v, mask, shape, scale);
+    out.par_chunks_mut((shape.seq * width).max(1))
+        .enumerate()
+        .for_each(|(b, out)| batch_row(b * shape.seq, out));
     out
 }
 
@@ -66,6 +64,24 @@ fn check_inputs(qkv: [&[f32]; 3], mask: &[f32], shape: AttentionShape) -> (usize
     (rows, width)
 }
 
+/// `f(first, out)`: the context of the batch row whose tokens start at row `first`, into `out`
+/// (its seq rows).
+fn batch_row<'a>(
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    mask: &'a [f32],
+    shape: AttentionShape,
+    scale: f32,
+) -> impl Fn(usize, &mut [f32]) + Sync + 'a {
+    let width = shape.width();
+    move |first, out| {
+        let span = first * width..first * width + out.len();
+        let (q, k, v) = (&q[span.clone()], &k[span.clone()], &v[span]);
+        attend(q, k, v, &mask[first..first + shape.seq], shape, scale, out)
+    }
+}
+
 /// [`attention`] and its output rows in the native kernels' bf16 layout, each batch row's rounded
 /// while still in cache (the output projection's input).
 pub fn attention_packed(
@@ -77,11 +93,8 @@ pub fn attention_packed(
     scale: f32,
 ) -> (Vec<f32>, PackedRows) {
     let (rows, width) = check_inputs([q, k, v], mask, shape);
-    PackedRows::from_f32_computed(rows, width, shape.seq, |first, out| {
-        let span = first * width..first * width + out.len();
-        let (q, k, v) = (&q[span.clone()], &k[span.clone()], &v[span]);
-        attend(q, k, v, &mask[first..first + shape.seq], shape, scale, out)
-    })
+    let batch_row = batch_row(q, k, v, mask, shape, scale);
+    PackedRows::from_f32_computed(rows, width, shape.seq, batch_row)
 }
 
 /// Keys (and value columns) a register holds.

@@ -28,17 +28,7 @@ impl PackedRows {
     /// Rounds A (M × K, row-major f32) to bf16 in this layout. Only padding is zeroed.
     pub fn from_f32(a: &[f32], m: usize, k: usize) -> Self {
         assert_eq!(a.len(), m * k, "A is M×K");
-        let mut rows = Self::uninit(m, k);
-        let (ld, part) = (rows.ld, rows.part);
-        let spare = &mut rows.data.spare_capacity_mut()[..rows_len(m, ld, part)];
-        let (data, pad_rows) = spare.split_at_mut(m * ld);
-        data.par_chunks_mut(ld)
-            .zip(a.par_chunks(k.max(1)))
-            .for_each(|(dst, src)| pack_row(src, dst));
-        pad_rows.fill(MaybeUninit::new(0));
-        // SAFETY: every row was converted or zeroed above, its padding columns zeroed.
-        unsafe { rows.data.set_len(rows_len(m, ld, part)) };
-        rows
+        Self::build(m, k, 1, a.par_chunks(k.max(1)), |row| row)
     }
 
     /// M × K rows computed in f32 by `compute(first_row, rows)` a task of `rows_per_task` rows at
@@ -55,25 +45,41 @@ impl PackedRows {
         compute: impl Fn(usize, &mut [f32]) + Sync,
     ) -> (Vec<f32>, Self) {
         assert!(k > 0, "rows have a width");
+        let per_task = rows_per_task.max(1);
+        let mut f32s = super::super::fast_math::vec_for_overwrite(m * k);
+        let tasks = f32s.par_chunks_mut(k * per_task).enumerate();
+        let rows = Self::build(m, k, per_task, tasks, |(t, src): (usize, &mut [f32])| {
+            compute(t * per_task, src);
+            &*src
+        });
+        (f32s, rows)
+    }
+
+    /// The layout of M × K, a task of `rows_per_task` rows at a time: each task's item of
+    /// `sources` (one per task) gives its rows in f32 through `rows_of`, which are rounded into
+    /// the layout; rows past M are zeroed.
+    fn build<'s, S: Send>(
+        m: usize,
+        k: usize,
+        rows_per_task: usize,
+        sources: impl IndexedParallelIterator<Item = S>,
+        rows_of: impl Fn(S) -> &'s [f32] + Sync + Send,
+    ) -> Self {
         let mut rows = Self::uninit(m, k);
         let (ld, part) = (rows.ld, rows.part);
-        let mut f32s = super::super::fast_math::vec_for_overwrite(m * k);
         let spare = &mut rows.data.spare_capacity_mut()[..rows_len(m, ld, part)];
         let (data, pad_rows) = spare.split_at_mut(m * ld);
-        let per_task = rows_per_task.max(1);
-        f32s.par_chunks_mut(k * per_task)
-            .zip(data.par_chunks_mut(ld * per_task))
-            .enumerate()
-            .for_each(|(t, (src, dst))| {
-                compute(t * per_task, src);
-                for (src, dst) in src.chunks_exact(k).zip(dst.chunks_exact_mut(ld)) {
+        data.par_chunks_mut(ld * rows_per_task)
+            .zip(sources)
+            .for_each(|(dst, src)| {
+                for (src, dst) in rows_of(src).chunks(k.max(1)).zip(dst.chunks_mut(ld)) {
                     pack_row(src, dst);
                 }
             });
         pad_rows.fill(MaybeUninit::new(0));
         // SAFETY: every row was converted or zeroed above, its padding columns zeroed.
         unsafe { rows.data.set_len(rows_len(m, ld, part)) };
-        (f32s, rows)
+        rows
     }
 
     /// An empty vector with room for the layout of M × K.
