@@ -134,7 +134,7 @@ impl TextClassifier {
 
     /// Logits (batch, classes) in f32. `rng` switches on dropout (training mode).
     pub fn forward(&self, batch: &Batch, mut rng: Option<&mut StdRng>) -> Result<Tensor> {
-        let hidden = self.encoder.forward(batch, rng.as_deref_mut())?;
+        let hidden = self.encoder.forward_first(batch, rng.as_deref_mut())?;
         Ok(self.head.forward(&hidden, rng)?)
     }
 
@@ -149,7 +149,7 @@ impl TextClassifier {
         batch: &Batch,
         mut rng: Option<&mut StdRng>,
     ) -> Result<(Tensor, Tensor)> {
-        let hidden = self.encoder.forward(batch, rng.as_deref_mut())?;
+        let hidden = self.encoder.forward_first(batch, rng.as_deref_mut())?;
         let first = hidden
             .narrow(1, 0, 1)?
             .squeeze(1)?

@@ -14,11 +14,12 @@
 //! product's input, to bf16), so the two paths differ by the order of f32 sums, by the epilogue's
 //! GELU (its own fit: next to a bf16 rounding boundary one bf16 step, below 1e-2 within 2e-6),
 //! and where either flips a later rounding; the tests below hold them together.
+use super::inputs::{first_rows, SliceRows};
 use super::{Encoder, Layer, SliceInputs};
 use crate::data::Batch;
 use crate::model::config::Activation;
 use crate::model::lora::AdaptedLinear;
-use crate::nn::cpu::attention::{attention_packed, AttentionShape};
+use crate::nn::cpu::attention::{attention_packed, AttentionShape, Queries};
 use crate::nn::cpu::bf16_matmul::PackedRows;
 use crate::nn::cpu::low_rank::{add_low_rank, LowRank};
 use crate::nn::param;
@@ -34,28 +35,32 @@ pub(super) fn applies(encoder: &Encoder) -> bool {
             .all(|l| l.linears().iter().all(|m| m.base().native().is_some()))
 }
 
-/// The last hidden state (batch, seq, hidden), as [`Encoder::forward`] without gradients.
-pub(super) fn forward(encoder: &Encoder, batch: &Batch) -> Result<Tensor> {
-    let SliceInputs { mut x, mask, dims } = SliceInputs::new(encoder, batch)?;
-    let (b, l, hidden) = dims;
-    let mut rows = Some(PackedRows::from_f32(&x, b * l, hidden));
+/// The last hidden state as [`Encoder::forward`] without gradients: (batch, seq, hidden), or
+/// (batch, 1, hidden) with `rows.last` the first queries.
+pub(super) fn forward(encoder: &Encoder, batch: &Batch, rows: SliceRows) -> Result<Tensor> {
+    let mut inputs = SliceInputs::new(encoder, batch, rows.pack)?;
+    let hidden = inputs.dims.2;
+    let mut x = std::mem::take(&mut inputs.x);
+    let mut packed = Some(PackedRows::from_f32(&x, x.len() / hidden, hidden));
     for (i, layer) in encoder.layers.iter().enumerate() {
+        let last = i + 1 == encoder.layers.len();
         let a = &layer.attention;
         let shape = AttentionShape {
-            batch: b,
-            seq: l,
+            lengths: &inputs.lengths,
+            queries: if last { rows.last } else { Queries::Every },
             heads: a.heads,
             head_dim: a.head_dim,
         };
-        let input = rows.take().expect("each layer's input is packed");
-        let last = i + 1 == encoder.layers.len();
-        (x, rows) = forward_layer(layer, (&x, input), &mask, shape, !last)?;
+        let input = packed.take().expect("each layer's input is packed");
+        (x, packed) = forward_layer(layer, (&x, input), &inputs.mask, shape, !last)?;
     }
-    SliceInputs::finish(x, dims, encoder.embeddings.device())
+    inputs.finish(x, rows.last, encoder.embeddings.device())
 }
 
 /// One layer, from its input in f32 and in the kernels' layout; its output likewise (the packed
 /// copy only when `pack_output`: the next layer's input, rounded as the LayerNorm writes it).
+/// With first queries only, keys and values come from every token and the rest of the layer
+/// works on each sequence's first row.
 fn forward_layer(
     layer: &Layer,
     (x, rows): (&[f32], PackedRows),
@@ -64,11 +69,21 @@ fn forward_layer(
     pack_output: bool,
 ) -> Result<(Vec<f32>, Option<PackedRows>)> {
     let a = &layer.attention;
-    let tokens = shape.batch * shape.seq;
-    let q = project(&a.query, &rows, x)?;
     let k = project(&a.key, &rows, x)?;
     let v = project(&a.value, &rows, x)?;
+    let firsts;
+    let (rows, x) = match shape.queries {
+        Queries::Every => (rows, x),
+        Queries::First => {
+            let width = x.len() / rows.dims().0.max(1);
+            firsts = first_rows(x, shape.lengths, width);
+            let packed = PackedRows::from_f32(&firsts, shape.lengths.len(), width);
+            (packed, &firsts[..])
+        }
+    };
+    let q = project(&a.query, &rows, x)?;
     drop(rows);
+    let tokens = q.len() / shape.heads.max(1) / shape.head_dim.max(1);
     let scale = (1.0 / (a.head_dim as f64).sqrt()) as f32;
     let (context, rows) = attention_packed(&q, &k, &v, mask, shape, scale);
     drop((q, k, v));
@@ -195,6 +210,20 @@ mod tests {
         eprintln!("fused vs tensor path: hidden states {worst:e}, logits {logits:e}");
         assert!(worst < 5e-3, "hidden states differ by {worst}");
         assert!(logits < 1e-4, "logits differ by {logits}");
+        Ok(())
+    }
+
+    #[test]
+    fn packed_tokens_and_first_queries_keep_the_padded_bits() -> Result<()> {
+        let cfg = shape_config("small", 100).expect("a known shape");
+        let Some(model) = model(&cfg, &LoraSpec::query_value(4, 16.0))? else {
+            return Ok(());
+        };
+        let batch = batcher(&cfg).batch(&(0..9).collect::<Vec<_>>());
+        let _g = crate::nn::no_grad();
+        crate::model::encoder::inputs::assert_packing_keeps_bits(&batch, |rows| {
+            super::forward(model.encoder(), &batch, rows)
+        })?;
         Ok(())
     }
 

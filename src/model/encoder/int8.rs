@@ -8,11 +8,12 @@
 //! weighted values ([`crate::nn::cpu::attention`]), the residual adds and LayerNorms, GELU, the
 //! pooler and the classification head. The layer runs as [`super::fused`] does (the same kernels
 //! between the products), so the two differ only by the products' rounding.
+use super::inputs::{first_rows, SliceRows};
 use super::{Encoder, Layer, SliceInputs};
 use crate::data::Batch;
 use crate::model::config::Activation;
 use crate::model::lora::AdaptedLinear;
-use crate::nn::cpu::attention::{attention, AttentionShape};
+use crate::nn::cpu::attention::{attention, AttentionShape, Queries};
 use crate::nn::cpu::int8_matmul::{self, Int8Kernel, QuantizedMatrix, QuantizedRows};
 use crate::nn::cpu::layer_norm::add_layer_norm;
 use crate::nn::param;
@@ -111,29 +112,31 @@ impl Int8Layer {
         })
     }
 
+    /// The layer's output rows: every token's, or with first queries only each sequence's first
+    /// (keys and values still come from every token).
     fn forward(
         &self,
         kernel: Int8Kernel,
         x: &[f32],
         mask: &[f32],
-        batch: usize,
+        shape: AttentionShape,
     ) -> Result<Vec<f32>> {
         let [query, key, value, attn_out, intermediate, output] = &self.linears;
         let hidden = self.heads * self.head_dim;
-        let tokens = x.len() / hidden;
-        let shape = AttentionShape {
-            batch,
-            seq: tokens / batch.max(1),
-            heads: self.heads,
-            head_dim: self.head_dim,
+        let rows = QuantizedRows::from_f32(x, x.len() / hidden, hidden);
+        let (k, v) = (key.forward(kernel, &rows), value.forward(kernel, &rows));
+        let firsts;
+        let (rows, x) = match shape.queries {
+            Queries::Every => (rows, x),
+            Queries::First => {
+                firsts = first_rows(x, shape.lengths, hidden);
+                let quantized = QuantizedRows::from_f32(&firsts, shape.lengths.len(), hidden);
+                (quantized, &firsts[..])
+            }
         };
-        let rows = QuantizedRows::from_f32(x, tokens, hidden);
-        let (q, k, v) = (
-            query.forward(kernel, &rows),
-            key.forward(kernel, &rows),
-            value.forward(kernel, &rows),
-        );
+        let q = query.forward(kernel, &rows);
         drop(rows);
+        let tokens = x.len() / hidden;
         let scale = (1.0 / (self.head_dim as f64).sqrt()) as f32;
         let context = attention(&q, &k, &v, mask, shape, scale);
         drop((q, k, v));
@@ -196,13 +199,27 @@ impl Int8Linear {
     }
 }
 
-/// The last hidden state (batch, seq, hidden) of `encoder` with its layers in int8.
-pub(super) fn forward(encoder: &Encoder, int8: &Int8Layers, batch: &Batch) -> Result<Tensor> {
-    let SliceInputs { mut x, mask, dims } = SliceInputs::new(encoder, batch)?;
-    for layer in &int8.layers {
-        x = layer.forward(int8.kernel, &x, &mask, dims.0)?;
+/// The last hidden state of `encoder` with its layers in int8: (batch, seq, hidden), or
+/// (batch, 1, hidden) with `rows.last` the first queries.
+pub(super) fn forward(
+    encoder: &Encoder,
+    int8: &Int8Layers,
+    batch: &Batch,
+    rows: SliceRows,
+) -> Result<Tensor> {
+    let mut inputs = SliceInputs::new(encoder, batch, rows.pack)?;
+    let mut x = std::mem::take(&mut inputs.x);
+    for (i, layer) in int8.layers.iter().enumerate() {
+        let last = i + 1 == int8.layers.len();
+        let shape = AttentionShape {
+            lengths: &inputs.lengths,
+            queries: if last { rows.last } else { Queries::Every },
+            heads: layer.heads,
+            head_dim: layer.head_dim,
+        };
+        x = layer.forward(int8.kernel, &x, &inputs.mask, shape)?;
     }
-    SliceInputs::finish(x, dims, encoder.embeddings.device())
+    inputs.finish(x, rows.last, encoder.embeddings.device())
 }
 
 #[cfg(test)]
@@ -258,6 +275,11 @@ mod tests {
             err < lora_effect / 4.0,
             "the adapters' update ({lora_effect}) must show"
         );
+        let _g = crate::nn::no_grad();
+        let int8 = model.encoder().int8().expect("quantized");
+        crate::model::encoder::inputs::assert_packing_keeps_bits(&batch, |rows| {
+            super::forward(model.encoder(), int8, &batch, rows)
+        })?;
         Ok(())
     }
 }

@@ -10,10 +10,11 @@ mod layer_norm;
 use super::config::{Activation, EncoderConfig, LINEAR_MODULES};
 use super::lora::{AdaptedLinear, LoraSpec};
 use crate::data::Batch;
+use crate::nn::cpu::attention::Queries;
 use crate::nn::{activation_dtype, dropout, masked_softmax, FrozenLinear};
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
-use inputs::{attention_bias, Embeddings, SliceInputs};
+use inputs::{attention_bias, Embeddings, SliceInputs, SliceRows};
 pub use int8::Int8Layers;
 use layer_norm::FrozenLayerNorm;
 use rand::rngs::StdRng;
@@ -293,13 +294,30 @@ impl Encoder {
     }
 
     /// The last hidden state (batch, seq, hidden), in the activations' dtype ([`activation_dtype`]).
-    pub fn forward(&self, batch: &Batch, mut rng: Option<&mut StdRng>) -> Result<Tensor> {
+    /// Without gradients on the slice paths, padding positions hold zeros (their work is skipped).
+    pub fn forward(&self, batch: &Batch, rng: Option<&mut StdRng>) -> Result<Tensor> {
+        self.forward_rows(batch, rng, Queries::Every)
+    }
+
+    /// The first token's last hidden state (batch, 1, hidden): all a classifier's head reads.
+    /// Without gradients on the slice paths the last layer works on those rows alone.
+    pub fn forward_first(&self, batch: &Batch, rng: Option<&mut StdRng>) -> Result<Tensor> {
+        self.forward_rows(batch, rng, Queries::First)
+    }
+
+    fn forward_rows(
+        &self,
+        batch: &Batch,
+        mut rng: Option<&mut StdRng>,
+        last: Queries,
+    ) -> Result<Tensor> {
         if rng.is_none() && !crate::nn::grad_enabled() {
+            let rows = SliceRows::packed(last);
             if let Some(int8) = &self.int8 {
-                return on_threads_worth_it(batch, || int8::forward(self, int8, batch));
+                return on_threads_worth_it(batch, || int8::forward(self, int8, batch, rows));
             }
             if fused::applies(self) {
-                return on_threads_worth_it(batch, || fused::forward(self, batch));
+                return on_threads_worth_it(batch, || fused::forward(self, batch, rows));
             }
         }
         let device = self.embeddings.device();
@@ -308,7 +326,10 @@ impl Encoder {
         for layer in &self.layers {
             x = layer.forward(&x, &mask_bias, &mut rng)?;
         }
-        Ok(x)
+        match last {
+            Queries::Every => Ok(x),
+            Queries::First => x.narrow(1, 0, 1),
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 use super::bf16_matmul::PackedRows;
 use super::dropout::{mask_slice, DropoutMask};
 use super::fast_math::{lane_sum, multiversion};
+use super::row_runs::Runs;
 use rayon::prelude::*;
 
 /// LayerNorm(x + residual) over rows of `gamma.len()`, with weight `gamma` and bias `beta`.
@@ -35,7 +36,7 @@ pub fn add_layer_norm_packed(
 ) -> (Vec<f32>, PackedRows) {
     let width = check(x, residual, gamma, Some(beta));
     let rows = x.len() / width;
-    PackedRows::from_f32_computed(rows, width, ROWS_PER_TASK, |first, out| {
+    PackedRows::from_f32_computed(rows, width, Runs::Every(ROWS_PER_TASK), |_, first, out| {
         let span = first * width..first * width + out.len();
         norm_rows(
             &x[span.clone()],

@@ -19,6 +19,7 @@ mod kernels;
 pub mod layer_norm;
 pub mod low_rank;
 pub(crate) mod native_linear;
+pub(crate) mod row_runs;
 pub(crate) mod strided_matmul;
 
 pub(crate) use fast_math::contiguous_f32;

@@ -12,31 +12,66 @@
 //! the GEMM path's only by the order and rounding of f32 sums.
 use super::bf16_matmul::PackedRows;
 use super::fast_math::multiversion;
+use super::row_runs::Runs;
 use rayon::prelude::*;
 pub mod training;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
-/// The shape of the activations attention reads: (batch·seq) rows of heads·head_dim.
+/// Which queries attention answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Queries {
+    /// Every token's: q has the rows k and v have.
+    Every,
+    /// Each sequence's first token's only ([CLS] / `<s>`, all a classifier's head reads): q has
+    /// one row per sequence. An encoder's last layer needs no other.
+    First,
+}
+
+/// The shape of the activations attention reads: sequences of tokens one after another, each
+/// token a row of heads·head_dim. Padded batches are sequences of equal length whose padding
+/// the mask hides; packed ones are each as long as their own tokens.
 #[derive(Clone, Copy, Debug)]
-pub struct AttentionShape {
-    pub batch: usize,
-    pub seq: usize,
+pub struct AttentionShape<'a> {
+    /// Tokens of each sequence, in the order their rows follow one another.
+    pub lengths: &'a [usize],
+    pub queries: Queries,
     pub heads: usize,
     pub head_dim: usize,
 }
 
-impl AttentionShape {
+impl AttentionShape<'_> {
     fn width(&self) -> usize {
         self.heads * self.head_dim
     }
+
+    /// Rows of k and v (and the mask's entries).
+    fn keys(&self) -> usize {
+        self.lengths.iter().sum()
+    }
+
+    /// Rows of q and of the context.
+    fn query_rows(&self) -> usize {
+        match self.queries {
+            Queries::Every => self.keys(),
+            Queries::First => self.lengths.len(),
+        }
+    }
+
+    /// How the context's rows are cut into one run per sequence.
+    fn query_runs(&self) -> Runs<'_> {
+        match self.queries {
+            Queries::Every => Runs::Lengths(self.lengths),
+            Queries::First => Runs::Every(1),
+        }
+    }
 }
 
-/// The context softmax(scale·q·kᵀ + mask)·v per batch row and head, for q, k and v of shape
-/// (batch·seq, heads·head_dim) and a mask of (batch, seq) additive biases (0 attended, a large
-/// negative value padded), as (batch·seq, heads·head_dim): HF's self-attention with the heads
-/// split and merged in place.
+/// The context softmax(scale·q·kᵀ + mask)·v per sequence and head, for k and v of (tokens,
+/// heads·head_dim), q of (query rows, heads·head_dim) and a mask of one additive bias per token
+/// (0 attended, a large negative value padded), as (query rows, heads·head_dim): HF's
+/// self-attention with the heads split and merged in place.
 pub fn attention(
     q: &[f32],
     k: &[f32],
@@ -47,42 +82,65 @@ pub fn attention(
 ) -> Vec<f32> {
     let (rows, width) = check_inputs([q, k, v], mask, shape);
     let mut out = super::fast_math::vec_for_overwrite(rows * width);
-    let batch_row = batch_row(q, k, v, mask, shape, scale);
-    out.par_chunks_mut((shape.seq * width).max(1))
+    let sequence = sequence(q, k, v, mask, shape, scale);
+    shape
+        .query_runs()
+        .split(&mut out, width)
+        .into_par_iter()
         .enumerate()
-        .for_each(|(b, out)| batch_row(b * shape.seq, out));
+        .for_each(|(s, (_, out))| sequence(s, out));
     out
 }
 
-/// (batch·seq, width), after checking that q, k, v and the mask have the shape's sizes.
+/// (query rows, width), after checking that q, k, v and the mask have the shape's sizes.
 fn check_inputs(qkv: [&[f32]; 3], mask: &[f32], shape: AttentionShape) -> (usize, usize) {
-    let (rows, width) = (shape.batch * shape.seq, shape.width());
-    for (what, t) in ["q", "k", "v"].into_iter().zip(qkv) {
-        assert_eq!(t.len(), rows * width, "{what} is (batch·seq) × width");
+    let (keys, rows, width) = (shape.keys(), shape.query_rows(), shape.width());
+    assert!(width > 0, "a token has a width");
+    for (what, t, n) in [
+        ("q", qkv[0], rows),
+        ("k", qkv[1], keys),
+        ("v", qkv[2], keys),
+    ] {
+        assert_eq!(t.len(), n * width, "{what} is {n} rows × width");
     }
-    assert_eq!(mask.len(), rows, "the mask is batch × seq");
+    assert_eq!(mask.len(), keys, "the mask has a bias per token");
     (rows, width)
 }
 
-/// `f(first, out)`: the context of the batch row whose tokens start at row `first`, into `out`
-/// (its seq rows).
-fn batch_row<'a>(
+/// `f(s, out)`: the context of sequence `s`'s queries, into `out` (their rows).
+fn sequence<'a>(
     q: &'a [f32],
     k: &'a [f32],
     v: &'a [f32],
     mask: &'a [f32],
-    shape: AttentionShape,
+    shape: AttentionShape<'a>,
     scale: f32,
 ) -> impl Fn(usize, &mut [f32]) + Sync + 'a {
     let width = shape.width();
-    move |first, out| {
-        let span = first * width..first * width + out.len();
-        let (q, k, v) = (&q[span.clone()], &k[span.clone()], &v[span]);
-        attend(q, k, v, &mask[first..first + shape.seq], shape, scale, out)
+    let starts = super::row_runs::starts(shape.lengths);
+    move |s, out| {
+        let keys = starts[s]..starts[s] + shape.lengths[s];
+        let first_query = match shape.queries {
+            Queries::Every => starts[s],
+            Queries::First => s,
+        };
+        let q = &q[first_query * width..first_query * width + out.len()];
+        let span = keys.start * width..keys.end * width;
+        let (k, v) = (&k[span.clone()], &v[span]);
+        attend(
+            q,
+            k,
+            v,
+            &mask[keys],
+            shape.heads,
+            shape.head_dim,
+            scale,
+            out,
+        )
     }
 }
 
-/// [`attention`] and its output rows in the native kernels' bf16 layout, each batch row's rounded
+/// [`attention`] and its output rows in the native kernels' bf16 layout, each sequence's rounded
 /// while still in cache (the output projection's input).
 pub fn attention_packed(
     q: &[f32],
@@ -93,32 +151,38 @@ pub fn attention_packed(
     scale: f32,
 ) -> (Vec<f32>, PackedRows) {
     let (rows, width) = check_inputs([q, k, v], mask, shape);
-    let batch_row = batch_row(q, k, v, mask, shape, scale);
-    PackedRows::from_f32_computed(rows, width, shape.seq, batch_row)
+    let sequence = sequence(q, k, v, mask, shape, scale);
+    PackedRows::from_f32_computed(rows, width, shape.query_runs(), |s, _, out| {
+        sequence(s, out)
+    })
 }
 
 /// Keys (and value columns) a register holds.
 const LANES: usize = 16;
 
 multiversion! {
-    /// Attention over one batch row's `seq` tokens, head by head, into `out` (seq × width).
+    /// Attention of one sequence's queries (q's rows) over its `mask.len()` keys, head by head,
+    /// into `out` (q's rows × width).
+    #[allow(clippy::too_many_arguments)]
     fn attend(
         q: &[f32],
         k: &[f32],
         v: &[f32],
         mask: &[f32],
-        shape: AttentionShape,
+        heads: usize,
+        d: usize,
         scale: f32,
         out: &mut [f32],
     ) {
-        let (seq, d, width) = (shape.seq, shape.head_dim, shape.width());
+        let (seq, width) = (mask.len(), heads * d);
+        let queries = q.len() / width;
         // The head's keys transposed, each column padded with zeros to whole registers.
         let seq_pad = seq.div_ceil(LANES) * LANES;
         let mut keys_t = vec![0f32; d * seq_pad];
         // Queries go two at a time (each key and value register loaded once for both).
         let mut scores = [vec![0f32; seq_pad], vec![0f32; seq_pad]];
         let mut probs = [vec![0f32; seq], vec![0f32; seq]];
-        for head in 0..shape.heads {
+        for head in 0..heads {
             let col = head * d;
             for (j, key) in k.chunks_exact(width).enumerate() {
                 for (c, &x) in key[col..col + d].iter().enumerate() {
@@ -137,8 +201,8 @@ multiversion! {
                 let context = [&mut o0[col..col + d], &mut o1[col..col + d]];
                 weighted_values_pair([p0, p1], v, width, col, context);
             }
-            if seq % 2 == 1 {
-                let last = (seq - 1) * width;
+            if queries % 2 == 1 {
+                let last = (queries - 1) * width;
                 let query = &q[last + col..last + col + d];
                 key_scores(query, &keys_t, &mut scores[0]);
                 softmax(&scores[0][..seq], mask, scale, &mut probs[0]);
@@ -294,30 +358,37 @@ pub fn reference(
     shape: AttentionShape,
     scale: f32,
 ) -> Vec<f32> {
-    let (seq, d, width) = (shape.seq, shape.head_dim, shape.width());
-    let mut out = vec![0f32; shape.batch * seq * width];
-    let at = |t: &[f32], b: usize, i: usize, c: usize| t[(b * seq + i) * width + c] as f64;
-    for b in 0..shape.batch {
-        for h in 0..shape.heads {
-            for i in 0..seq {
-                let logits: Vec<f64> = (0..seq)
+    let (d, width) = (shape.head_dim, shape.width());
+    let mut out = Vec::with_capacity(shape.query_rows() * width);
+    let at = |t: &[f32], row: usize, c: usize| t[row * width + c] as f64;
+    let starts = super::row_runs::starts(shape.lengths);
+    for (s, (&first, &len)) in starts.iter().zip(shape.lengths).enumerate() {
+        let (queries, q_first) = match shape.queries {
+            Queries::Every => (len, first),
+            Queries::First => (1, s),
+        };
+        for i in 0..queries {
+            let mut row = vec![0f32; width];
+            for h in 0..shape.heads {
+                let logits: Vec<f64> = (first..first + len)
                     .map(|j| {
                         let dot: f64 = (0..d)
-                            .map(|c| at(q, b, i, h * d + c) * at(k, b, j, h * d + c))
+                            .map(|c| at(q, q_first + i, h * d + c) * at(k, j, h * d + c))
                             .sum();
-                        dot * scale as f64 + mask[b * seq + j] as f64
+                        dot * scale as f64 + mask[j] as f64
                     })
                     .collect();
                 let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
                 let total: f64 = e.iter().sum();
                 for c in 0..d {
-                    let ctx: f64 = (0..seq)
-                        .map(|j| e[j] / total * at(v, b, j, h * d + c))
+                    let ctx: f64 = (0..len)
+                        .map(|j| e[j] / total * at(v, first + j, h * d + c))
                         .sum();
-                    out[(b * seq + i) * width + h * d + c] = ctx as f32;
+                    row[h * d + c] = ctx as f32;
                 }
             }
+            out.extend(row);
         }
     }
     out

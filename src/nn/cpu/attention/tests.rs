@@ -70,25 +70,29 @@ fn the_avx512_products_return_the_portable_bits() {
     }
 }
 
+fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect()
+}
+
 #[test]
 fn matches_the_reference_on_odd_shapes_with_padding() {
     let mut rng = StdRng::seed_from_u64(3);
     for (batch, seq, heads, head_dim) in
         [(1, 1, 1, 1), (2, 7, 3, 5), (3, 19, 2, 32), (2, 40, 4, 16)]
     {
+        let lengths = vec![seq; batch];
         let shape = AttentionShape {
-            batch,
-            seq,
+            lengths: &lengths,
+            queries: Queries::Every,
             heads,
             head_dim,
         };
         let n = batch * seq * heads * head_dim;
-        let mut random = || {
-            (0..n)
-                .map(|_| rng.random_range(-2.0f32..2.0))
-                .collect::<Vec<_>>()
-        };
-        let (q, k, v) = (random(), random(), random());
+        let (q, k, v) = (
+            random(&mut rng, n),
+            random(&mut rng, n),
+            random(&mut rng, n),
+        );
         // Batch row b keeps its first seq - b tokens; the rest are padding, as HF masks it.
         let mask: Vec<f32> = (0..batch * seq)
             .map(|i| {
@@ -113,5 +117,83 @@ fn matches_the_reference_on_odd_shapes_with_padding() {
         assert_eq!(f32s, got, "{shape:?}");
         let converted = PackedRows::from_f32(&got, batch * seq, heads * head_dim);
         assert_eq!(packed.raw(), converted.raw(), "{shape:?}, padding included");
+    }
+}
+
+/// Sequences packed without padding (each as long as its tokens) give the bits the same
+/// sequences give padded to the longest and masked, for every real token; asking for each
+/// sequence's first query only gives those rows' bits too.
+#[test]
+fn packed_sequences_and_first_queries_give_the_padded_bits() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for (heads, head_dim) in [(3, 5), (2, 32), (4, 16), (1, 64)] {
+        let width = heads * head_dim;
+        let lengths = [7usize, 1, 19, 16, 2, 33];
+        let seq = *lengths.iter().max().unwrap();
+        let padded_rows = lengths.len() * seq;
+        let (q, k, v) = (
+            random(&mut rng, padded_rows * width),
+            random(&mut rng, padded_rows * width),
+            random(&mut rng, padded_rows * width),
+        );
+        let mask: Vec<f32> = (0..padded_rows)
+            .map(|i| {
+                if i % seq < lengths[i / seq] {
+                    0.0
+                } else {
+                    f32::MIN
+                }
+            })
+            .collect();
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let every = vec![seq; lengths.len()];
+        let padded_shape = AttentionShape {
+            lengths: &every,
+            queries: Queries::Every,
+            heads,
+            head_dim,
+        };
+        let padded = attention(&q, &k, &v, &mask, padded_shape, scale);
+        // The real tokens' rows, sequence after sequence.
+        let real = |t: &[f32]| -> Vec<f32> {
+            let rows = lengths.iter().enumerate().flat_map(|(b, &len)| {
+                (0..len).flat_map(move |i| t[(b * seq + i) * width..][..width].to_vec())
+            });
+            rows.collect()
+        };
+        let (pq, pk, pv) = (real(&q), real(&k), real(&v));
+        let zeros = vec![0f32; lengths.iter().sum()];
+        let shape = AttentionShape {
+            lengths: &lengths,
+            ..padded_shape
+        };
+        let got = attention(&pq, &pk, &pv, &zeros, shape, scale);
+        assert_eq!(got, real(&padded), "heads {heads} × {head_dim}");
+        let want = reference(&pq, &pk, &pv, &zeros, shape, scale);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 2e-6 * w.abs().max(1.0), "{g} vs {w}");
+        }
+        // First queries only: one query row per sequence, the first of each.
+        let firsts: Vec<f32> = (0..lengths.len())
+            .flat_map(|b| q[b * seq * width..][..width].to_vec())
+            .collect();
+        let first_shape = AttentionShape {
+            queries: Queries::First,
+            ..shape
+        };
+        let (first, packed) = attention_packed(&firsts, &pk, &pv, &zeros, first_shape, scale);
+        let padded_firsts: Vec<f32> = (0..lengths.len())
+            .flat_map(|b| padded[b * seq * width..][..width].to_vec())
+            .collect();
+        assert_eq!(
+            first, padded_firsts,
+            "first queries, heads {heads} × {head_dim}"
+        );
+        let converted = PackedRows::from_f32(&first, lengths.len(), width);
+        assert_eq!(packed.raw(), converted.raw());
+        let first_ref = reference(&firsts, &pk, &pv, &zeros, first_shape, scale);
+        for (g, w) in first.iter().zip(&first_ref) {
+            assert!((g - w).abs() <= 2e-6 * w.abs().max(1.0), "{g} vs {w}");
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! value read the same rows), and lets the FFN's intermediate activation, the widest of an
 //! encoder layer, go from one product into the next in bf16 without a pass over memory in f32.
 use super::{Kernel, PackedMatrix, Sink, BLOCK, DEPTH_STEP};
+use crate::nn::cpu::row_runs::Runs;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -28,40 +29,39 @@ impl PackedRows {
     /// Rounds A (M × K, row-major f32) to bf16 in this layout. Only padding is zeroed.
     pub fn from_f32(a: &[f32], m: usize, k: usize) -> Self {
         assert_eq!(a.len(), m * k, "A is M×K");
-        Self::build(m, k, 1, a.par_chunks(k.max(1)), |row| row)
+        Self::build(m, k, Runs::Every(1), a.par_chunks(k.max(1)), |row| row)
     }
 
-    /// M × K rows computed in f32 by `compute(first_row, rows)` a task of `rows_per_task` rows at
-    /// a time, each task's rows rounded into this layout while they are still in cache: the f32
-    /// rows (returned too) and their bf16 copy in one pass over memory instead of two. The bits
-    /// of computing all rows and then [`PackedRows::from_f32`].
+    /// M × K rows computed in f32 by `compute(run, first_row, rows)`, a run of `runs` at a time,
+    /// each run's rows rounded into this layout while they are still in cache: the f32 rows
+    /// (returned too) and their bf16 copy in one pass over memory instead of two. The bits of
+    /// computing all rows and then [`PackedRows::from_f32`].
     ///
     /// `compute` must write every element of the rows it is handed (they start uninitialised,
     /// as [`super::super::fast_math::vec_for_overwrite`]'s do): crate kernels only.
     pub(crate) fn from_f32_computed(
         m: usize,
         k: usize,
-        rows_per_task: usize,
-        compute: impl Fn(usize, &mut [f32]) + Sync,
+        runs: Runs,
+        compute: impl Fn(usize, usize, &mut [f32]) + Sync,
     ) -> (Vec<f32>, Self) {
         assert!(k > 0, "rows have a width");
-        let per_task = rows_per_task.max(1);
         let mut f32s = super::super::fast_math::vec_for_overwrite(m * k);
-        let tasks = f32s.par_chunks_mut(k * per_task).enumerate();
-        let rows = Self::build(m, k, per_task, tasks, |(t, src): (usize, &mut [f32])| {
-            compute(t * per_task, src);
+        let tasks = runs.split(&mut f32s, k).into_par_iter().enumerate();
+        let rows = Self::build(m, k, runs, tasks, |(t, (first, src))| {
+            compute(t, first, src);
             &*src
         });
         (f32s, rows)
     }
 
-    /// The layout of M × K, a task of `rows_per_task` rows at a time: each task's item of
-    /// `sources` (one per task) gives its rows in f32 through `rows_of`, which are rounded into
-    /// the layout; rows past M are zeroed.
+    /// The layout of M × K, a run of `runs` at a time: each run's item of `sources` (one per
+    /// run) gives its rows in f32 through `rows_of`, which are rounded into the layout; rows past
+    /// M are zeroed.
     fn build<'s, S: Send>(
         m: usize,
         k: usize,
-        rows_per_task: usize,
+        runs: Runs,
         sources: impl IndexedParallelIterator<Item = S>,
         rows_of: impl Fn(S) -> &'s [f32] + Sync + Send,
     ) -> Self {
@@ -69,9 +69,10 @@ impl PackedRows {
         let (ld, part) = (rows.ld, rows.part);
         let spare = &mut rows.data.spare_capacity_mut()[..rows_len(m, ld, part)];
         let (data, pad_rows) = spare.split_at_mut(m * ld);
-        data.par_chunks_mut(ld * rows_per_task)
+        runs.split(data, ld)
+            .into_par_iter()
             .zip(sources)
-            .for_each(|(dst, src)| {
+            .for_each(|((_, dst), src)| {
                 for (src, dst) in rows_of(src).chunks(k.max(1)).zip(dst.chunks_mut(ld)) {
                     pack_row(src, dst);
                 }
