@@ -189,7 +189,11 @@ impl Worker {
         let classes = self.model.num_labels();
         let mut logits = vec![0f32; n * classes];
         let all: Vec<usize> = (0..n).collect();
-        for pass in batcher.eval_plan(&all, self.settings.max_batch.max(1)) {
+        // Passes of equal size (40 rows: two of 20, not 32 and 8): a pass's fixed costs weigh
+        // most on a small one, and packed tokens make no pass pay for another's lengths.
+        let max_batch = self.settings.max_batch.max(1);
+        let per_pass = n.div_ceil(n.div_ceil(max_batch).max(1)).max(1);
+        for pass in batcher.eval_plan(&all, per_pass) {
             self.metrics.batch_rows.observe(pass.len() as f64);
             let started = Instant::now();
             let result = self.forward(&batcher, &pass);
