@@ -130,7 +130,7 @@ fn every_trainable_tensor_gets_a_gradient(kind: &str) {
             .adapted_modules(model.config().kind().prefix())
         {
             assert!(
-                grads.get(layer.base().weight()).is_none(),
+                grads.get(&layer.base().weight().unwrap()).is_none(),
                 "{kind}: frozen {name}.weight got a gradient"
             );
         }

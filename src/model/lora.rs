@@ -208,9 +208,9 @@ impl LoraAdapter {
 
     fn init(base: &FrozenLinear, spec: &LoraSpec, rng: &mut StdRng) -> Result<Self> {
         let (in_dim, out_dim) = base.dims();
-        let device = base.weight().device();
+        let device = base.device();
         // Adapters train in f32 (f64 for an f64 model) whatever the frozen weights' dtype.
-        let dtype = compute_dtype(base.weight().dtype());
+        let dtype = compute_dtype(base.dtype());
         // nn.init.kaiming_uniform_(a=√5): bound = 1/√fan_in.
         let bound = 1.0 / (in_dim as f32).sqrt();
         let a: Vec<f32> = (0..spec.r * in_dim)

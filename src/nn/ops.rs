@@ -118,10 +118,16 @@ fn fused_masked_softmax(scores: &Tensor, scale: f32, mask_bias: &Tensor) -> Resu
 /// A linear layer whose weight and bias are frozen: y = x·Wᵀ + b, differentiable in `x` only.
 #[derive(Clone, Debug)]
 pub struct FrozenLinear {
-    weight: Tensor,
+    /// The (out, in) weight, unless the native kernel's packing holds it (one copy, not two:
+    /// 170 MB of roberta-base's memory).
+    weight: Option<Tensor>,
     bias: Option<Tensor>,
     /// The weight packed for the CPU's native bf16 kernel (bf16 weights on a CPU that has one).
     native: Option<Arc<NativeLinear>>,
+    /// (out, in).
+    shape: (usize, usize),
+    dtype: DType,
+    device: Device,
 }
 
 impl FrozenLinear {
@@ -129,7 +135,10 @@ impl FrozenLinear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         let native = NativeLinear::for_weight(&weight, bias.as_ref())?;
         Ok(Self {
-            weight,
+            shape: weight.dims2()?,
+            dtype: weight.dtype(),
+            device: weight.device().clone(),
+            weight: native.is_none().then_some(weight),
             bias,
             native,
         })
@@ -142,9 +151,23 @@ impl FrozenLinear {
         Self::new(weight, Some(bias))
     }
 
-    /// The (out, in) weight.
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
+    /// The (out, in) weight (unpacked from the native kernel's layout where only that holds it).
+    pub fn weight(&self) -> Result<Tensor> {
+        match (&self.weight, &self.native) {
+            (Some(w), _) => Ok(w.clone()),
+            (None, Some(native)) => native.weight(&self.device),
+            (None, None) => unreachable!("a frozen linear layer keeps its weight somewhere"),
+        }
+    }
+
+    /// The weight's dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The device the weight is on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// The (out,) bias, if any.
@@ -159,8 +182,7 @@ impl FrozenLinear {
 
     /// Input and output widths.
     pub fn dims(&self) -> (usize, usize) {
-        let (out_dim, in_dim) = self.weight.dims2().expect("linear weight is 2-D");
-        (in_dim, out_dim)
+        (self.shape.1, self.shape.0)
     }
 
     /// Applies the layer to `x` of shape (..., in).
@@ -172,8 +194,8 @@ impl FrozenLinear {
                 native.input_grad(&grad.to_dtype(DType::F32)?)
             });
         }
-        let value = linear_detached(&x.detach(), &self.weight, self.bias.as_ref())?;
-        let weight = self.weight.clone();
+        let weight = self.weight()?;
+        let value = linear_detached(&x.detach(), &weight, self.bias.as_ref())?;
         let in_shape = x.shape().clone();
         with_backward(x, value, move |grad, _| {
             let out_dim = weight.dim(0)?;

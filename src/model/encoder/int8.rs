@@ -176,7 +176,7 @@ impl Int8Linear {
     /// The layer's weight with its adapter merged, quantized per output channel, and its bias.
     fn quantize(linear: &AdaptedLinear) -> Result<Self> {
         let base = linear.base();
-        let mut w = base.weight().to_dtype(DType::F32)?;
+        let mut w = base.weight()?.to_dtype(DType::F32)?;
         if let Some(lora) = linear.adapter() {
             let update = param(&lora.b)
                 .to_dtype(DType::F32)?

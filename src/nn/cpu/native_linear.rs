@@ -10,7 +10,8 @@ use std::sync::{Arc, OnceLock};
 #[derive(Debug)]
 pub struct NativeLinear {
     kernel: Kernel,
-    weight: Tensor,
+    /// The weight lives here only, as B = Wᵀ: the layer keeps no other copy ([`Self::weight`]
+    /// unpacks it where one is needed).
     forward: PackedMatrix,
     bias: Option<Vec<f32>>,
     backward: OnceLock<PackedMatrix>,
@@ -41,7 +42,6 @@ impl NativeLinear {
         };
         Ok(Some(Arc::new(Self {
             kernel,
-            weight: weight.clone(),
             forward,
             bias,
             backward: OnceLock::new(),
@@ -65,15 +65,25 @@ impl NativeLinear {
         bf16_matmul::matmul_rows_gelu(self.kernel, x, &self.forward, self.bias.as_deref())
     }
 
-    /// g·W for an f32 output gradient `g` of shape (..., out).
+    /// g·W for an f32 output gradient `g` of shape (..., out). W's own packing is made from
+    /// the forward one on the first backward (the same bits: packing only moves them).
     pub fn input_grad(self: &Arc<Self>, grad: &Tensor) -> Result<Tensor> {
         if self.backward.get().is_none() {
-            let (out_dim, in_dim) = self.weight.dims2()?;
-            let packed = PackedMatrix::from_weight(&bits(&self.weight)?, out_dim, in_dim);
+            let (in_dim, out_dim) = self.forward.dims();
+            let packed = PackedMatrix::pack(out_dim, in_dim, |o, i| self.forward.bits(i, o));
             // Another thread may have packed it meanwhile; either copy is the same.
             let _ = self.backward.set(packed);
         }
         self.apply(grad, Direction::InputGrad)
+    }
+
+    /// The (out, in) bf16 weight, unpacked onto `device` (quantizing, merging, tensor paths).
+    pub fn weight(&self, device: &Device) -> Result<Tensor> {
+        let (in_dim, out_dim) = self.forward.dims();
+        let values: Vec<half::bf16> = (0..out_dim * in_dim)
+            .map(|e| half::bf16::from_bits(self.forward.bits(e % in_dim, e / in_dim)))
+            .collect();
+        Tensor::from_vec(values, (out_dim, in_dim), device)
     }
 
     fn apply(self: &Arc<Self>, x: &Tensor, direction: Direction) -> Result<Tensor> {
@@ -139,5 +149,31 @@ impl CustomOp1 for LinearOp {
         let n = packed.dims().1;
         let out = bf16_matmul::matmul(self.layer.kernel, x, rows, packed, bias);
         Ok((CpuStorage::F32(out), Shape::from((rows, n))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layer keeps its weight only as the forward packing: unpacked it is the weight's bits,
+    /// and the backward packing made from it is the one the weight itself gives.
+    #[test]
+    fn the_forward_packing_holds_the_weight_and_gives_the_backward_one() -> Result<()> {
+        let (out_dim, in_dim) = (37, 53);
+        let w = Tensor::randn(0f32, 1.0, (out_dim, in_dim), &Device::Cpu)?.to_dtype(DType::BF16)?;
+        let Some(layer) = NativeLinear::for_weight(&w, None)? else {
+            return Ok(eprintln!("skipped: this CPU has no native bf16 kernel"));
+        };
+        assert_eq!(bits(&layer.weight(&Device::Cpu)?)?, bits(&w)?);
+        let g = Tensor::randn(0f32, 1.0, (3, out_dim), &Device::Cpu)?;
+        let got = layer.input_grad(&g)?;
+        let want = PackedMatrix::from_weight(&bits(&w)?, out_dim, in_dim);
+        let backward = layer.backward.get().expect("packed by the backward");
+        for (k, n) in (0..out_dim).flat_map(|k| (0..in_dim).map(move |n| (k, n))) {
+            assert_eq!(backward.bits(k, n), want.bits(k, n), "B[{k}][{n}]");
+        }
+        assert_eq!(got.dims(), &[3, in_dim]);
+        Ok(())
     }
 }

@@ -241,8 +241,13 @@ impl PackedMatrix {
 
     /// B[k][n] as f32 (tests, the reference).
     pub fn get(&self, k: usize, n: usize) -> f32 {
+        bf16_value(self.bits(k, n))
+    }
+
+    /// B[k][n]'s bf16 bits.
+    pub fn bits(&self, k: usize, n: usize) -> u16 {
         let (p, col) = (n / PANEL, n % PANEL);
-        bf16_value(self.data[p * self.k_pad * PANEL + offset_in_panel(k, col)])
+        self.data[p * self.k_pad * PANEL + offset_in_panel(k, col)]
     }
 
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
