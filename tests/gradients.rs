@@ -124,7 +124,9 @@ fn every_trainable_tensor_gets_a_gradient(kind: &str) {
                 nv.name
             );
         }
-        // Frozen weights are not differentiated: no gradient buffer, no wasted matmul.
+        // Frozen weights are not differentiated: no gradient buffer, no wasted matmul. (This
+        // model's weights are f32, so weight() is the tensor the graph saw; a layer on the native
+        // bf16 kernel keeps no tensor for it, only its packing.)
         for (name, layer) in model
             .encoder()
             .adapted_modules(model.config().kind().prefix())

@@ -194,6 +194,8 @@ impl FrozenLinear {
                 native.input_grad(&grad.to_dtype(DType::F32)?)
             });
         }
+        // (A native layer reaches here only with non-f32 input, which kd's activations never
+        // are on such a CPU; it then unpacks its weight for candle's matmul.)
         let weight = self.weight()?;
         let value = linear_detached(&x.detach(), &weight, self.bias.as_ref())?;
         let in_shape = x.shape().clone();

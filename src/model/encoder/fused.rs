@@ -6,7 +6,7 @@
 //! and merging heads, small GEMMs for the scores, a GELU pass over the FFN's widest activation,
 //! residual adds and LayerNorms, each a pass over memory with a fresh allocation. Here a layer is:
 //! its input's bf16 rows, written by the previous layer's LayerNorm as it computes them, feeding
-//! query, key and value; one attention kernel per batch row ([`crate::nn::cpu::attention`]),
+//! query, key and value; one attention kernel per sequence ([`crate::nn::cpu::attention`]),
 //! writing the output projection's bf16 rows likewise; residual and LayerNorm in one pass
 //! ([`crate::nn::cpu::layer_norm`]); the FFN's GELU applied to the product's blocks while they are
 //! in cache, written in bf16 straight into the next product's input; LoRA updates in one rank-r
@@ -77,6 +77,7 @@ fn forward_layer(
         Queries::First => {
             let width = x.len() / rows.dims().0.max(1);
             firsts = first_rows(x, shape.lengths, width);
+            drop(rows);
             let packed = PackedRows::from_f32(&firsts, shape.lengths.len(), width);
             (packed, &firsts[..])
         }

@@ -130,6 +130,7 @@ impl Int8Layer {
             Queries::Every => (rows, x),
             Queries::First => {
                 firsts = first_rows(x, shape.lengths, hidden);
+                drop(rows);
                 let quantized = QuantizedRows::from_f32(&firsts, shape.lengths.len(), hidden);
                 (quantized, &firsts[..])
             }

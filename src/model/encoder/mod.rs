@@ -294,7 +294,8 @@ impl Encoder {
     }
 
     /// The last hidden state (batch, seq, hidden), in the activations' dtype ([`activation_dtype`]).
-    /// Without gradients on the slice paths, padding positions hold zeros (their work is skipped).
+    /// Without gradients on the slice paths, padding positions may hold zeros (where the batch's
+    /// tokens are packed, their work is skipped); only real tokens' states mean anything.
     pub fn forward(&self, batch: &Batch, rng: Option<&mut StdRng>) -> Result<Tensor> {
         self.forward_rows(batch, rng, Queries::Every)
     }

@@ -190,8 +190,8 @@ multiversion! {
                 }
             }
             let pairs = q.chunks_exact(2 * width).zip(out.chunks_exact_mut(2 * width));
-            for (queries, out_rows) in pairs {
-                let (q0, q1) = queries.split_at(width);
+            for (pair, out_rows) in pairs {
+                let (q0, q1) = pair.split_at(width);
                 let (o0, o1) = out_rows.split_at_mut(width);
                 let [s0, s1] = &mut scores;
                 key_scores_pair([&q0[col..col + d], &q1[col..col + d]], &keys_t, [s0, s1]);
