@@ -26,8 +26,9 @@ pub struct ServeArgs {
     /// Rows per forward pass: requests are gathered until they hold this many rows
     #[arg(long, default_value_t = 32, value_parser = whole(COUNT), allow_negative_numbers = true)]
     pub max_batch: usize,
-    /// How long a request waits for others to join its batch, in milliseconds
-    #[arg(long, default_value_t = 5)]
+    /// How long a request waits for others to join its batch, in milliseconds (0: a request
+    /// runs at once with those already waiting; under load the next batch forms while a pass runs)
+    #[arg(long, default_value_t = 0)]
     pub max_wait_ms: u64,
     /// Requests that may wait for the model; one more is answered 503
     #[arg(long, default_value_t = 256, value_parser = whole(COUNT), allow_negative_numbers = true)]

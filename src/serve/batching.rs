@@ -1,8 +1,9 @@
 //! Dynamic batching. One worker thread owns the model (a forward pass already uses every core,
 //! so two at once would only contend); requests wait in a bounded queue, and the worker
-//! gathers them up to `--max-batch` rows or `--max-wait-ms`, whichever comes first (and takes
-//! more that are already waiting), sorts their rows by length, runs them in passes of at most
-//! `--max-batch` rows and answers each request as soon as its rows are done.
+//! takes the first with those already waiting (waiting up to `--max-wait-ms` for `--max-batch`
+//! rows when that is above its default 0: by default the requests that arrive while a pass runs
+//! make the next), runs them in passes of equal size of at most `--max-batch` rows and answers
+//! each request as soon as its rows are done.
 //!
 //! The queue is std's `sync_channel`: `try_send` refuses at once when it is full (the 503),
 //! `recv_timeout` bounds the wait for company, and the worker needs no async runtime. Answers
@@ -140,9 +141,8 @@ impl Worker {
     }
 
     /// `first` and whatever joins it within `--max-wait-ms`, up to `--max-batch` rows; then the
-    /// requests already waiting, up to [`WAITING_PASSES`] × `--max-batch` rows. Those cost no
-    /// extra latency: sorted by length with the rest, they make passes that pad less than one
-    /// pass in arrival order would.
+    /// requests already waiting, up to [`WAITING_PASSES`] × `--max-batch` rows (they cost no
+    /// extra wait).
     fn gather(&self, first: Job, rx: &Receiver<Job>) -> Vec<Job> {
         let deadline = Instant::now() + self.settings.max_wait;
         let max_batch = self.settings.max_batch;
@@ -163,9 +163,10 @@ impl Worker {
         jobs
     }
 
-    /// The gathered rows sorted by length, in passes of at most `--max-batch` rows (as
-    /// `kd predict` batches); each request is answered as soon as the pass holding its last
-    /// row is done.
+    /// The gathered rows in passes of equal size, at most `--max-batch` rows each, sorted by
+    /// length as `kd predict` batches (a pass packs its rows' real tokens, so the sort only
+    /// groups the embeddings' padded lookup); each request is answered as soon as the pass
+    /// holding its last row is done.
     fn run(&self, jobs: Vec<Job>) {
         if !self.settings.delay.is_zero() {
             std::thread::sleep(self.settings.delay);
@@ -242,9 +243,8 @@ impl Worker {
 }
 
 /// How many passes' worth of rows (`--max-batch` each) the worker takes from requests already
-/// waiting. Sorting more rows by length pads less (64 clients of AG News rows: a pass in arrival
-/// order pads to about twice the real tokens), at the price of the last pass's requests waiting
-/// for the passes before theirs.
+/// waiting. More rows make fuller passes, at the price of the last pass's requests waiting for
+/// the passes before theirs.
 const WAITING_PASSES: usize = 4;
 
 /// A gathered request until it is answered.
