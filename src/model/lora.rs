@@ -208,7 +208,7 @@ impl LoraAdapter {
 
     fn init(base: &FrozenLinear, spec: &LoraSpec, rng: &mut StdRng) -> Result<Self> {
         let (in_dim, out_dim) = base.dims();
-        let device = base.device();
+        let device = &base.device();
         // Adapters train in f32 (f64 for an f64 model) whatever the frozen weights' dtype.
         let dtype = compute_dtype(base.dtype());
         // nn.init.kaiming_uniform_(a=√5): bound = 1/√fan_in.

@@ -118,30 +118,28 @@ fn fused_masked_softmax(scores: &Tensor, scale: f32, mask_bias: &Tensor) -> Resu
 /// A linear layer whose weight and bias are frozen: y = x·Wᵀ + b, differentiable in `x` only.
 #[derive(Clone, Debug)]
 pub struct FrozenLinear {
-    /// The (out, in) weight, unless the native kernel's packing holds it (one copy, not two:
-    /// 170 MB of roberta-base's memory).
-    weight: Option<Tensor>,
+    weight: Weight,
     bias: Option<Tensor>,
-    /// The weight packed for the CPU's native bf16 kernel (bf16 weights on a CPU that has one).
-    native: Option<Arc<NativeLinear>>,
-    /// (out, in).
-    shape: (usize, usize),
-    dtype: DType,
-    device: Device,
+}
+
+/// Where a frozen layer's (out, in) weight lives: one copy, either way.
+#[derive(Clone, Debug)]
+enum Weight {
+    /// A tensor, for candle's matmul.
+    Tensor(Tensor),
+    /// Packed for the CPU's native bf16 kernel (bf16 weights on a CPU that has one), and nowhere
+    /// else (keeping the tensor too cost roberta-base 170 MB).
+    Native(Arc<NativeLinear>),
 }
 
 impl FrozenLinear {
     /// Wraps a weight of shape (out, in) and an optional bias of shape (out,).
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        let native = NativeLinear::for_weight(&weight, bias.as_ref())?;
-        Ok(Self {
-            shape: weight.dims2()?,
-            dtype: weight.dtype(),
-            device: weight.device().clone(),
-            weight: native.is_none().then_some(weight),
-            bias,
-            native,
-        })
+        let weight = match NativeLinear::for_weight(&weight, bias.as_ref())? {
+            Some(native) => Weight::Native(native),
+            None => Weight::Tensor(weight),
+        };
+        Ok(Self { weight, bias })
     }
 
     /// Loads `weight` and `bias` under `vb` (HF's nn.Linear names).
@@ -153,21 +151,26 @@ impl FrozenLinear {
 
     /// The (out, in) weight (unpacked from the native kernel's layout where only that holds it).
     pub fn weight(&self) -> Result<Tensor> {
-        match (&self.weight, &self.native) {
-            (Some(w), _) => Ok(w.clone()),
-            (None, Some(native)) => native.weight(&self.device),
-            (None, None) => unreachable!("a frozen linear layer keeps its weight somewhere"),
+        match &self.weight {
+            Weight::Tensor(w) => Ok(w.clone()),
+            Weight::Native(native) => native.weight(),
         }
     }
 
     /// The weight's dtype.
     pub fn dtype(&self) -> DType {
-        self.dtype
+        match &self.weight {
+            Weight::Tensor(w) => w.dtype(),
+            Weight::Native(_) => DType::BF16,
+        }
     }
 
     /// The device the weight is on.
-    pub fn device(&self) -> &Device {
-        &self.device
+    pub fn device(&self) -> Device {
+        match &self.weight {
+            Weight::Tensor(w) => w.device().clone(),
+            Weight::Native(_) => Device::Cpu,
+        }
     }
 
     /// The (out,) bias, if any.
@@ -177,17 +180,26 @@ impl FrozenLinear {
 
     /// The weight packed for the CPU's native bf16 kernel, when it runs on one.
     pub fn native(&self) -> Option<&Arc<NativeLinear>> {
-        self.native.as_ref()
+        match &self.weight {
+            Weight::Native(native) => Some(native),
+            Weight::Tensor(_) => None,
+        }
     }
 
     /// Input and output widths.
     pub fn dims(&self) -> (usize, usize) {
-        (self.shape.1, self.shape.0)
+        match &self.weight {
+            Weight::Tensor(w) => {
+                let (out_dim, in_dim) = w.dims2().expect("linear weight is 2-D");
+                (in_dim, out_dim)
+            }
+            Weight::Native(native) => native.dims(),
+        }
     }
 
     /// Applies the layer to `x` of shape (..., in).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let (Some(native), DType::F32) = (&self.native, x.dtype()) {
+        if let (Some(native), DType::F32) = (self.native(), x.dtype()) {
             let value = native.forward(&x.detach())?;
             let native = native.clone();
             return with_backward(x, value, move |grad, _| {

@@ -75,7 +75,7 @@ fn forward_layer(
     let (rows, x) = match shape.queries {
         Queries::Every => (rows, x),
         Queries::First => {
-            let width = x.len() / rows.dims().0.max(1);
+            let width = rows.dims().1;
             firsts = first_rows(x, shape.lengths, width);
             drop(rows);
             let packed = PackedRows::from_f32(&firsts, shape.lengths.len(), width);
@@ -83,8 +83,8 @@ fn forward_layer(
         }
     };
     let q = project(&a.query, &rows, x)?;
+    let tokens = rows.dims().0;
     drop(rows);
-    let tokens = q.len() / shape.heads.max(1) / shape.head_dim.max(1);
     let scale = (1.0 / (a.head_dim as f64).sqrt()) as f32;
     let (context, rows) = attention_packed(&q, &k, &v, mask, shape, scale);
     drop((q, k, v));

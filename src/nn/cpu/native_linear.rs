@@ -69,7 +69,7 @@ impl NativeLinear {
     /// the forward one on the first backward (the same bits: packing only moves them).
     pub fn input_grad(self: &Arc<Self>, grad: &Tensor) -> Result<Tensor> {
         if self.backward.get().is_none() {
-            let (in_dim, out_dim) = self.forward.dims();
+            let (in_dim, out_dim) = self.dims();
             let packed = PackedMatrix::pack(out_dim, in_dim, |o, i| self.forward.bits(i, o));
             // Another thread may have packed it meanwhile; either copy is the same.
             let _ = self.backward.set(packed);
@@ -77,13 +77,18 @@ impl NativeLinear {
         self.apply(grad, Direction::InputGrad)
     }
 
-    /// The (out, in) bf16 weight, unpacked onto `device` (quantizing, merging, tensor paths).
-    pub fn weight(&self, device: &Device) -> Result<Tensor> {
-        let (in_dim, out_dim) = self.forward.dims();
+    /// The (out, in) bf16 weight, unpacked (quantizing, merging, tensor paths).
+    pub fn weight(&self) -> Result<Tensor> {
+        let (in_dim, out_dim) = self.dims();
         let values: Vec<half::bf16> = (0..out_dim * in_dim)
             .map(|e| half::bf16::from_bits(self.forward.bits(e % in_dim, e / in_dim)))
             .collect();
-        Tensor::from_vec(values, (out_dim, in_dim), device)
+        Tensor::from_vec(values, (out_dim, in_dim), &Device::Cpu)
+    }
+
+    /// Input and output widths.
+    pub fn dims(&self) -> (usize, usize) {
+        self.forward.dims()
     }
 
     fn apply(self: &Arc<Self>, x: &Tensor, direction: Direction) -> Result<Tensor> {
@@ -166,7 +171,7 @@ mod tests {
             eprintln!("skipped: this CPU has no native bf16 kernel");
             return Ok(());
         };
-        assert_eq!(bits(&layer.weight(&Device::Cpu)?)?, bits(&w)?);
+        assert_eq!(bits(&layer.weight()?)?, bits(&w)?);
         let g = Tensor::randn(0f32, 1.0, (3, out_dim), &Device::Cpu)?;
         let got = layer.input_grad(&g)?;
         let want = PackedMatrix::from_weight(&bits(&w)?, out_dim, in_dim);
